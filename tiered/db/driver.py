@@ -1,0 +1,587 @@
+"""Connections to libSQL: embedded file, Hrana over WebSocket, Hrana over HTTP.
+
+One URL picks the backend, as in libsql-client:
+
+* ``file:path`` — embedded SQLite. libsql-client's own file client opens a new ``sqlite3``
+  connection for every statement, which is what the pool exists to avoid, so the embedded backend
+  keeps one ``sqlite3`` connection open (WAL, foreign keys, busy timeout) and runs statements
+  inline on the event loop: they take microseconds, and a hop to a thread would cost more.
+* ``ws://`` / ``wss://`` / ``libsql://`` — libsql-client's Hrana WebSocket client. Statements are
+  sent as Hrana *stored SQL* (``store_sql`` once per connection and shape, then ``sql_id``), and
+  large batches run as an interactive transaction on one stream, chunk by chunk.
+* ``http://`` / ``https://`` — libsql-client's HTTP client (stateless requests); a batch is one
+  request, so it is atomic without a session.
+
+Every driver error is translated here into the :mod:`tiered.errors` families, with the auth token
+scrubbed from messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import sqlite3
+import urllib.parse
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, TypeAlias
+
+import aiohttp
+import libsql_client
+from libsql_client.hrana.client import HranaClient
+from libsql_client.http import HttpClient
+
+from tiered.errors import (
+    AuthError,
+    ConfigError,
+    ConstraintError,
+    DatabaseError,
+    DatabaseUnavailable,
+    StoreClosed,
+    TieredError,
+)
+
+__all__ = [
+    "Connection",
+    "EmbeddedConnection",
+    "HranaHttpConnection",
+    "HranaWsConnection",
+    "Result",
+    "Statement",
+    "StatementStats",
+    "Value",
+    "backend_of",
+    "connect",
+    "redact_url",
+]
+
+Value: TypeAlias = None | int | float | str | bytes
+Row: TypeAlias = tuple[Value, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL shape, built once; ``name`` labels it in statistics."""
+
+    name: str
+    sql: str
+
+
+class Result(NamedTuple):
+    rows: list[Row]
+    rows_affected: int
+
+
+Step: TypeAlias = tuple[Statement, Sequence[Value]]
+
+
+@dataclass(slots=True)
+class StatementStats:
+    """How statements were sent: executions, distinct shapes, and how often a shape was reused.
+
+    ``prepared`` counts first uses of a shape on a connection (an SQLite prepare on the embedded
+    backend, a ``store_sql`` on WebSocket); ``reused`` counts every later execution of it, which
+    skipped the prepare (embedded: sqlite3's statement cache) or sent only a ``sql_id`` (WebSocket).
+    """
+
+    executions: int = 0
+    prepared: int = 0
+    reused: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
+
+    def count(self, stmt: Statement, n: int, first: bool) -> None:
+        self.executions += n
+        self.prepared += 1 if first else 0
+        self.reused += n - 1 if first else n
+        self.by_name[stmt.name] = self.by_name.get(stmt.name, 0) + n
+
+
+def backend_of(url: str) -> str:
+    """``file``, ``ws`` or ``http`` for a database URL (``libsql:`` and TLS schemes included)."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file":
+        return "file"
+    if scheme in ("ws", "wss", "libsql"):
+        return "ws"
+    if scheme in ("http", "https"):
+        return "http"
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme!r}: use file:, ws:, wss:, libsql:, http: or https:"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``authToken`` query value and userinfo password replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    q = "&".join(f"{k}={'***' if k == 'authToken' else v}" for k, v in query)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, q, parts.fragment))
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+_AUTH_CODES = ("AUTH_", "UNAUTHORIZED")
+
+
+def translate(exc: BaseException, *, secret: str | None = None) -> TieredError:
+    """The tiered error for a driver exception (the caller raises it ``from`` the original)."""
+    if isinstance(exc, TieredError):
+        return exc
+    msg = _scrub(str(exc), secret) or type(exc).__name__
+    if isinstance(exc, libsql_client.LibsqlError):
+        code = exc.code or "UNKNOWN"
+        if code.startswith("SQLITE_CONSTRAINT") or "constraint failed" in msg.lower():
+            return ConstraintError(msg, code=code)
+        if code.startswith(_AUTH_CODES) or "401" in msg or "Unauthorized" in msg:
+            return AuthError(msg, code=code)
+        if code in ("CLIENT_CLOSED",):
+            return StoreClosed(msg)
+        if code in ("STREAM_CLOSED", "HRANA_WEBSOCKET_ERROR", "SERVER_ERROR") and (
+            "502" in msg or "503" in msg or "closed" in msg.lower()
+        ):
+            return DatabaseUnavailable(msg, code=code)
+        return DatabaseError(msg, code=code)
+    if isinstance(exc, aiohttp.WSServerHandshakeError | aiohttp.ClientResponseError) and (
+        exc.status in (401, 403)
+    ):
+        return AuthError(msg, code="AUTH_FAILED")
+    if isinstance(exc, aiohttp.ClientError | OSError | asyncio.TimeoutError):
+        return DatabaseUnavailable(f"{type(exc).__name__}: {msg}", code="UNAVAILABLE")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConstraintError(msg, code=getattr(exc, "sqlite_errorname", "SQLITE_CONSTRAINT"))
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN")):
+            return DatabaseUnavailable(msg, code=code)
+        return DatabaseError(msg, code=code)
+    return DatabaseError(f"{type(exc).__name__}: {msg}")
+
+
+class Connection(ABC):
+    """One connection to the database. Not shared between event loops.
+
+    ``execute`` runs one statement in autocommit mode; ``transaction`` runs ``steps`` as one
+    transaction (all of them or none), splitting them into chunks of at most ``chunk_bytes`` of
+    arguments where the backend allows a transaction to span several requests.
+    """
+
+    backend: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.stats = StatementStats()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @abstractmethod
+    async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result: ...
+
+    @abstractmethod
+    async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """A cheap round trip (``SELECT 1``) that proves the connection works."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"{type(self).__name__} is closed")
+
+
+def _args_size(args: Sequence[Value]) -> int:
+    n = 16
+    for a in args:
+        n += len(a) if isinstance(a, str | bytes) else 8
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# embedded
+# ---------------------------------------------------------------------------------------------
+
+
+class EmbeddedConnection(Connection):
+    """A persistent ``sqlite3`` connection in WAL mode with foreign keys on."""
+
+    backend = "file"
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        super().__init__()
+        self.path = path
+        try:
+            self._db = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout,
+                cached_statements=256,
+            )
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as e:
+            raise translate(e) from e
+        self._seen: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedConnection {self.path!r}{' closed' if self._closed else ''}>"
+
+    def _count(self, stmt: Statement, n: int) -> None:
+        first = stmt.sql not in self._seen
+        if first:
+            self._seen.add(stmt.sql)
+        self.stats.count(stmt, n, first)
+
+    async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
+        self._check_open()
+        self._count(stmt, 1)
+        try:
+            cur = self._db.execute(stmt.sql, args)
+            rows = cur.fetchall()
+            return Result(rows, cur.rowcount if cur.rowcount > 0 else 0)
+        except sqlite3.Error as e:
+            raise translate(e) from e
+
+    async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
+        # One local transaction; consecutive steps of one shape go through executemany, which
+        # binds a prepared statement row after row (the fast path bench_store compares against).
+        self._check_open()
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                i, n = 0, len(steps)
+                while i < n:
+                    stmt = steps[i][0]
+                    j = i + 1
+                    while j < n and steps[j][0] is stmt:
+                        j += 1
+                    if j - i == 1:
+                        db.execute(stmt.sql, steps[i][1])
+                    else:
+                        db.executemany(stmt.sql, [s[1] for s in steps[i:j]])
+                    self._count(stmt, j - i)
+                    i = j
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise translate(e) from e
+
+    async def ping(self) -> None:
+        self._check_open()
+        try:
+            self._db.execute("SELECT 1").fetchall()
+        except sqlite3.Error as e:
+            raise translate(e) from e
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hrana (WebSocket and HTTP)
+# ---------------------------------------------------------------------------------------------
+
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
+
+
+def _to_proto(v: Value) -> dict[str, Any]:
+    if v is None:
+        return {"type": "null"}
+    if isinstance(v, str):
+        return {"type": "text", "value": v}
+    if isinstance(v, bool):
+        return {"type": "integer", "value": str(int(v))}
+    if isinstance(v, int):
+        if not _MIN_INT <= v <= _MAX_INT:
+            raise DatabaseError("integer exceeds 64 bits", code="ARGS_INVALID")
+        return {"type": "integer", "value": str(v)}
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise DatabaseError("non-finite float", code="ARGS_INVALID")
+        return {"type": "float", "value": v}
+    return {"type": "blob", "base64": base64.b64encode(v).decode()}
+
+
+def _from_proto(v: dict[str, Any]) -> Value:
+    t = v["type"]
+    if t == "null":
+        return None
+    if t == "integer":
+        return int(v["value"])
+    if t == "float":
+        return float(v["value"])
+    if t == "text":
+        return str(v["value"])
+    if t == "blob":
+        return base64.b64decode(v["base64"] + "==")
+    raise DatabaseError(f"unknown Hrana value type {t!r}", code="HRANA_PROTO_ERROR")
+
+
+def _result(res: dict[str, Any]) -> Result:
+    rows = [tuple(_from_proto(v) for v in row) for row in res["rows"]]
+    return Result(rows, int(res.get("affected_row_count") or 0))
+
+
+def _proto_error(err: dict[str, Any]) -> libsql_client.LibsqlError:
+    return libsql_client.LibsqlError(err.get("message", "error"), err.get("code") or "UNKNOWN")
+
+
+def _check_batch(res: dict[str, Any], skip: int = 0) -> None:
+    for err in res["step_errors"][skip:]:
+        if err is not None:
+            raise _proto_error(err)
+
+
+def _txn_batch(stmts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Hrana batch that runs ``stmts`` in one transaction: BEGIN, each step only if the one
+    before succeeded, COMMIT, and ROLLBACK if the commit did not happen."""
+    steps: list[dict[str, Any]] = [{"stmt": {"sql": "BEGIN", "want_rows": False}}]
+    for s in stmts:
+        steps.append({"condition": {"type": "ok", "step": len(steps) - 1}, "stmt": s})
+    steps.append(
+        {"condition": {"type": "ok", "step": len(steps) - 1}, "stmt": {"sql": "COMMIT", "want_rows": False}}
+    )
+    steps.append(
+        {
+            "condition": {"type": "not", "cond": {"type": "ok", "step": len(steps) - 1}},
+            "stmt": {"sql": "ROLLBACK", "want_rows": False},
+        }
+    )
+    return {"steps": steps}
+
+
+class _HranaBase(Connection):
+    def __init__(self, url: str, auth_token: str | None, timeout: float) -> None:
+        super().__init__()
+        self._url = url
+        self._token = auth_token
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        # The token is never part of a repr; the URL has it redacted.
+        return f"<{type(self).__name__} {redact_url(self._url)}{' closed' if self._closed else ''}>"
+
+    async def _guard(self, coro: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await coro
+        except TieredError:
+            raise
+        except TimeoutError as e:
+            raise DatabaseUnavailable(
+                f"no answer from {redact_url(self._url)} within {self.timeout} s", code="TIMEOUT"
+            ) from e
+        except Exception as e:
+            raise translate(e, secret=self._token) from e
+
+    async def ping(self) -> None:
+        await self.execute(_PING)
+
+
+_PING = Statement("ping", "SELECT 1")
+
+
+class HranaWsConnection(_HranaBase):
+    """libsql-client's Hrana WebSocket client with stored SQL and chunked transactions."""
+
+    backend = "ws"
+
+    def __init__(self, url: str, *, auth_token: str | None = None, timeout: float = 30.0) -> None:
+        super().__init__(url, auth_token, timeout)
+        try:
+            client = libsql_client.create_client(url, auth_token=auth_token)
+        except Exception as e:
+            raise translate(e, secret=auth_token) from e
+        assert isinstance(client, HranaClient)
+        self._client = client
+        self._sql_conn: object | None = None
+        self._sql_ids: dict[str, int] = {}
+
+    def _stmt(self, stmt: Statement, args: Sequence[Value], want_rows: bool) -> dict[str, Any]:
+        """The Hrana statement for ``stmt``, storing its SQL on this socket the first time."""
+        conn = self._client._conn
+        if conn is not self._sql_conn:
+            # A new socket (first use, or libsql-client reconnected): stored ids are gone.
+            self._sql_conn, self._sql_ids = conn, {}
+        sql_id = self._sql_ids.get(stmt.sql)
+        first = sql_id is None
+        if sql_id is None:
+            sql_id = conn.store_sql(stmt.sql)
+            self._sql_ids[stmt.sql] = sql_id
+        self.stats.count(stmt, 1, first)
+        return {"sql_id": sql_id, "args": [_to_proto(a) for a in args], "want_rows": want_rows}
+
+    async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
+        self._check_open()
+
+        async def run() -> Result:
+            with self._client._open_stream() as stream:
+                fut = stream.execute(self._stmt(stmt, args, True))
+            return _result(await fut)  # type: ignore[arg-type]
+
+        result: Result = await self._guard(run())
+        return result
+
+    async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
+        self._check_open()
+        chunks: list[list[Step]] = [[]]
+        size = 0
+        for step in steps:
+            s = _args_size(step[1])
+            if chunks[-1] and size + s > chunk_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(step)
+            size += s
+
+        async def one() -> None:
+            with self._client._open_stream() as stream:
+                batch = _txn_batch([self._stmt(st, a, False) for st, a in chunks[0]])
+                fut = stream.batch(batch)  # type: ignore[arg-type]
+            _check_batch(await fut)  # type: ignore[arg-type]
+
+        async def interactive() -> None:
+            # BEGIN, one batch per chunk (each step conditional on the one before), COMMIT;
+            # any failure rolls back, so the whole transaction is all-or-nothing.
+            stream = self._client._open_stream()
+            try:
+                await stream.execute({"sql": "BEGIN", "want_rows": False})
+                for chunk in chunks:
+                    body: list[dict[str, Any]] = []
+                    for st, a in chunk:
+                        cond = {"type": "ok", "step": len(body) - 1} if body else None
+                        step: dict[str, Any] = {"stmt": self._stmt(st, a, False)}
+                        if cond:
+                            step["condition"] = cond
+                        body.append(step)
+                    res = await stream.batch({"steps": body})  # type: ignore[typeddict-item]
+                    _check_batch(res)  # type: ignore[arg-type]
+                await stream.execute({"sql": "COMMIT", "want_rows": False})
+            except BaseException:
+                if not stream.closed:
+                    rollback = stream.execute({"sql": "ROLLBACK", "want_rows": False})
+                    rollback.add_done_callback(lambda f: f.cancelled() or f.exception())
+                raise
+            finally:
+                stream.close()
+
+        await self._guard(one() if len(chunks) == 1 else interactive())
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                await self._client.close()
+            except Exception:  # closing a dead socket must not mask the caller's error
+                pass
+
+
+class HranaHttpConnection(_HranaBase):
+    """libsql-client's HTTP client: each call is one stateless request on a keep-alive session."""
+
+    backend = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth_token: str | None = None,
+        timeout: float = 30.0,
+        max_request_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        super().__init__(url, auth_token, timeout)
+        try:
+            client = libsql_client.create_client(url, auth_token=auth_token)
+        except Exception as e:
+            raise translate(e, secret=auth_token) from e
+        assert isinstance(client, HttpClient)
+        self._client = client
+        self.max_request_bytes = max_request_bytes
+
+    async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
+        self._check_open()
+        self.stats.count(stmt, 1, False)
+        req = {"stmt": {"sql": stmt.sql, "args": [_to_proto(a) for a in args], "want_rows": True}}
+        res = await self._guard(self._client._send("POST", "v1/execute", req))
+        return _result(res["result"])
+
+    async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
+        # HTTP has no session to hold a transaction open across requests: one request carries
+        # the whole transaction, bounded by max_request_bytes.
+        self._check_open()
+        size = sum(_args_size(a) for _, a in steps)
+        if size > self.max_request_bytes:
+            raise DatabaseError(
+                f"transaction of ~{size} bytes exceeds max_request_bytes {self.max_request_bytes} "
+                "for HTTP; use a ws:// URL (chunked transactions) or smaller batches",
+                code="REQUEST_TOO_LARGE",
+            )
+        stmts = []
+        for st, a in steps:
+            self.stats.count(st, 1, False)
+            stmts.append({"sql": st.sql, "args": [_to_proto(x) for x in a], "want_rows": False})
+
+        async def run() -> None:
+            res = await self._client._send("POST", "v1/batch", {"batch": _txn_batch(stmts)})
+            _check_batch(res["result"])
+
+        await self._guard(run())
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.close()
+
+
+def file_path(url: str) -> str:
+    """The filesystem path of a ``file:`` URL (``file:rel.db``, ``file:///abs.db``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"file URL must not name a host, got {parts.netloc!r}")
+    if parts.query:
+        raise ConfigError("file URLs take no query parameters")
+    path = urllib.parse.unquote(parts.path)
+    if not path:
+        raise ConfigError("file URL has no path: use file:relative.db or file:///absolute.db")
+    return path
+
+
+async def connect(url: str, *, auth_token: str | None = None, timeout: float = 30.0) -> Connection:
+    """Open a connection for ``url`` and prove it works with one round trip."""
+    backend = backend_of(url)
+    conn: Connection
+    if backend == "file":
+        path = file_path(url)
+        parent = Path(path).parent
+        if not parent.exists():
+            raise ConfigError(f"directory {str(parent)!r} of the database file does not exist")
+        conn = EmbeddedConnection(path, busy_timeout=min(timeout, 30.0))
+    elif backend == "ws":
+        conn = HranaWsConnection(url, auth_token=auth_token, timeout=timeout)
+    else:
+        conn = HranaHttpConnection(url, auth_token=auth_token, timeout=timeout)
+    try:
+        await conn.ping()
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

@@ -1,0 +1,187 @@
+"""Schema, secondary indexes and idempotent migrations, applied at open.
+
+Queryable fields are real columns with indexes chosen for the Store's queries (each query's plan is
+checked by ``tests/test_schema.py``); bulky fields live in one ``payload`` column of codec frames.
+Every index that serves an ordered query ends with the columns the query orders by, so a ``LIMIT``
+reads only the rows it returns. Timestamps are integer microseconds since the epoch, UTC.
+
+Migrations are a list of ``(version, statements)``. Each runs in one transaction together with its
+row in ``schema_version``; statements use ``IF NOT EXISTS`` and the version row ``OR IGNORE``, so two
+processes opening the same database at once both succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tiered.db.driver import Connection, Statement
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "migrate", "vector_table_ddl"]
+
+# Server-side wall clock in microseconds (julianday works on every SQLite the backends ship).
+_NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
+
+_V1: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS episodes (
+        id TEXT PRIMARY KEY,
+        task_type TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        language TEXT,
+        start_time INTEGER NOT NULL,
+        end_time INTEGER,
+        outcome TEXT,
+        reward REAL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS episodes_start ON episodes(start_time, id)",
+    "CREATE INDEX IF NOT EXISTS episodes_task_type ON episodes(task_type, start_time, id)",
+    "CREATE INDEX IF NOT EXISTS episodes_domain ON episodes(domain, language, start_time, id)",
+    "CREATE INDEX IF NOT EXISTS episodes_language ON episodes(language, start_time, id)",
+    # Metadata is a side table so that a (key, value) lookup is an index search, not a JSON scan.
+    # start_time is copied in so the index also yields the rows newest-first without a sort.
+    """CREATE TABLE IF NOT EXISTS episode_metadata (
+        episode_id TEXT NOT NULL REFERENCES episodes(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        start_time INTEGER NOT NULL,
+        PRIMARY KEY (episode_id, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS episode_metadata_kv "
+    "ON episode_metadata(key, value, start_time, episode_id)",
+    """CREATE TABLE IF NOT EXISTS patterns (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        success_rate REAL NOT NULL,
+        effectiveness REAL NOT NULL,
+        occurrence_count INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS patterns_kind ON patterns(kind, domain, success_rate, id)",
+    "CREATE INDEX IF NOT EXISTS patterns_domain ON patterns(domain, success_rate, id)",
+    "CREATE INDEX IF NOT EXISTS patterns_success ON patterns(success_rate, id)",
+    """CREATE TABLE IF NOT EXISTS heuristics (
+        id TEXT PRIMARY KEY,
+        confidence REAL NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS heuristics_confidence ON heuristics(confidence, id)",
+    # A model's dimension is fixed by its first embedding; the trigger below enforces it even
+    # against writers that skip the Store's own check.
+    """CREATE TABLE IF NOT EXISTS embedding_models (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL UNIQUE,
+        dim INTEGER NOT NULL CHECK (dim > 0)
+    )""",
+    """CREATE TABLE IF NOT EXISTS embeddings (
+        id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL,
+        owner_kind TEXT NOT NULL,
+        model_id INTEGER NOT NULL REFERENCES embedding_models(id),
+        vector BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS embeddings_owner ON embeddings(owner_kind, owner_id)",
+    "CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings(model_id, owner_kind)",
+    """CREATE TRIGGER IF NOT EXISTS embeddings_dim_insert BEFORE INSERT ON embeddings
+       WHEN length(NEW.vector) != 4 * (SELECT dim FROM embedding_models WHERE id = NEW.model_id)
+       BEGIN SELECT RAISE(ABORT, 'vector dimension does not match its model'); END""",
+    """CREATE TRIGGER IF NOT EXISTS embeddings_dim_update BEFORE UPDATE ON embeddings
+       WHEN length(NEW.vector) != 4 * (SELECT dim FROM embedding_models WHERE id = NEW.model_id)
+       BEGIN SELECT RAISE(ABORT, 'vector dimension does not match its model'); END""",
+    # Appended by triggers, so in the same transaction as every write, whoever the writer is;
+    # other processes poll it (seq > last seen) to invalidate their caches.
+    """CREATE TABLE IF NOT EXISTS change_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tbl TEXT NOT NULL,
+        key TEXT NOT NULL,
+        op TEXT NOT NULL,
+        at INTEGER NOT NULL
+    )""",
+    *(
+        f"""CREATE TRIGGER IF NOT EXISTS {tbl}_log_{op} AFTER {op.upper()} ON {tbl}
+           BEGIN INSERT INTO change_log(tbl, key, op, at)
+                 VALUES ('{tbl}', {row}.id, '{op}', {_NOW_US}); END"""
+        for tbl in ("episodes", "patterns", "heuristics", "embeddings")
+        for op, row in (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD"))
+    ),
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: Data tables in dependency order (children first), e.g. for clearing a test database.
+TABLES = (
+    "change_log",
+    "episode_metadata",
+    "episodes",
+    "patterns",
+    "heuristics",
+    "embeddings",
+    "embedding_models",
+)
+
+_CREATE_VERSION = Statement(
+    "schema_version_create",
+    "CREATE TABLE IF NOT EXISTS schema_version "
+    "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+)
+_READ_VERSION = Statement("schema_version_read", "SELECT max(version) FROM schema_version")
+_MARK_VERSION = Statement(
+    "schema_version_mark", "INSERT OR IGNORE INTO schema_version(version, applied_at) VALUES (?, ?)"
+)
+
+
+async def migrate(conn: Connection, *, now_us: int) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before."""
+    await conn.execute(_CREATE_VERSION)
+    rows = (await conn.execute(_READ_VERSION)).rows
+    current = int(rows[0][0] or 0)
+    for version, ddl in MIGRATIONS:
+        if version <= current:
+            continue
+        steps: list[tuple[Statement, Sequence[int]]] = [
+            (Statement(f"migration_{version}", sql), ()) for sql in ddl
+        ]
+        steps.append((_MARK_VERSION, (version, now_us)))
+        await conn.transaction(steps, chunk_bytes=1 << 30)
+    return current
+
+
+def vector_table_ddl(model_id: int, dim: int) -> tuple[str, ...]:
+    """DDL of the libSQL vector table, index and sync triggers of one model (sqld backends only).
+
+    libSQL's vector index needs a fixed-dimension ``F32_BLOB(dim)`` column, so each model gets its
+    own table keyed by the embedding's rowid; triggers keep it in step with ``embeddings`` in the
+    same transaction, including when an embedding moves to another model or is deleted.
+    """
+    m, t = int(model_id), vector_table(model_id)
+    # Delete + insert rather than INSERT OR REPLACE: an upsert's conflict clause would override
+    # the trigger's, and the vector index rejects the replace.
+    put = (
+        f"DELETE FROM {t} WHERE rowid = NEW.rowid; "
+        f"INSERT INTO {t}(rowid, v) VALUES (NEW.rowid, vector32(NEW.vector))"
+    )
+    drop = f"DELETE FROM {t} WHERE rowid = OLD.rowid"
+    return (
+        f"CREATE TABLE IF NOT EXISTS {t} (rowid INTEGER PRIMARY KEY, v F32_BLOB({int(dim)}))",
+        f"CREATE INDEX IF NOT EXISTS {t}_idx ON {t}(libsql_vector_idx(v, 'metric=cosine'))",
+        f"CREATE TRIGGER IF NOT EXISTS {t}_ins AFTER INSERT ON embeddings "
+        f"WHEN NEW.model_id = {m} BEGIN {put}; END",
+        f"CREATE TRIGGER IF NOT EXISTS {t}_upd_old AFTER UPDATE ON embeddings "
+        f"WHEN OLD.model_id = {m} AND NEW.model_id != {m} BEGIN {drop}; END",
+        f"CREATE TRIGGER IF NOT EXISTS {t}_upd_new AFTER UPDATE ON embeddings "
+        f"WHEN NEW.model_id = {m} BEGIN {put}; END",
+        f"CREATE TRIGGER IF NOT EXISTS {t}_del AFTER DELETE ON embeddings "
+        f"WHEN OLD.model_id = {m} BEGIN {drop}; END",
+    )
+
+
+def vector_table(model_id: int) -> str:
+    return f"embedding_vectors_{int(model_id)}"

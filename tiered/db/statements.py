@@ -1,0 +1,172 @@
+"""Every SQL statement the Store sends, each built once as a :class:`Statement`.
+
+Shapes are fixed: variable-length ``IN (...)`` lists are padded to a power of two (at most
+:data:`MAX_IN`), so the set of shapes is small and each is prepared (or stored over Hrana) once
+per connection and reused after.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from tiered.db.driver import Statement
+
+__all__ = ["MAX_IN", "episodes_by_ids", "vector_nearest"]
+
+MAX_IN = 256
+
+# -- episodes -----------------------------------------------------------------------------------
+
+EPISODE_COLS = "e.id, e.task_type, e.start_time, e.end_time, e.reward, e.payload"
+
+UPSERT_EPISODE = Statement(
+    "upsert_episode",
+    "INSERT INTO episodes(id, task_type, domain, language, start_time, end_time, outcome, reward,"
+    " created_at, updated_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(id) DO UPDATE SET task_type = excluded.task_type, domain = excluded.domain,"
+    " language = excluded.language, start_time = excluded.start_time,"
+    " end_time = excluded.end_time, outcome = excluded.outcome, reward = excluded.reward,"
+    " updated_at = excluded.updated_at, payload = excluded.payload",
+)
+CLEAR_EPISODE_METADATA = Statement(
+    "clear_episode_metadata", "DELETE FROM episode_metadata WHERE episode_id = ?"
+)
+INSERT_EPISODE_METADATA = Statement(
+    "insert_episode_metadata",
+    "INSERT INTO episode_metadata(episode_id, key, value, start_time) VALUES (?, ?, ?, ?)",
+)
+GET_EPISODE = Statement("get_episode", f"SELECT {EPISODE_COLS} FROM episodes e WHERE e.id = ?")
+DELETE_EPISODE = Statement("delete_episode", "DELETE FROM episodes WHERE id = ?")
+EPISODES_SINCE = Statement(
+    "query_episodes_since",
+    f"SELECT {EPISODE_COLS} FROM episodes e WHERE e.start_time >= ?"
+    " ORDER BY e.start_time, e.id LIMIT ?",
+)
+EPISODES_BY_METADATA = Statement(
+    "query_episodes_by_metadata",
+    f"SELECT {EPISODE_COLS} FROM episode_metadata m JOIN episodes e ON e.id = m.episode_id"
+    " WHERE m.key = ? AND m.value = ? ORDER BY m.start_time DESC, m.episode_id DESC LIMIT ?",
+)
+
+
+@cache
+def episodes_filtered(task_type: bool, domain: bool, language: bool) -> Statement:
+    """``query_episodes`` for one combination of filters, newest first."""
+    where = [c for c, on in (("task_type", task_type), ("domain", domain), ("language", language)) if on]
+    cond = " WHERE " + " AND ".join(f"e.{c} = ?" for c in where) if where else ""
+    name = "query_episodes" + "".join(f"_{c}" for c in where)
+    return Statement(
+        name,
+        f"SELECT {EPISODE_COLS} FROM episodes e{cond} ORDER BY e.start_time DESC, e.id DESC LIMIT ?",
+    )
+
+
+@cache
+def episodes_by_ids(n: int) -> Statement:
+    """``get_episodes`` for ``n`` ids (``n`` a power of two up to :data:`MAX_IN`)."""
+    marks = ", ".join("?" * n)
+    return Statement(
+        f"get_episodes_{n}", f"SELECT {EPISODE_COLS} FROM episodes e WHERE e.id IN ({marks})"
+    )
+
+
+# -- patterns -----------------------------------------------------------------------------------
+
+PATTERN_COLS = "id, kind, domain, success_rate, effectiveness, occurrence_count, payload"
+
+UPSERT_PATTERN = Statement(
+    "upsert_pattern",
+    "INSERT INTO patterns(id, kind, domain, success_rate, effectiveness, occurrence_count,"
+    " created_at, updated_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, domain = excluded.domain,"
+    " success_rate = excluded.success_rate, effectiveness = excluded.effectiveness,"
+    " occurrence_count = excluded.occurrence_count, updated_at = excluded.updated_at,"
+    " payload = excluded.payload",
+)
+GET_PATTERN = Statement("get_pattern", f"SELECT {PATTERN_COLS} FROM patterns WHERE id = ?")
+DELETE_PATTERN = Statement("delete_pattern", "DELETE FROM patterns WHERE id = ?")
+
+
+@cache
+def patterns_filtered(kind: bool, domain: bool) -> Statement:
+    """``search_patterns`` for one combination of filters, best success rate first."""
+    where = [f"{c} = ?" for c, on in (("kind", kind), ("domain", domain)) if on]
+    where.append("success_rate >= ?")
+    name = "search_patterns" + ("_kind" if kind else "") + ("_domain" if domain else "")
+    return Statement(
+        name,
+        f"SELECT {PATTERN_COLS} FROM patterns WHERE {' AND '.join(where)}"
+        " ORDER BY success_rate DESC, id DESC LIMIT ?",
+    )
+
+
+# -- heuristics ---------------------------------------------------------------------------------
+
+HEURISTIC_COLS = "id, confidence, payload"
+UPSERT_HEURISTIC = Statement(
+    "upsert_heuristic",
+    "INSERT INTO heuristics(id, confidence, created_at, updated_at, payload) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(id) DO UPDATE SET confidence = excluded.confidence,"
+    " updated_at = excluded.updated_at, payload = excluded.payload",
+)
+GET_HEURISTIC = Statement("get_heuristic", f"SELECT {HEURISTIC_COLS} FROM heuristics WHERE id = ?")
+DELETE_HEURISTIC = Statement("delete_heuristic", "DELETE FROM heuristics WHERE id = ?")
+HEURISTICS_BY_CONFIDENCE = Statement(
+    "list_heuristics",
+    f"SELECT {HEURISTIC_COLS} FROM heuristics WHERE confidence >= ?"
+    " ORDER BY confidence DESC, id DESC LIMIT ?",
+)
+
+# -- embeddings ---------------------------------------------------------------------------------
+
+EMBEDDING_COLS = "e.id, e.owner_id, e.owner_kind, m.model, e.vector"
+REGISTER_MODEL = Statement(
+    "register_model", "INSERT OR IGNORE INTO embedding_models(model, dim) VALUES (?, ?)"
+)
+GET_MODEL = Statement("get_model", "SELECT id, dim FROM embedding_models WHERE model = ?")
+MODELS_BY_DIM = Statement("models_by_dim", "SELECT id, model FROM embedding_models WHERE dim = ?")
+UPSERT_EMBEDDING = Statement(
+    "upsert_embedding",
+    "INSERT INTO embeddings(id, owner_id, owner_kind, model_id, vector, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(id) DO UPDATE SET owner_id = excluded.owner_id,"
+    " owner_kind = excluded.owner_kind, model_id = excluded.model_id, vector = excluded.vector,"
+    " updated_at = excluded.updated_at",
+)
+GET_EMBEDDING = Statement(
+    "get_embedding",
+    f"SELECT {EMBEDDING_COLS} FROM embeddings e JOIN embedding_models m ON m.id = e.model_id"
+    " WHERE e.id = ?",
+)
+DELETE_EMBEDDING = Statement("delete_embedding", "DELETE FROM embeddings WHERE id = ?")
+EMBEDDINGS_OF_MODEL = Statement(
+    "nearest_exact",
+    f"SELECT {EMBEDDING_COLS} FROM embeddings e JOIN embedding_models m ON m.id = e.model_id"
+    " WHERE e.model_id = ?",
+)
+EMBEDDINGS_OF_MODEL_KIND = Statement(
+    "nearest_exact_kind",
+    f"SELECT {EMBEDDING_COLS} FROM embeddings e JOIN embedding_models m ON m.id = e.model_id"
+    " WHERE e.model_id = ? AND e.owner_kind = ?",
+)
+
+
+@cache
+def vector_nearest(model_id: int, kind: bool) -> Statement:
+    """libSQL ANN search over one model's vector index (sqld only); args: vector, fetch[, kind]."""
+    t = f"embedding_vectors_{int(model_id)}"
+    cond = " WHERE e.owner_kind = ?" if kind else ""
+    return Statement(
+        "nearest_ann" + ("_kind" if kind else ""),
+        f"SELECT {EMBEDDING_COLS} FROM vector_top_k('{t}_idx', vector32(?1), ?2) AS t"
+        " JOIN embeddings e ON e.rowid = t.id JOIN embedding_models m ON m.id = e.model_id"
+        f"{cond.replace('?', '?3')}",
+    )
+
+
+# -- change log ---------------------------------------------------------------------------------
+
+CHANGES_SINCE = Statement(
+    "changes_since", "SELECT seq, tbl, key, op FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+LAST_CHANGE = Statement("last_change", "SELECT coalesce(max(seq), 0) FROM change_log")

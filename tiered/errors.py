@@ -1,0 +1,80 @@
+"""Error families of tiered.
+
+Every error raised by the library derives from :class:`TieredError`. Subclasses also inherit the
+builtin they refine, so ``except ValueError`` keeps working for callers that do not know tiered.
+Driver errors (libsql-client, sqlite3, aiohttp) are translated at the boundary in
+:mod:`tiered.db.driver` and chained with ``raise ... from``; their messages are scrubbed of
+credentials before they reach an exception, a log or a repr.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ConstraintError",
+    "CorruptPayload",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "DevServerError",
+    "PayloadTooLarge",
+    "StoreClosed",
+    "TieredError",
+    "ValidationError",
+]
+
+
+class TieredError(Exception):
+    """Base class of every error raised by tiered."""
+
+
+class ConfigError(TieredError, ValueError):
+    """A setting is invalid (raised at construction, before any I/O)."""
+
+
+class ValidationError(TieredError, ValueError):
+    """A record or argument is invalid; nothing was written.
+
+    ``field`` names the offending field (dotted for nested fields, e.g. ``context.domain``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class PayloadTooLarge(ValidationError):
+    """An encoded record is larger than the store's ``max_payload_bytes``; nothing was written."""
+
+
+class CorruptPayload(TieredError, ValueError):
+    """A stored frame cannot be decoded (bad magic, unknown codec, truncated or lying length)."""
+
+
+class StoreClosed(TieredError, RuntimeError):
+    """The store (or connection) was closed; open a new one."""
+
+
+class DatabaseError(TieredError):
+    """The database reported an error. ``code`` is the server's or SQLite's error code."""
+
+    def __init__(self, message: str, *, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConstraintError(DatabaseError, ValueError):
+    """A constraint (unique, foreign key, check) rejected the write; the transaction rolled back."""
+
+
+class DatabaseUnavailable(DatabaseError, ConnectionError):
+    """The database could not be reached (refused, reset, timed out, server gone)."""
+
+
+class AuthError(DatabaseError, PermissionError):
+    """The server rejected the credentials (missing, malformed or wrong token)."""
+
+
+class DevServerError(TieredError, RuntimeError):
+    """The local sqld could not be located, extracted, started or stopped."""

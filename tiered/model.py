@@ -1,0 +1,721 @@
+"""Domain records of an agent-memory store: episodes, patterns, heuristics, embeddings.
+
+Records are frozen dataclasses validated at construction: bad input raises
+:class:`tiered.errors.ValidationError` naming the field, before anything can reach the database.
+Timestamps are integer microseconds since the Unix epoch, UTC (see :func:`to_micros`).
+
+Each record converts to and from a plain JSON-compatible document (``to_doc`` / ``from_doc``);
+the codec in :mod:`tiered.compression` turns documents into stored frames. Queryable fields
+(times, task type, domain, language, success rate, confidence, owner) are also kept as real
+columns by :mod:`tiered.db.schema`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, TypeAlias
+
+from tiered.errors import ValidationError
+
+__all__ = [
+    "Abstained",
+    "Complexity",
+    "ContextPattern",
+    "DecisionPoint",
+    "Embedding",
+    "Episode",
+    "ErrorRecovery",
+    "Evidence",
+    "ExecutionStep",
+    "Failure",
+    "Heuristic",
+    "JSONValue",
+    "Outcome",
+    "PartialSuccess",
+    "Pattern",
+    "PatternBody",
+    "PatternKind",
+    "Reflection",
+    "StepResult",
+    "Success",
+    "TaskContext",
+    "ToolSequence",
+    "from_micros",
+    "to_micros",
+]
+
+JSONValue: TypeAlias = (
+    None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+)
+
+#: Largest timestamp accepted: 9999-12-31T23:59:59.999999Z in microseconds.
+MAX_MICROS = 253_402_300_799_999_999
+MAX_ID_LEN = 256
+MAX_NAME_LEN = 128
+MAX_VECTOR_DIM = 65_536
+# Metadata keys are names, not data: letters, digits, "_", ".", ":", "/" and single hyphens.
+# Quotes, "%", whitespace and "--" are rejected so that a key can never look like SQL or a
+# LIKE pattern anywhere it is shown. Values are arbitrary text, always bound as parameters.
+_METADATA_KEY = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.:/]|-(?!-))*\Z")
+
+
+def to_micros(t: datetime) -> int:
+    """Microseconds since the epoch for an aware datetime (naive datetimes are rejected)."""
+    if t.tzinfo is None:
+        raise ValidationError("timestamp", "naive datetime; pass an aware datetime (UTC)")
+    delta = t.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    """Aware UTC datetime for microseconds since the epoch."""
+    return datetime.fromtimestamp(us // 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation helpers: each names the field and says what is allowed
+# ---------------------------------------------------------------------------------------------
+
+
+def _text(name: str, value: object, *, max_len: int | None = None, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, got {type(value).__name__}")
+    if not empty and not value.strip():
+        raise ValidationError(name, "must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise ValidationError(name, f"must be at most {max_len} characters, got {len(value)}")
+    if "\x00" in value:
+        raise ValidationError(name, "must not contain NUL characters")
+    return value
+
+
+def _opt_text(name: str, value: object, *, max_len: int | None = None) -> str | None:
+    return None if value is None else _text(name, value, max_len=max_len)
+
+
+def _texts(name: str, values: object, *, max_len: int | None = None) -> tuple[str, ...]:
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValidationError(name, "must be a sequence of strings")
+    return tuple(_text(f"{name}[{i}]", v, max_len=max_len) for i, v in enumerate(values))
+
+
+def _number(name: str, value: object, *, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(name, f"must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValidationError(name, "must be finite")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValidationError(name, f"must be within [{lo}, {hi}], got {v}")
+    return v
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, f"must be an integer, got {type(value).__name__}")
+    if value < 0 or value > 2**62:
+        raise ValidationError(name, f"must be within [0, 2**62], got {value}")
+    return value
+
+
+def _micros(name: str, value: object) -> int:
+    if isinstance(value, datetime):
+        value = to_micros(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, "must be integer microseconds since the epoch or a datetime")
+    if not 0 <= value <= MAX_MICROS:
+        raise ValidationError(name, f"must be within [0, {MAX_MICROS}] microseconds, got {value}")
+    return value
+
+
+def _json(name: str, value: object, depth: int = 0) -> JSONValue:
+    """Validate a JSON-compatible value (finite floats, string keys, bounded nesting)."""
+    if depth > 32:
+        raise ValidationError(name, "nested deeper than 32 levels")
+    if value is None or isinstance(value, bool | int | str):
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError(name, "must not contain NUL characters")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(name, "floats must be finite")
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, JSONValue] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(name, f"keys must be strings, got {type(k).__name__}")
+            out[k] = _json(f"{name}.{k}", v, depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_json(f"{name}[{i}]", v, depth + 1) for i, v in enumerate(value)]
+    raise ValidationError(name, f"must be JSON-compatible, got {type(value).__name__}")
+
+
+def _record_id(name: str, value: object) -> str:
+    return _text(name, value, max_len=MAX_ID_LEN)
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# episodes
+# ---------------------------------------------------------------------------------------------
+
+
+class Complexity(StrEnum):
+    SIMPLE = "simple"
+    MODERATE = "moderate"
+    COMPLEX = "complex"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Where an episode happened: domain (required), language, framework, complexity, tags."""
+
+    domain: str
+    language: str | None = None
+    framework: str | None = None
+    complexity: Complexity = Complexity.MODERATE
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "domain", _text("context.domain", self.domain, max_len=MAX_NAME_LEN))
+        _set(self, "language", _opt_text("context.language", self.language, max_len=MAX_NAME_LEN))
+        _set(self, "framework", _opt_text("context.framework", self.framework, max_len=MAX_NAME_LEN))
+        try:
+            _set(self, "complexity", Complexity(self.complexity))
+        except ValueError:
+            allowed = ", ".join(c.value for c in Complexity)
+            raise ValidationError(
+                "context.complexity", f"must be one of {allowed}, got {self.complexity!r}"
+            ) from None
+        _set(self, "tags", _texts("context.tags", self.tags, max_len=MAX_NAME_LEN))
+
+    def to_doc(self) -> dict[str, JSONValue]:
+        return {
+            "domain": self.domain,
+            "language": self.language,
+            "framework": self.framework,
+            "complexity": self.complexity.value,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_doc(cls, d: Mapping[str, Any]) -> TaskContext:
+        return cls(d["domain"], d.get("language"), d.get("framework"), d["complexity"], d["tags"])
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What a step produced: ``kind`` is ``success``, ``error`` or ``timeout``."""
+
+    KINDS: ClassVar[frozenset[str]] = frozenset({"success", "error", "timeout"})
+    kind: str
+    output: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValidationError(
+                "step.result.kind", f"must be one of error, success, timeout, got {self.kind!r}"
+            )
+        _text("step.result.output", self.output, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStep:
+    """One tool call of an episode, with its parameters, result, latency and token count."""
+
+    tool: str
+    action: str
+    parameters: Mapping[str, JSONValue] = field(default_factory=dict)
+    result: StepResult | None = None
+    latency_ms: float = 0.0
+    tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _text("step.tool", self.tool, max_len=MAX_NAME_LEN)
+        _text("step.action", self.action, empty=True)
+        if not isinstance(self.parameters, Mapping):
+            raise ValidationError("step.parameters", "must be a mapping of JSON values")
+        _set(self, "parameters", _json("step.parameters", self.parameters))
+        if self.result is not None and not isinstance(self.result, StepResult):
+            raise ValidationError("step.result", "must be a StepResult or None")
+        _set(self, "latency_ms", _number("step.latency_ms", self.latency_ms, lo=0.0))
+        if self.tokens is not None:
+            _count("step.tokens", self.tokens)
+
+    def to_doc(self) -> dict[str, JSONValue]:
+        res = self.result
+        return {
+            "tool": self.tool,
+            "action": self.action,
+            "parameters": dict(self.parameters),
+            "result": None if res is None else {"kind": res.kind, "output": res.output},
+            "latency_ms": self.latency_ms,
+            "tokens": self.tokens,
+        }
+
+    @classmethod
+    def from_doc(cls, d: Mapping[str, Any]) -> ExecutionStep:
+        r = d.get("result")
+        return cls(
+            d["tool"],
+            d["action"],
+            d["parameters"],
+            None if r is None else StepResult(r["kind"], r["output"]),
+            d["latency_ms"],
+            d.get("tokens"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    verdict: str
+    artifacts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _text("outcome.verdict", self.verdict, empty=True)
+        _set(self, "artifacts", _texts("outcome.artifacts", self.artifacts))
+
+
+@dataclass(frozen=True, slots=True)
+class PartialSuccess:
+    verdict: str
+    completed: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _text("outcome.verdict", self.verdict, empty=True)
+        _set(self, "completed", _texts("outcome.completed", self.completed))
+        _set(self, "failed", _texts("outcome.failed", self.failed))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: str
+    error_details: str | None = None
+
+    def __post_init__(self) -> None:
+        _text("outcome.reason", self.reason, empty=True)
+        if self.error_details is not None:
+            _text("outcome.error_details", self.error_details, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Abstained:
+    reason: str
+
+    def __post_init__(self) -> None:
+        _text("outcome.reason", self.reason, empty=True)
+
+
+Outcome: TypeAlias = Success | PartialSuccess | Failure | Abstained
+_OUTCOME_KINDS: dict[type, str] = {
+    Success: "success",
+    PartialSuccess: "partial_success",
+    Failure: "failure",
+    Abstained: "abstained",
+}
+
+
+def _outcome_to_doc(o: Outcome) -> dict[str, JSONValue]:
+    if isinstance(o, Success):
+        return {"kind": "success", "verdict": o.verdict, "artifacts": list(o.artifacts)}
+    if isinstance(o, PartialSuccess):
+        return {
+            "kind": "partial_success",
+            "verdict": o.verdict,
+            "completed": list(o.completed),
+            "failed": list(o.failed),
+        }
+    if isinstance(o, Failure):
+        return {"kind": "failure", "reason": o.reason, "error_details": o.error_details}
+    return {"kind": "abstained", "reason": o.reason}
+
+
+def _outcome_from_doc(d: Mapping[str, Any]) -> Outcome:
+    kind = d["kind"]
+    if kind == "success":
+        return Success(d["verdict"], d["artifacts"])
+    if kind == "partial_success":
+        return PartialSuccess(d["verdict"], d["completed"], d["failed"])
+    if kind == "failure":
+        return Failure(d["reason"], d.get("error_details"))
+    if kind == "abstained":
+        return Abstained(d["reason"])
+    raise ValidationError("outcome.kind", f"unknown outcome kind {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reflection:
+    successes: tuple[str, ...] = ()
+    improvements: tuple[str, ...] = ()
+    insights: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _set(self, "successes", _texts("reflection.successes", self.successes))
+        _set(self, "improvements", _texts("reflection.improvements", self.improvements))
+        _set(self, "insights", _texts("reflection.insights", self.insights))
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One task an agent worked on: what it did (steps), how it went (outcome, reward), and why.
+
+    ``start_time``/``end_time`` are microseconds since the epoch (datetimes are converted);
+    ``end_time`` is ``None`` while the episode is open and never before ``start_time``.
+    ``metadata`` maps keys (names: letters, digits, ``_ . : /`` and single hyphens) to any text.
+    """
+
+    id: str
+    task_type: str
+    description: str
+    context: TaskContext
+    start_time: int
+    end_time: int | None = None
+    steps: tuple[ExecutionStep, ...] = ()
+    outcome: Outcome | None = None
+    reward: float | None = None
+    reflection: Reflection | None = None
+    pattern_ids: tuple[str, ...] = ()
+    heuristic_ids: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _record_id("id", self.id)
+        _text("task_type", self.task_type, max_len=MAX_NAME_LEN)
+        _text("description", self.description, empty=True)
+        if not isinstance(self.context, TaskContext):
+            raise ValidationError("context", "must be a TaskContext")
+        _set(self, "start_time", _micros("start_time", self.start_time))
+        if self.end_time is not None:
+            _set(self, "end_time", _micros("end_time", self.end_time))
+            if self.end_time < self.start_time:
+                raise ValidationError("end_time", "must not be before start_time")
+        steps = self.steps
+        if isinstance(steps, str | bytes) or not isinstance(steps, Iterable):
+            raise ValidationError("steps", "must be a sequence of ExecutionStep")
+        steps = tuple(steps)
+        for i, s in enumerate(steps):
+            if not isinstance(s, ExecutionStep):
+                raise ValidationError(f"steps[{i}]", "must be an ExecutionStep")
+        _set(self, "steps", steps)
+        if self.outcome is not None and type(self.outcome) not in _OUTCOME_KINDS:
+            raise ValidationError(
+                "outcome", "must be Success, PartialSuccess, Failure, Abstained or None"
+            )
+        if self.reward is not None:
+            _set(self, "reward", _number("reward", self.reward))
+        if self.reflection is not None and not isinstance(self.reflection, Reflection):
+            raise ValidationError("reflection", "must be a Reflection or None")
+        _set(self, "pattern_ids", _texts("pattern_ids", self.pattern_ids, max_len=MAX_ID_LEN))
+        _set(self, "heuristic_ids", _texts("heuristic_ids", self.heuristic_ids, max_len=MAX_ID_LEN))
+        if not isinstance(self.metadata, Mapping):
+            raise ValidationError("metadata", "must be a mapping of str to str")
+        meta: dict[str, str] = {}
+        for k, v in self.metadata.items():
+            if not isinstance(k, str) or len(k) > MAX_NAME_LEN or not _METADATA_KEY.match(k):
+                raise ValidationError(
+                    "metadata",
+                    f"key {k!r} is not a name: use 1-{MAX_NAME_LEN} letters, digits, "
+                    "'_', '.', ':', '/' and single hyphens",
+                )
+            meta[k] = _text(f"metadata.{k}", v, empty=True)
+        _set(self, "metadata", meta)
+        _set(self, "tags", _texts("tags", self.tags, max_len=MAX_NAME_LEN))
+
+    @property
+    def outcome_kind(self) -> str | None:
+        return None if self.outcome is None else _OUTCOME_KINDS[type(self.outcome)]
+
+    def to_doc(self) -> dict[str, JSONValue]:
+        """The bulky part of the record (everything that is not a queryable column)."""
+        r = self.reflection
+        return {
+            "description": self.description,
+            "context": self.context.to_doc(),
+            "steps": [s.to_doc() for s in self.steps],
+            "outcome": None if self.outcome is None else _outcome_to_doc(self.outcome),
+            "reflection": None
+            if r is None
+            else {
+                "successes": list(r.successes),
+                "improvements": list(r.improvements),
+                "insights": list(r.insights),
+            },
+            "pattern_ids": list(self.pattern_ids),
+            "heuristic_ids": list(self.heuristic_ids),
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_doc(
+        cls,
+        d: Mapping[str, Any],
+        *,
+        id: str,
+        task_type: str,
+        start_time: int,
+        end_time: int | None,
+        reward: float | None,
+        metadata: Mapping[str, str],
+    ) -> Episode:
+        r = d.get("reflection")
+        o = d.get("outcome")
+        return cls(
+            id=id,
+            task_type=task_type,
+            description=d["description"],
+            context=TaskContext.from_doc(d["context"]),
+            start_time=start_time,
+            end_time=end_time,
+            steps=tuple(ExecutionStep.from_doc(s) for s in d["steps"]),
+            outcome=None if o is None else _outcome_from_doc(o),
+            reward=reward,
+            reflection=None
+            if r is None
+            else Reflection(r["successes"], r["improvements"], r["insights"]),
+            pattern_ids=d["pattern_ids"],
+            heuristic_ids=d["heuristic_ids"],
+            metadata=metadata,
+            tags=d["tags"],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# patterns
+# ---------------------------------------------------------------------------------------------
+
+
+class PatternKind(StrEnum):
+    TOOL_SEQUENCE = "tool_sequence"
+    DECISION_POINT = "decision_point"
+    ERROR_RECOVERY = "error_recovery"
+    CONTEXT_PATTERN = "context_pattern"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSequence:
+    tools: tuple[str, ...]
+    context: str = ""
+
+    def __post_init__(self) -> None:
+        _set(self, "tools", _texts("body.tools", self.tools, max_len=MAX_NAME_LEN))
+        if not self.tools:
+            raise ValidationError("body.tools", "must name at least one tool")
+        _text("body.context", self.context, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPoint:
+    condition: str
+    action: str
+
+    def __post_init__(self) -> None:
+        _text("body.condition", self.condition)
+        _text("body.action", self.action)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecovery:
+    error_type: str
+    recovery_steps: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _text("body.error_type", self.error_type, max_len=MAX_NAME_LEN)
+        _set(self, "recovery_steps", _texts("body.recovery_steps", self.recovery_steps))
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPattern:
+    features: tuple[str, ...]
+    recommended_approach: str
+
+    def __post_init__(self) -> None:
+        _set(self, "features", _texts("body.features", self.features))
+        _text("body.recommended_approach", self.recommended_approach)
+
+
+PatternBody: TypeAlias = ToolSequence | DecisionPoint | ErrorRecovery | ContextPattern
+_BODY_KINDS: dict[type, PatternKind] = {
+    ToolSequence: PatternKind.TOOL_SEQUENCE,
+    DecisionPoint: PatternKind.DECISION_POINT,
+    ErrorRecovery: PatternKind.ERROR_RECOVERY,
+    ContextPattern: PatternKind.CONTEXT_PATTERN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A learned regularity; its ``kind`` follows from the type of ``body``."""
+
+    id: str
+    body: PatternBody
+    domain: str
+    success_rate: float = 0.0
+    effectiveness: float = 0.0
+    occurrence_count: int = 0
+
+    def __post_init__(self) -> None:
+        _record_id("id", self.id)
+        if type(self.body) not in _BODY_KINDS:
+            raise ValidationError(
+                "body", "must be ToolSequence, DecisionPoint, ErrorRecovery or ContextPattern"
+            )
+        _text("domain", self.domain, max_len=MAX_NAME_LEN)
+        _set(self, "success_rate", _number("success_rate", self.success_rate, lo=0.0, hi=1.0))
+        _set(self, "effectiveness", _number("effectiveness", self.effectiveness))
+        _count("occurrence_count", self.occurrence_count)
+
+    @property
+    def kind(self) -> PatternKind:
+        return _BODY_KINDS[type(self.body)]
+
+    def to_doc(self) -> dict[str, JSONValue]:
+        b = self.body
+        if isinstance(b, ToolSequence):
+            return {"tools": list(b.tools), "context": b.context}
+        if isinstance(b, DecisionPoint):
+            return {"condition": b.condition, "action": b.action}
+        if isinstance(b, ErrorRecovery):
+            return {"error_type": b.error_type, "recovery_steps": list(b.recovery_steps)}
+        return {"features": list(b.features), "recommended_approach": b.recommended_approach}
+
+    @staticmethod
+    def body_from_doc(kind: str, d: Mapping[str, Any]) -> PatternBody:
+        k = PatternKind(kind)
+        if k is PatternKind.TOOL_SEQUENCE:
+            return ToolSequence(d["tools"], d["context"])
+        if k is PatternKind.DECISION_POINT:
+            return DecisionPoint(d["condition"], d["action"])
+        if k is PatternKind.ERROR_RECOVERY:
+            return ErrorRecovery(d["error_type"], d["recovery_steps"])
+        return ContextPattern(d["features"], d["recommended_approach"])
+
+
+# ---------------------------------------------------------------------------------------------
+# heuristics
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    episode_ids: tuple[str, ...] = ()
+    success_rate: float = 0.0
+    sample_size: int = 0
+
+    def __post_init__(self) -> None:
+        _set(
+            self,
+            "episode_ids",
+            _texts("evidence.episode_ids", self.episode_ids, max_len=MAX_ID_LEN),
+        )
+        _set(
+            self,
+            "success_rate",
+            _number("evidence.success_rate", self.success_rate, lo=0.0, hi=1.0),
+        )
+        _count("evidence.sample_size", self.sample_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Heuristic:
+    """A rule of thumb: when ``condition`` holds, do ``action``; ``confidence`` in [0, 1]."""
+
+    id: str
+    condition: str
+    action: str
+    confidence: float
+    evidence: Evidence = field(default_factory=Evidence)
+
+    def __post_init__(self) -> None:
+        _record_id("id", self.id)
+        _text("condition", self.condition)
+        _text("action", self.action)
+        _set(self, "confidence", _number("confidence", self.confidence, lo=0.0, hi=1.0))
+        if not isinstance(self.evidence, Evidence):
+            raise ValidationError("evidence", "must be an Evidence")
+
+    def to_doc(self) -> dict[str, JSONValue]:
+        e = self.evidence
+        return {
+            "condition": self.condition,
+            "action": self.action,
+            "evidence": {
+                "episode_ids": list(e.episode_ids),
+                "success_rate": e.success_rate,
+                "sample_size": e.sample_size,
+            },
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# embeddings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Embedding:
+    """A float32 vector of any dimension (1..65536) owned by a record.
+
+    ``vector`` is kept as ``array('f')``: values are rounded to float32 at construction, so what
+    is stored is exactly what reads return. Equality compares the float32 values.
+    """
+
+    id: str
+    owner_id: str
+    owner_kind: str
+    model: str
+    vector: array  # array[float], typecode "f"
+
+    def __post_init__(self) -> None:
+        _record_id("id", self.id)
+        _record_id("owner_id", self.owner_id)
+        _text("owner_kind", self.owner_kind, max_len=MAX_NAME_LEN)
+        _text("model", self.model, max_len=MAX_NAME_LEN)
+        _set(self, "vector", _float32("vector", self.vector))
+
+    @property
+    def dim(self) -> int:
+        return len(self.vector)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Embedding):
+            return NotImplemented
+        return (
+            self.id == other.id
+            and self.owner_id == other.owner_id
+            and self.owner_kind == other.owner_kind
+            and self.model == other.model
+            and self.vector.tobytes() == other.vector.tobytes()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _float32(name: str, values: object) -> array:
+    if isinstance(values, array) and values.typecode == "f":
+        vec = array("f", values)
+    else:
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence | Iterable):
+            raise ValidationError(name, "must be a sequence of floats")
+        try:
+            vec = array("f", [float(x) for x in values])  # type: ignore[union-attr]
+        except (TypeError, ValueError, OverflowError):
+            raise ValidationError(name, "must contain only numbers") from None
+    if not 1 <= len(vec) <= MAX_VECTOR_DIM:
+        raise ValidationError(name, f"dimension must be within [1, {MAX_VECTOR_DIM}], got {len(vec)}")
+    for x in vec:
+        if not math.isfinite(x):
+            raise ValidationError(name, "values must be finite float32")
+    return vec

@@ -1,0 +1,665 @@
+"""The Store: the domain API of an agent-memory database on libSQL.
+
+``await Store.open(url)`` connects (``file:`` embedded by default, ``ws://`` or ``http://`` to sqld
+or Turso), migrates the schema, and returns a store whose methods read and write episodes,
+patterns, heuristics and embeddings. Every method validates its arguments before any I/O: bad
+input raises :class:`~tiered.errors.ValidationError` and writes nothing. Batch methods
+(``store_episodes``, ``store_patterns``, ``store_embeddings``) run as one transaction, chunked for
+size, all-or-nothing. :func:`open_sync` gives the same API to scripts without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from array import array
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import numpy as np
+
+from tiered.compression import Codec
+from tiered.db import statements as q
+from tiered.db.driver import Connection, Statement, Value, backend_of, connect, redact_url
+from tiered.db.schema import migrate, vector_table_ddl
+from tiered.errors import ConfigError, PayloadTooLarge, StoreClosed, ValidationError
+from tiered.model import (
+    MAX_ID_LEN,
+    Embedding,
+    Episode,
+    Evidence,
+    Heuristic,
+    Pattern,
+    PatternKind,
+    to_micros,
+)
+
+__all__ = ["Clock", "Store", "StoreConfig", "SyncStore", "open_store", "open_sync", "wall_clock_us"]
+
+Clock = Callable[[], int]
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def wall_clock_us() -> int:
+    """Microseconds since the epoch (the default clock of a Store)."""
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Settings of a Store (keyword-only; every default is a sensible production value).
+
+    timeout: seconds one database call may take before :class:`DatabaseUnavailable`.
+    chunk_bytes: a batch is sent in chunks of about this many bytes of arguments (one transaction).
+    max_payload_bytes: largest encoded record; larger ones raise :class:`PayloadTooLarge`.
+    compression_level / compression_min_size / compress: the payload codec's settings.
+    """
+
+    timeout: float = 30.0
+    chunk_bytes: int = 1 << 20
+    max_payload_bytes: int = 4 << 20
+    compress: bool = True
+    compression_level: int = 3
+    compression_min_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ConfigError(f"StoreConfig.timeout must be > 0 seconds, got {self.timeout}")
+        if self.chunk_bytes < 1024:
+            raise ConfigError(f"StoreConfig.chunk_bytes must be >= 1024, got {self.chunk_bytes}")
+        if not 1024 <= self.max_payload_bytes <= 64 << 20:
+            raise ConfigError(
+                f"StoreConfig.max_payload_bytes must be within [1 KiB, 64 MiB], "
+                f"got {self.max_payload_bytes}"
+            )
+
+
+def _limit(limit: object) -> int:
+    """Validate a query limit; values above :data:`MAX_LIMIT` are capped to it."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError("limit", f"must be an integer, got {type(limit).__name__}")
+    if limit < 1:
+        raise ValidationError("limit", f"must be >= 1, got {limit}")
+    return min(limit, MAX_LIMIT)
+
+
+def _key(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN or "\x00" in value:
+        raise ValidationError(name, f"must be a non-empty string of at most {MAX_ID_LEN} characters")
+    return value
+
+
+def _opt_key(name: str, value: object) -> str | None:
+    return None if value is None else _key(name, value)
+
+
+def _records(name: str, records: object, cls: type[T]) -> list[T]:
+    if isinstance(records, str | bytes) or not isinstance(records, Iterable):
+        raise ValidationError(name, f"must be a sequence of {cls.__name__}")
+    out = list(records)
+    for i, r in enumerate(out):
+        if not isinstance(r, cls):
+            raise ValidationError(f"{name}[{i}]", f"must be a {cls.__name__}, got {type(r).__name__}")
+    return out
+
+
+def _last_per_id(records: list[T]) -> list[T]:
+    """Keep the last record of each id (a batch writes each id once: last one wins)."""
+    seen: dict[str, T] = {}
+    for r in records:
+        seen.pop(r.id, None)  # type: ignore[attr-defined]
+        seen[r.id] = r  # type: ignore[attr-defined]
+    return list(seen.values())
+
+
+class Store:
+    """Async domain store over one libSQL database. Create it with :meth:`open`."""
+
+    def __init__(self, conn: Connection, url: str, config: StoreConfig, clock: Clock) -> None:
+        self._conn = conn
+        self._url = url
+        self.config = config
+        self.clock = clock
+        self.backend = conn.backend
+        self.codec = Codec(
+            level=config.compression_level,
+            min_size=config.compression_min_size,
+            compress=config.compress,
+            max_output_size=config.max_payload_bytes * 4,
+        )
+        self._closed = False
+        # model name -> (model id, dim); models are immutable once registered, so this never
+        # goes stale.
+        self._models: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = "file:tiered.db",
+        *,
+        auth_token: str | None = None,
+        config: StoreConfig | None = None,
+        clock: Clock = wall_clock_us,
+    ) -> Store:
+        """Connect to ``url``, migrate the schema, and return the store.
+
+        Raises :class:`ConfigError` for a bad URL, :class:`DatabaseUnavailable` when the server
+        cannot be reached, :class:`AuthError` when it rejects ``auth_token``.
+        """
+        if not isinstance(url, str) or not url:
+            raise ConfigError("url must be a database URL such as 'file:tiered.db' or 'ws://host:port'")
+        backend_of(url)
+        config = config or StoreConfig()
+        conn = await connect(url, auth_token=auth_token, timeout=config.timeout)
+        try:
+            await migrate(conn, now_us=clock())
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, url, config, clock)
+
+    async def close(self) -> None:
+        """Close the connection; later calls raise :class:`StoreClosed`. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Store {self.backend} {redact_url(self._url)} {state}>"
+
+    def stats(self) -> dict[str, Any]:
+        """Statement reuse and codec statistics (the metrics layer builds on these)."""
+        s, c = self._conn.stats, self.codec.stats
+        return {
+            "backend": self.backend,
+            "statements": {
+                "executions": s.executions,
+                "prepared": s.prepared,
+                "reused": s.reused,
+                "by_name": dict(s.by_name),
+            },
+            "codec": {
+                "frames_raw": c.frames_raw,
+                "frames_compressed": c.frames_compressed,
+                "bytes_raw": c.bytes_raw,
+                "bytes_stored": c.bytes_stored,
+                "ratio": c.ratio,
+            },
+        }
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _check(self) -> Connection:
+        if self._closed:
+            raise StoreClosed("the store is closed; open a new one with Store.open()")
+        return self._conn
+
+    async def _rows(self, stmt: Statement, args: Sequence[Value]) -> list[tuple[Value, ...]]:
+        return (await self._check().execute(stmt, args)).rows
+
+    async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
+        if steps:
+            await self._check().transaction(steps, chunk_bytes=self.config.chunk_bytes)
+
+    def _frame(self, field: str, doc: Any) -> bytes:
+        frame = self.codec.encode_doc(doc)
+        if len(frame) > self.config.max_payload_bytes:
+            raise PayloadTooLarge(
+                field,
+                f"encoded record is {len(frame)} bytes, above max_payload_bytes "
+                f"{self.config.max_payload_bytes}",
+            )
+        return frame
+
+    # -- episodes ------------------------------------------------------------------------------
+
+    def _episode_steps(self, episodes: list[Episode]) -> list[tuple[Statement, Sequence[Value]]]:
+        # Encode everything first (this is where bad payloads fail, before any I/O), then order
+        # the steps by statement so each shape is bound row after row.
+        now = self.clock()
+        upserts: list[tuple[Statement, Sequence[Value]]] = []
+        clears: list[tuple[Statement, Sequence[Value]]] = []
+        metas: list[tuple[Statement, Sequence[Value]]] = []
+        for i, ep in enumerate(episodes):
+            doc = ep.to_doc()
+            doc["metadata"] = dict(ep.metadata)
+            payload = self._frame(f"episodes[{i}]", doc)
+            ctx = ep.context
+            upserts.append(
+                (
+                    q.UPSERT_EPISODE,
+                    (ep.id, ep.task_type, ctx.domain, ctx.language, ep.start_time, ep.end_time,
+                     ep.outcome_kind, ep.reward, now, now, payload),
+                )
+            )
+            clears.append((q.CLEAR_EPISODE_METADATA, (ep.id,)))
+            metas.extend(
+                (q.INSERT_EPISODE_METADATA, (ep.id, k, v, ep.start_time)) for k, v in ep.metadata.items()
+            )
+        return upserts + clears + metas
+
+    def _episode(self, row: Sequence[Value]) -> Episode:
+        eid, task_type, start, end, reward, payload = row
+        doc = self.codec.decode_doc(payload)  # type: ignore[arg-type]
+        return Episode.from_doc(
+            doc,
+            id=eid,  # type: ignore[arg-type]
+            task_type=task_type,  # type: ignore[arg-type]
+            start_time=start,  # type: ignore[arg-type]
+            end_time=end,  # type: ignore[arg-type]
+            reward=reward,  # type: ignore[arg-type]
+            metadata=doc["metadata"],
+        )
+
+    async def store_episode(self, episode: Episode) -> None:
+        """Insert or replace one episode (its ``created_at`` is kept on update)."""
+        await self.store_episodes([episode])
+
+    async def store_episodes(self, episodes: Iterable[Episode]) -> int:
+        """Insert or replace many episodes in one transaction; returns how many were written.
+
+        If two items share an id the last one wins. All or nothing: on any error no episode of the
+        batch is written.
+        """
+        eps = _last_per_id(_records("episodes", episodes, Episode))
+        await self._write(self._episode_steps(eps))
+        return len(eps)
+
+    async def get_episode(self, episode_id: str) -> Episode | None:
+        """The episode with ``episode_id``, or ``None``."""
+        rows = await self._rows(q.GET_EPISODE, (_key("episode_id", episode_id),))
+        return self._episode(rows[0]) if rows else None
+
+    async def get_episodes(self, episode_ids: Iterable[str]) -> list[Episode | None]:
+        """The episodes for ``episode_ids``, in the same order, ``None`` where missing."""
+        if isinstance(episode_ids, str) or not isinstance(episode_ids, Iterable):
+            raise ValidationError("episode_ids", "must be a sequence of ids")
+        ids = [_key(f"episode_ids[{i}]", x) for i, x in enumerate(episode_ids)]
+        unique = list(dict.fromkeys(ids))
+        found: dict[str, Episode] = {}
+        for start in range(0, len(unique), q.MAX_IN):
+            chunk = unique[start : start + q.MAX_IN]
+            n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
+            padded = chunk + [chunk[-1]] * (n - len(chunk))
+            for row in await self._rows(q.episodes_by_ids(n), padded):
+                ep = self._episode(row)
+                found[ep.id] = ep
+        return [found.get(i) for i in ids]
+
+    async def delete_episode(self, episode_id: str) -> bool:
+        """Delete an episode (and its metadata); ``True`` if it existed."""
+        res = await self._check().execute(q.DELETE_EPISODE, (_key("episode_id", episode_id),))
+        return res.rows_affected > 0
+
+    async def query_episodes_since(self, t: int | datetime, limit: int = DEFAULT_LIMIT) -> list[Episode]:
+        """Episodes that started at or after ``t`` (µs or aware datetime), oldest first.
+
+        ``limit`` defaults to 100 and is capped at 1000.
+        """
+        if isinstance(t, datetime):
+            t = to_micros(t)
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise ValidationError("t", "must be integer microseconds since the epoch or a datetime")
+        rows = await self._rows(q.EPISODES_SINCE, (t, _limit(limit)))
+        return [self._episode(r) for r in rows]
+
+    async def query_episodes_by_metadata(
+        self, key: str, value: str, limit: int = DEFAULT_LIMIT
+    ) -> list[Episode]:
+        """Episodes whose metadata maps ``key`` to exactly ``value``, newest first.
+
+        ``value`` is matched literally (``%`` and ``_`` are not wildcards).
+        """
+        _key("key", key)
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValidationError("value", "must be a string without NUL characters")
+        rows = await self._rows(q.EPISODES_BY_METADATA, (key, value, _limit(limit)))
+        return [self._episode(r) for r in rows]
+
+    async def query_episodes(
+        self,
+        *,
+        task_type: str | None = None,
+        domain: str | None = None,
+        language: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[Episode]:
+        """Episodes matching every given filter, newest first."""
+        filters = [
+            _opt_key("task_type", task_type),
+            _opt_key("domain", domain),
+            _opt_key("language", language),
+        ]
+        stmt = q.episodes_filtered(*(f is not None for f in filters))
+        args: list[Value] = [f for f in filters if f is not None]
+        args.append(_limit(limit))
+        return [self._episode(r) for r in await self._rows(stmt, args)]
+
+    # -- patterns ------------------------------------------------------------------------------
+
+    def _pattern_step(self, p: Pattern, i: int, now: int) -> tuple[Statement, Sequence[Value]]:
+        payload = self._frame(f"patterns[{i}]", p.to_doc())
+        return (
+            q.UPSERT_PATTERN,
+            (p.id, p.kind.value, p.domain, p.success_rate, p.effectiveness, p.occurrence_count,
+             now, now, payload),
+        )
+
+    def _pattern(self, row: Sequence[Value]) -> Pattern:
+        pid, kind, domain, sr, eff, occ, payload = row
+        body = Pattern.body_from_doc(kind, self.codec.decode_doc(payload))  # type: ignore[arg-type]
+        return Pattern(pid, body, domain, sr, eff, occ)  # type: ignore[arg-type]
+
+    async def store_pattern(self, pattern: Pattern) -> None:
+        """Insert or replace one pattern."""
+        await self.store_patterns([pattern])
+
+    async def store_patterns(self, patterns: Iterable[Pattern]) -> int:
+        """Insert or replace many patterns in one transaction (all or nothing)."""
+        ps = _last_per_id(_records("patterns", patterns, Pattern))
+        now = self.clock()
+        await self._write([self._pattern_step(p, i, now) for i, p in enumerate(ps)])
+        return len(ps)
+
+    async def get_pattern(self, pattern_id: str) -> Pattern | None:
+        rows = await self._rows(q.GET_PATTERN, (_key("pattern_id", pattern_id),))
+        return self._pattern(rows[0]) if rows else None
+
+    async def delete_pattern(self, pattern_id: str) -> bool:
+        res = await self._check().execute(q.DELETE_PATTERN, (_key("pattern_id", pattern_id),))
+        return res.rows_affected > 0
+
+    async def search_patterns(
+        self,
+        *,
+        kind: PatternKind | str | None = None,
+        domain: str | None = None,
+        min_success_rate: float = 0.0,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[Pattern]:
+        """Patterns matching the filters, highest success rate first."""
+        if kind is not None:
+            try:
+                kind = PatternKind(kind)
+            except ValueError:
+                allowed = ", ".join(k.value for k in PatternKind)
+                raise ValidationError("kind", f"must be one of {allowed}, got {kind!r}") from None
+        _opt_key("domain", domain)
+        if isinstance(min_success_rate, bool) or not isinstance(min_success_rate, int | float) or not (
+            0.0 <= min_success_rate <= 1.0
+        ):
+            raise ValidationError("min_success_rate", "must be a number within [0, 1]")
+        stmt = q.patterns_filtered(kind is not None, domain is not None)
+        args: list[Value] = [a for a in (kind and kind.value, domain) if a is not None]
+        args += [float(min_success_rate), _limit(limit)]
+        return [self._pattern(r) for r in await self._rows(stmt, args)]
+
+    # -- heuristics ----------------------------------------------------------------------------
+
+    def _heuristic(self, row: Sequence[Value]) -> Heuristic:
+        hid, confidence, payload = row
+        d = self.codec.decode_doc(payload)  # type: ignore[arg-type]
+        e = d["evidence"]
+        return Heuristic(
+            hid,  # type: ignore[arg-type]
+            d["condition"],
+            d["action"],
+            confidence,  # type: ignore[arg-type]
+            Evidence(e["episode_ids"], e["success_rate"], e["sample_size"]),
+        )
+
+    async def store_heuristic(self, heuristic: Heuristic) -> None:
+        """Insert or replace one heuristic."""
+        await self.store_heuristics([heuristic])
+
+    async def store_heuristics(self, heuristics: Iterable[Heuristic]) -> int:
+        """Insert or replace many heuristics in one transaction (all or nothing)."""
+        hs = _last_per_id(_records("heuristics", heuristics, Heuristic))
+        now = self.clock()
+        steps: list[tuple[Statement, Sequence[Value]]] = [
+            (q.UPSERT_HEURISTIC, (h.id, h.confidence, now, now, self._frame(f"heuristics[{i}]", h.to_doc())))
+            for i, h in enumerate(hs)
+        ]
+        await self._write(steps)
+        return len(hs)
+
+    async def get_heuristic(self, heuristic_id: str) -> Heuristic | None:
+        rows = await self._rows(q.GET_HEURISTIC, (_key("heuristic_id", heuristic_id),))
+        return self._heuristic(rows[0]) if rows else None
+
+    async def delete_heuristic(self, heuristic_id: str) -> bool:
+        res = await self._check().execute(q.DELETE_HEURISTIC, (_key("heuristic_id", heuristic_id),))
+        return res.rows_affected > 0
+
+    async def list_heuristics(
+        self, *, min_confidence: float = 0.0, limit: int = DEFAULT_LIMIT
+    ) -> list[Heuristic]:
+        """Heuristics with confidence >= ``min_confidence``, most confident first."""
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float) or not (
+            0.0 <= min_confidence <= 1.0
+        ):
+            raise ValidationError("min_confidence", "must be a number within [0, 1]")
+        rows = await self._rows(q.HEURISTICS_BY_CONFIDENCE, (float(min_confidence), _limit(limit)))
+        return [self._heuristic(r) for r in rows]
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    async def _model(self, model: str, dim: int | None) -> tuple[int, int] | None:
+        """``(model id, dim)`` of a model, registering it with ``dim`` if given and new."""
+        known = self._models.get(model)
+        if known is None:
+            rows = await self._rows(q.GET_MODEL, (model,))
+            if not rows and dim is not None:
+                await self._check().execute(q.REGISTER_MODEL, (model, dim))
+                rows = await self._rows(q.GET_MODEL, (model,))
+            if not rows:
+                return None
+            known = (int(rows[0][0]), int(rows[0][1]))  # type: ignore[arg-type]
+            if self.backend != "file":
+                # libSQL's ANN index needs a fixed-dimension column: one table per model.
+                ddl = vector_table_ddl(*known)
+                await self._write([(Statement("vector_table_ddl", sql), ()) for sql in ddl])
+            self._models[model] = known
+        return known
+
+    def _embedding(self, row: Sequence[Value]) -> Embedding:
+        eid, owner_id, owner_kind, model, blob = row
+        vec = array("f")
+        vec.frombytes(blob)  # type: ignore[arg-type]
+        return Embedding(eid, owner_id, owner_kind, model, vec)  # type: ignore[arg-type]
+
+    async def store_embedding(self, embedding: Embedding) -> None:
+        """Insert or replace one embedding."""
+        await self.store_embeddings([embedding])
+
+    async def store_embeddings(self, embeddings: Iterable[Embedding]) -> int:
+        """Insert or replace many embeddings in one transaction (all or nothing).
+
+        A model's dimension is fixed by its first embedding; a vector of another dimension raises
+        :class:`ValidationError` naming the model, before anything is written.
+        """
+        es = _last_per_id(_records("embeddings", embeddings, Embedding))
+        dims: dict[str, int] = {}
+        for i, e in enumerate(es):
+            if dims.setdefault(e.model, e.dim) != e.dim:
+                raise ValidationError(
+                    f"embeddings[{i}].vector",
+                    f"model {e.model!r} has dimension {dims[e.model]} in this batch, got {e.dim}",
+                )
+        for model, dim in dims.items():  # check every model before registering any
+            known = self._models.get(model) or await self._model(model, None)
+            if known is not None and known[1] != dim:
+                raise ValidationError(
+                    "vector", f"model {model!r} has dimension {known[1]}, got {dim}"
+                )
+        ids = {m: (await self._model(m, d))[0] for m, d in dims.items()}  # type: ignore[index]
+        now = self.clock()
+        steps: list[tuple[Statement, Sequence[Value]]] = [
+            (q.UPSERT_EMBEDDING,
+             (e.id, e.owner_id, e.owner_kind, ids[e.model], e.vector.tobytes(), now, now))
+            for e in es
+        ]
+        await self._write(steps)
+        return len(es)
+
+    async def get_embedding(self, embedding_id: str) -> Embedding | None:
+        rows = await self._rows(q.GET_EMBEDDING, (_key("embedding_id", embedding_id),))
+        return self._embedding(rows[0]) if rows else None
+
+    async def delete_embedding(self, embedding_id: str) -> bool:
+        res = await self._check().execute(q.DELETE_EMBEDDING, (_key("embedding_id", embedding_id),))
+        return res.rows_affected > 0
+
+    async def nearest(
+        self,
+        vector: Sequence[float] | array,
+        k: int = 10,
+        *,
+        owner_kind: str | None = None,
+        model: str | None = None,
+    ) -> list[tuple[Embedding, float]]:
+        """The ``k`` embeddings closest to ``vector`` by cosine distance, closest first.
+
+        Searches ``model`` (or every model of the vector's dimension). On sqld the candidates come
+        from libSQL's vector index; on the embedded backend the search is exact. Distances are
+        always computed exactly (float64) and ties are broken by id, so backends agree.
+        """
+        probe = Embedding("probe", "probe", "probe", "probe", vector).vector  # validates
+        k = _limit(k)
+        _opt_key("owner_kind", owner_kind)
+        if model is not None:
+            known = await self._model(_key("model", model), None)
+            if known is None:
+                return []
+            if known[1] != len(probe):
+                raise ValidationError("vector", f"model {model!r} has dimension {known[1]}, got {len(probe)}")
+            model_ids = [known[0]]
+        else:
+            rows = await self._rows(q.MODELS_BY_DIM, (len(probe),))
+            model_ids = [int(r[0]) for r in rows]  # type: ignore[arg-type]
+            for _, name in rows:
+                await self._model(name, None)  # type: ignore[arg-type]
+        candidates: list[Embedding] = []
+        for mid in model_ids:
+            candidates += await self._candidates(mid, probe, k, owner_kind)
+        return _rank(candidates, probe, k)
+
+    async def _candidates(
+        self, model_id: int, probe: array, k: int, owner_kind: str | None
+    ) -> list[Embedding]:
+        exact_args: list[Value] = [model_id] if owner_kind is None else [model_id, owner_kind]
+        exact = q.EMBEDDINGS_OF_MODEL if owner_kind is None else q.EMBEDDINGS_OF_MODEL_KIND
+        if self.backend == "file":
+            return [self._embedding(r) for r in await self._rows(exact, exact_args)]
+        # Over-fetch when filtering by kind (the index does not know kinds); if the index still
+        # yields fewer than k, fall back to an exact scan of this model's rows.
+        fetch = k if owner_kind is None else min(MAX_LIMIT, 8 * k)
+        args: list[Value] = [probe.tobytes(), fetch]
+        if owner_kind is not None:
+            args.append(owner_kind)
+        found = [self._embedding(r) for r in await self._rows(q.vector_nearest(model_id, owner_kind is not None), args)]
+        if len(found) < k:
+            found = [self._embedding(r) for r in await self._rows(exact, exact_args)]
+        return found
+
+
+def _rank(cands: list[Embedding], probe: array, k: int) -> list[tuple[Embedding, float]]:
+    if not cands:
+        return []
+    p = np.frombuffer(probe, dtype=np.float32).astype(np.float64)
+    m = np.stack([np.frombuffer(e.vector, dtype=np.float32) for e in cands]).astype(np.float64)
+    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sim = np.where(norms > 0, (m @ p) / np.where(norms > 0, norms, 1.0), 0.0)
+    dist = [1.0 - float(s) for s in sim]
+    order = sorted(range(len(cands)), key=lambda i: (dist[i], cands[i].id))
+    return [(cands[i], dist[i] if math.isfinite(dist[i]) else 1.0) for i in order[:k]]
+
+
+# ---------------------------------------------------------------------------------------------
+# sync entry point
+# ---------------------------------------------------------------------------------------------
+
+
+class SyncStore:
+    """Blocking facade over :class:`Store` for scripts and notebooks.
+
+    The store lives on a private event loop in a daemon thread, so this works both where no loop
+    runs and inside Jupyter's running loop. Every coroutine method of :class:`Store` is exposed
+    with the same name and arguments (forwarded, not re-implemented); attributes such as
+    ``config`` and ``stats()`` pass through.
+    """
+
+    def __init__(self, url: str = "file:tiered.db", **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tiered-sync", daemon=True)
+        self._thread.start()
+        try:
+            self._store: Store = self._run(Store.open(url, **kwargs))
+        except BaseException:
+            self._stop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if asyncio.iscoroutinefunction(attr):
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return self._run(attr(*args, **kwargs))
+
+            call.__name__ = name
+            call.__doc__ = attr.__doc__
+            return call
+        return attr
+
+    def close(self) -> None:
+        """Close the store and stop its loop thread. Idempotent."""
+        if not self._loop.is_closed():
+            try:
+                self._run(self._store.close())
+            finally:
+                self._stop()
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SyncStore of {self._store!r}>"
+
+
+async def open_store(url: str = "file:tiered.db", **kwargs: Any) -> Store:
+    """Shorthand for :meth:`Store.open`."""
+    return await Store.open(url, **kwargs)
+
+
+def open_sync(url: str = "file:tiered.db", **kwargs: Any) -> SyncStore:
+    """Open a :class:`SyncStore` (blocking API) on ``url``; arguments as for :meth:`Store.open`."""
+    return SyncStore(url, **kwargs)
