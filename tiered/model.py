@@ -4,10 +4,10 @@ Records are frozen dataclasses validated at construction: bad input raises
 :class:`tiered.errors.ValidationError` naming the field, before anything can reach the database.
 Timestamps are integer microseconds since the Unix epoch, UTC (see :func:`to_micros`).
 
-Each record converts to and from a plain JSON-compatible document (``to_doc`` / ``from_doc``);
-the codec in :mod:`tiered.compression` turns documents into stored frames. Queryable fields
-(times, task type, domain, language, success rate, confidence, owner) are also kept as real
-columns by :mod:`tiered.db.schema`.
+The codec in :mod:`tiered.compression` encodes a record's fields directly (msgspec) into a stored
+frame; ``from_doc`` rebuilds and re-validates a record from the decoded fields. Queryable fields
+(times, task type, domain, language, outcome and pattern kind, success rate, confidence, owner)
+are also kept as real columns by :mod:`tiered.db.schema`.
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ __all__ = [
     "to_micros",
 ]
 
-JSONValue: TypeAlias = (
-    None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
-)
+JSONValue: TypeAlias = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 #: Largest timestamp accepted: 9999-12-31T23:59:59.999999Z in microseconds.
 MAX_MICROS = 253_402_300_799_999_999
@@ -190,7 +188,9 @@ class TaskContext:
     def __post_init__(self) -> None:
         _set(self, "domain", _text("context.domain", self.domain, max_len=MAX_NAME_LEN))
         _set(self, "language", _opt_text("context.language", self.language, max_len=MAX_NAME_LEN))
-        _set(self, "framework", _opt_text("context.framework", self.framework, max_len=MAX_NAME_LEN))
+        _set(
+            self, "framework", _opt_text("context.framework", self.framework, max_len=MAX_NAME_LEN)
+        )
         try:
             _set(self, "complexity", Complexity(self.complexity))
         except ValueError:
@@ -199,15 +199,6 @@ class TaskContext:
                 "context.complexity", f"must be one of {allowed}, got {self.complexity!r}"
             ) from None
         _set(self, "tags", _texts("context.tags", self.tags, max_len=MAX_NAME_LEN))
-
-    def to_doc(self) -> dict[str, JSONValue]:
-        return {
-            "domain": self.domain,
-            "language": self.language,
-            "framework": self.framework,
-            "complexity": self.complexity.value,
-            "tags": list(self.tags),
-        }
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> TaskContext:
@@ -252,17 +243,6 @@ class ExecutionStep:
         _set(self, "latency_ms", _number("step.latency_ms", self.latency_ms, lo=0.0))
         if self.tokens is not None:
             _count("step.tokens", self.tokens)
-
-    def to_doc(self) -> dict[str, JSONValue]:
-        res = self.result
-        return {
-            "tool": self.tool,
-            "action": self.action,
-            "parameters": dict(self.parameters),
-            "result": None if res is None else {"kind": res.kind, "output": res.output},
-            "latency_ms": self.latency_ms,
-            "tokens": self.tokens,
-        }
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> ExecutionStep:
@@ -327,23 +307,7 @@ _OUTCOME_KINDS: dict[type, str] = {
 }
 
 
-def _outcome_to_doc(o: Outcome) -> dict[str, JSONValue]:
-    if isinstance(o, Success):
-        return {"kind": "success", "verdict": o.verdict, "artifacts": list(o.artifacts)}
-    if isinstance(o, PartialSuccess):
-        return {
-            "kind": "partial_success",
-            "verdict": o.verdict,
-            "completed": list(o.completed),
-            "failed": list(o.failed),
-        }
-    if isinstance(o, Failure):
-        return {"kind": "failure", "reason": o.reason, "error_details": o.error_details}
-    return {"kind": "abstained", "reason": o.reason}
-
-
-def _outcome_from_doc(d: Mapping[str, Any]) -> Outcome:
-    kind = d["kind"]
+def _outcome_from_doc(kind: str, d: Mapping[str, Any]) -> Outcome:
     if kind == "success":
         return Success(d["verdict"], d["artifacts"])
     if kind == "partial_success":
@@ -438,56 +402,30 @@ class Episode:
     def outcome_kind(self) -> str | None:
         return None if self.outcome is None else _OUTCOME_KINDS[type(self.outcome)]
 
-    def to_doc(self) -> dict[str, JSONValue]:
-        """The bulky part of the record (everything that is not a queryable column)."""
-        r = self.reflection
-        return {
-            "description": self.description,
-            "context": self.context.to_doc(),
-            "steps": [s.to_doc() for s in self.steps],
-            "outcome": None if self.outcome is None else _outcome_to_doc(self.outcome),
-            "reflection": None
-            if r is None
-            else {
-                "successes": list(r.successes),
-                "improvements": list(r.improvements),
-                "insights": list(r.insights),
-            },
-            "pattern_ids": list(self.pattern_ids),
-            "heuristic_ids": list(self.heuristic_ids),
-            "tags": list(self.tags),
-        }
-
     @classmethod
-    def from_doc(
-        cls,
-        d: Mapping[str, Any],
-        *,
-        id: str,
-        task_type: str,
-        start_time: int,
-        end_time: int | None,
-        reward: float | None,
-        metadata: Mapping[str, str],
-    ) -> Episode:
+    def from_doc(cls, d: Mapping[str, Any], outcome_kind: str | None) -> Episode:
+        """Rebuild (and re-validate) an episode from its encoded fields; the outcome's kind is
+        kept beside the document (it is an indexed column)."""
         r = d.get("reflection")
         o = d.get("outcome")
         return cls(
-            id=id,
-            task_type=task_type,
+            id=d["id"],
+            task_type=d["task_type"],
             description=d["description"],
             context=TaskContext.from_doc(d["context"]),
-            start_time=start_time,
-            end_time=end_time,
+            start_time=d["start_time"],
+            end_time=d["end_time"],
             steps=tuple(ExecutionStep.from_doc(s) for s in d["steps"]),
-            outcome=None if o is None else _outcome_from_doc(o),
-            reward=reward,
+            outcome=None
+            if o is None or outcome_kind is None
+            else _outcome_from_doc(outcome_kind, o),
+            reward=d["reward"],
             reflection=None
             if r is None
             else Reflection(r["successes"], r["improvements"], r["insights"]),
             pattern_ids=d["pattern_ids"],
             heuristic_ids=d["heuristic_ids"],
-            metadata=metadata,
+            metadata=d["metadata"],
             tags=d["tags"],
         )
 
@@ -581,15 +519,17 @@ class Pattern:
     def kind(self) -> PatternKind:
         return _BODY_KINDS[type(self.body)]
 
-    def to_doc(self) -> dict[str, JSONValue]:
-        b = self.body
-        if isinstance(b, ToolSequence):
-            return {"tools": list(b.tools), "context": b.context}
-        if isinstance(b, DecisionPoint):
-            return {"condition": b.condition, "action": b.action}
-        if isinstance(b, ErrorRecovery):
-            return {"error_type": b.error_type, "recovery_steps": list(b.recovery_steps)}
-        return {"features": list(b.features), "recommended_approach": b.recommended_approach}
+    @classmethod
+    def from_doc(cls, d: Mapping[str, Any], kind: str) -> Pattern:
+        """Rebuild a pattern from its encoded fields; ``kind`` (a column) says which body it has."""
+        return cls(
+            d["id"],
+            cls.body_from_doc(kind, d["body"]),
+            d["domain"],
+            d["success_rate"],
+            d["effectiveness"],
+            d["occurrence_count"],
+        )
 
     @staticmethod
     def body_from_doc(kind: str, d: Mapping[str, Any]) -> PatternBody:
@@ -646,17 +586,16 @@ class Heuristic:
         if not isinstance(self.evidence, Evidence):
             raise ValidationError("evidence", "must be an Evidence")
 
-    def to_doc(self) -> dict[str, JSONValue]:
-        e = self.evidence
-        return {
-            "condition": self.condition,
-            "action": self.action,
-            "evidence": {
-                "episode_ids": list(e.episode_ids),
-                "success_rate": e.success_rate,
-                "sample_size": e.sample_size,
-            },
-        }
+    @classmethod
+    def from_doc(cls, d: Mapping[str, Any]) -> Heuristic:
+        e = d["evidence"]
+        return cls(
+            d["id"],
+            d["condition"],
+            d["action"],
+            d["confidence"],
+            Evidence(e["episode_ids"], e["success_rate"], e["sample_size"]),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +653,9 @@ def _float32(name: str, values: object) -> array:
         except (TypeError, ValueError, OverflowError):
             raise ValidationError(name, "must contain only numbers") from None
     if not 1 <= len(vec) <= MAX_VECTOR_DIM:
-        raise ValidationError(name, f"dimension must be within [1, {MAX_VECTOR_DIM}], got {len(vec)}")
+        raise ValidationError(
+            name, f"dimension must be within [1, {MAX_VECTOR_DIM}], got {len(vec)}"
+        )
     for x in vec:
         if not math.isfinite(x):
             raise ValidationError(name, "values must be finite float32")

@@ -26,12 +26,11 @@ from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.db.driver import Connection, Statement, Value, backend_of, connect, redact_url
 from tiered.db.schema import migrate, vector_table_ddl
-from tiered.errors import ConfigError, PayloadTooLarge, StoreClosed, ValidationError
+from tiered.errors import ConfigError, CorruptPayload, PayloadTooLarge, StoreClosed, ValidationError
 from tiered.model import (
     MAX_ID_LEN,
     Embedding,
     Episode,
-    Evidence,
     Heuristic,
     Pattern,
     PatternKind,
@@ -92,7 +91,9 @@ def _limit(limit: object) -> int:
 
 def _key(name: str, value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN or "\x00" in value:
-        raise ValidationError(name, f"must be a non-empty string of at most {MAX_ID_LEN} characters")
+        raise ValidationError(
+            name, f"must be a non-empty string of at most {MAX_ID_LEN} characters"
+        )
     return value
 
 
@@ -106,7 +107,9 @@ def _records(name: str, records: object, cls: type[T]) -> list[T]:
     out = list(records)
     for i, r in enumerate(out):
         if not isinstance(r, cls):
-            raise ValidationError(f"{name}[{i}]", f"must be a {cls.__name__}, got {type(r).__name__}")
+            raise ValidationError(
+                f"{name}[{i}]", f"must be a {cls.__name__}, got {type(r).__name__}"
+            )
     return out
 
 
@@ -154,7 +157,9 @@ class Store:
         cannot be reached, :class:`AuthError` when it rejects ``auth_token``.
         """
         if not isinstance(url, str) or not url:
-            raise ConfigError("url must be a database URL such as 'file:tiered.db' or 'ws://host:port'")
+            raise ConfigError(
+                "url must be a database URL such as 'file:tiered.db' or 'ws://host:port'"
+            )
         backend_of(url)
         config = config or StoreConfig()
         conn = await connect(url, auth_token=auth_token, timeout=config.timeout)
@@ -239,35 +244,44 @@ class Store:
         clears: list[tuple[Statement, Sequence[Value]]] = []
         metas: list[tuple[Statement, Sequence[Value]]] = []
         for i, ep in enumerate(episodes):
-            doc = ep.to_doc()
-            doc["metadata"] = dict(ep.metadata)
-            payload = self._frame(f"episodes[{i}]", doc)
+            payload = self._frame(f"episodes[{i}]", ep)
             ctx = ep.context
             upserts.append(
                 (
                     q.UPSERT_EPISODE,
-                    (ep.id, ep.task_type, ctx.domain, ctx.language, ep.start_time, ep.end_time,
-                     ep.outcome_kind, ep.reward, now, now, payload),
+                    (
+                        ep.id,
+                        ep.task_type,
+                        ctx.domain,
+                        ctx.language,
+                        ep.start_time,
+                        ep.end_time,
+                        ep.outcome_kind,
+                        ep.reward,
+                        now,
+                        now,
+                        payload,
+                    ),
                 )
             )
             clears.append((q.CLEAR_EPISODE_METADATA, (ep.id,)))
             metas.extend(
-                (q.INSERT_EPISODE_METADATA, (ep.id, k, v, ep.start_time)) for k, v in ep.metadata.items()
+                (q.INSERT_EPISODE_METADATA, (ep.id, k, v, ep.start_time))
+                for k, v in ep.metadata.items()
             )
         return upserts + clears + metas
 
+    def _decoded(self, frame: Value, build: Callable[[Any], T]) -> T:
+        """Decode a payload frame and rebuild its record; anything malformed is CorruptPayload."""
+        doc = self.codec.decode_doc(frame)  # type: ignore[arg-type]
+        try:
+            return build(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CorruptPayload(f"stored record does not decode: {type(e).__name__}: {e}") from e
+
     def _episode(self, row: Sequence[Value]) -> Episode:
-        eid, task_type, start, end, reward, payload = row
-        doc = self.codec.decode_doc(payload)  # type: ignore[arg-type]
-        return Episode.from_doc(
-            doc,
-            id=eid,  # type: ignore[arg-type]
-            task_type=task_type,  # type: ignore[arg-type]
-            start_time=start,  # type: ignore[arg-type]
-            end_time=end,  # type: ignore[arg-type]
-            reward=reward,  # type: ignore[arg-type]
-            metadata=doc["metadata"],
-        )
+        outcome, payload = row
+        return self._decoded(payload, lambda d: Episode.from_doc(d, outcome))  # type: ignore[arg-type]
 
     async def store_episode(self, episode: Episode) -> None:
         """Insert or replace one episode (its ``created_at`` is kept on update)."""
@@ -309,7 +323,9 @@ class Store:
         res = await self._check().execute(q.DELETE_EPISODE, (_key("episode_id", episode_id),))
         return res.rows_affected > 0
 
-    async def query_episodes_since(self, t: int | datetime, limit: int = DEFAULT_LIMIT) -> list[Episode]:
+    async def query_episodes_since(
+        self, t: int | datetime, limit: int = DEFAULT_LIMIT
+    ) -> list[Episode]:
         """Episodes that started at or after ``t`` (µs or aware datetime), oldest first.
 
         ``limit`` defaults to 100 and is capped at 1000.
@@ -356,17 +372,25 @@ class Store:
     # -- patterns ------------------------------------------------------------------------------
 
     def _pattern_step(self, p: Pattern, i: int, now: int) -> tuple[Statement, Sequence[Value]]:
-        payload = self._frame(f"patterns[{i}]", p.to_doc())
+        payload = self._frame(f"patterns[{i}]", p)
         return (
             q.UPSERT_PATTERN,
-            (p.id, p.kind.value, p.domain, p.success_rate, p.effectiveness, p.occurrence_count,
-             now, now, payload),
+            (
+                p.id,
+                p.kind.value,
+                p.domain,
+                p.success_rate,
+                p.effectiveness,
+                p.occurrence_count,
+                now,
+                now,
+                payload,
+            ),
         )
 
     def _pattern(self, row: Sequence[Value]) -> Pattern:
-        pid, kind, domain, sr, eff, occ, payload = row
-        body = Pattern.body_from_doc(kind, self.codec.decode_doc(payload))  # type: ignore[arg-type]
-        return Pattern(pid, body, domain, sr, eff, occ)  # type: ignore[arg-type]
+        kind, payload = row
+        return self._decoded(payload, lambda d: Pattern.from_doc(d, kind))  # type: ignore[arg-type]
 
     async def store_pattern(self, pattern: Pattern) -> None:
         """Insert or replace one pattern."""
@@ -403,8 +427,10 @@ class Store:
                 allowed = ", ".join(k.value for k in PatternKind)
                 raise ValidationError("kind", f"must be one of {allowed}, got {kind!r}") from None
         _opt_key("domain", domain)
-        if isinstance(min_success_rate, bool) or not isinstance(min_success_rate, int | float) or not (
-            0.0 <= min_success_rate <= 1.0
+        if (
+            isinstance(min_success_rate, bool)
+            or not isinstance(min_success_rate, int | float)
+            or not (0.0 <= min_success_rate <= 1.0)
         ):
             raise ValidationError("min_success_rate", "must be a number within [0, 1]")
         stmt = q.patterns_filtered(kind is not None, domain is not None)
@@ -415,16 +441,7 @@ class Store:
     # -- heuristics ----------------------------------------------------------------------------
 
     def _heuristic(self, row: Sequence[Value]) -> Heuristic:
-        hid, confidence, payload = row
-        d = self.codec.decode_doc(payload)  # type: ignore[arg-type]
-        e = d["evidence"]
-        return Heuristic(
-            hid,  # type: ignore[arg-type]
-            d["condition"],
-            d["action"],
-            confidence,  # type: ignore[arg-type]
-            Evidence(e["episode_ids"], e["success_rate"], e["sample_size"]),
-        )
+        return self._decoded(row[0], Heuristic.from_doc)
 
     async def store_heuristic(self, heuristic: Heuristic) -> None:
         """Insert or replace one heuristic."""
@@ -435,7 +452,7 @@ class Store:
         hs = _last_per_id(_records("heuristics", heuristics, Heuristic))
         now = self.clock()
         steps: list[tuple[Statement, Sequence[Value]]] = [
-            (q.UPSERT_HEURISTIC, (h.id, h.confidence, now, now, self._frame(f"heuristics[{i}]", h.to_doc())))
+            (q.UPSERT_HEURISTIC, (h.id, h.confidence, now, now, self._frame(f"heuristics[{i}]", h)))
             for i, h in enumerate(hs)
         ]
         await self._write(steps)
@@ -453,8 +470,10 @@ class Store:
         self, *, min_confidence: float = 0.0, limit: int = DEFAULT_LIMIT
     ) -> list[Heuristic]:
         """Heuristics with confidence >= ``min_confidence``, most confident first."""
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float) or not (
-            0.0 <= min_confidence <= 1.0
+        if (
+            isinstance(min_confidence, bool)
+            or not isinstance(min_confidence, int | float)
+            or not (0.0 <= min_confidence <= 1.0)
         ):
             raise ValidationError("min_confidence", "must be a number within [0, 1]")
         rows = await self._rows(q.HEURISTICS_BY_CONFIDENCE, (float(min_confidence), _limit(limit)))
@@ -513,8 +532,10 @@ class Store:
         ids = {m: (await self._model(m, d))[0] for m, d in dims.items()}  # type: ignore[index]
         now = self.clock()
         steps: list[tuple[Statement, Sequence[Value]]] = [
-            (q.UPSERT_EMBEDDING,
-             (e.id, e.owner_id, e.owner_kind, ids[e.model], e.vector.tobytes(), now, now))
+            (
+                q.UPSERT_EMBEDDING,
+                (e.id, e.owner_id, e.owner_kind, ids[e.model], e.vector.tobytes(), now, now),
+            )
             for e in es
         ]
         await self._write(steps)
@@ -535,12 +556,15 @@ class Store:
         *,
         owner_kind: str | None = None,
         model: str | None = None,
+        exact: bool = False,
     ) -> list[tuple[Embedding, float]]:
         """The ``k`` embeddings closest to ``vector`` by cosine distance, closest first.
 
-        Searches ``model`` (or every model of the vector's dimension). On sqld the candidates come
-        from libSQL's vector index; on the embedded backend the search is exact. Distances are
-        always computed exactly (float64) and ties are broken by id, so backends agree.
+        Searches ``model`` (or every model of the vector's dimension; a model of another
+        dimension raises :class:`ValidationError`). On sqld the candidates come from libSQL's
+        vector index (over-fetched, then reranked), or from an exact scan in the server with
+        ``exact=True`` or when the index is small; the embedded backend always searches exactly.
+        Distances are recomputed in float64 and ties broken by id, so backends agree.
         """
         probe = Embedding("probe", "probe", "probe", "probe", vector).vector  # validates
         k = _limit(k)
@@ -550,7 +574,9 @@ class Store:
             if known is None:
                 return []
             if known[1] != len(probe):
-                raise ValidationError("vector", f"model {model!r} has dimension {known[1]}, got {len(probe)}")
+                raise ValidationError(
+                    "vector", f"model {model!r} has dimension {known[1]}, got {len(probe)}"
+                )
             model_ids = [known[0]]
         else:
             rows = await self._rows(q.MODELS_BY_DIM, (len(probe),))
@@ -559,26 +585,34 @@ class Store:
                 await self._model(name, None)  # type: ignore[arg-type]
         candidates: list[Embedding] = []
         for mid in model_ids:
-            candidates += await self._candidates(mid, probe, k, owner_kind)
+            candidates += await self._candidates(mid, probe, k, owner_kind, exact)
         return _rank(candidates, probe, k)
 
     async def _candidates(
-        self, model_id: int, probe: array, k: int, owner_kind: str | None
+        self, model_id: int, probe: array, k: int, owner_kind: str | None, exact: bool
     ) -> list[Embedding]:
-        exact_args: list[Value] = [model_id] if owner_kind is None else [model_id, owner_kind]
-        exact = q.EMBEDDINGS_OF_MODEL if owner_kind is None else q.EMBEDDINGS_OF_MODEL_KIND
         if self.backend == "file":
-            return [self._embedding(r) for r in await self._rows(exact, exact_args)]
-        # Over-fetch when filtering by kind (the index does not know kinds); if the index still
-        # yields fewer than k, fall back to an exact scan of this model's rows.
-        fetch = k if owner_kind is None else min(MAX_LIMIT, 8 * k)
-        args: list[Value] = [probe.tobytes(), fetch]
+            stmt = q.EMBEDDINGS_OF_MODEL if owner_kind is None else q.EMBEDDINGS_OF_MODEL_KIND
+            args: list[Value] = [model_id] if owner_kind is None else [model_id, owner_kind]
+            return [self._embedding(r) for r in await self._rows(stmt, args)]
+        blob = probe.tobytes()
+        if not exact:
+            # Over-fetch from the ANN index and rerank exactly. An index that yields fewer
+            # candidates than asked is small (an exact scan is cheap) or degraded (libSQL's
+            # DiskANN loses nodes when tiny graphs are rewritten): fall back to exact then.
+            fetch = min(MAX_LIMIT, max(64, (4 if owner_kind is None else 8) * k))
+            rows = await self._rows(q.vector_nearest(model_id), (blob, fetch))
+            if len(rows) >= fetch:
+                found = [self._embedding(r) for r in rows]
+                if owner_kind is not None:
+                    found = [e for e in found if e.owner_kind == owner_kind]
+                if len(found) >= k:
+                    return found
+        args = [blob, model_id, min(MAX_LIMIT, 2 * k)]
         if owner_kind is not None:
             args.append(owner_kind)
-        found = [self._embedding(r) for r in await self._rows(q.vector_nearest(model_id, owner_kind is not None), args)]
-        if len(found) < k:
-            found = [self._embedding(r) for r in await self._rows(exact, exact_args)]
-        return found
+        rows = await self._rows(q.nearest_exact(owner_kind is not None), args)
+        return [self._embedding(r) for r in rows]
 
 
 def _rank(cands: list[Embedding], probe: array, k: int) -> list[tuple[Embedding, float]]:
@@ -610,7 +644,9 @@ class SyncStore:
 
     def __init__(self, url: str = "file:tiered.db", **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tiered-sync", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tiered-sync", daemon=True
+        )
         self._thread.start()
         try:
             self._store: Store = self._run(Store.open(url, **kwargs))
@@ -629,6 +665,7 @@ class SyncStore:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
         if asyncio.iscoroutinefunction(attr):
+
             def call(*args: Any, **kwargs: Any) -> Any:
                 return self._run(attr(*args, **kwargs))
 

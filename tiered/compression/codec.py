@@ -12,11 +12,11 @@ frame raises :class:`~tiered.errors.CorruptPayload` and never allocates more tha
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import zstandard
 
 from tiered.errors import ConfigError, CorruptPayload
@@ -73,7 +73,9 @@ class Codec:
         if not 0.0 <= min_saving < 1.0:
             raise ConfigError(f"Codec min_saving must be within [0, 1), got {min_saving}")
         if not 0 < max_output_size <= 0xFFFFFFFF:
-            raise ConfigError(f"Codec max_output_size must be within [1, 2**32), got {max_output_size}")
+            raise ConfigError(
+                f"Codec max_output_size must be within [1, 2**32), got {max_output_size}"
+            )
         self.level = level
         self.min_size = min_size
         self.min_saving = min_saving
@@ -82,7 +84,10 @@ class Codec:
         self.stats = CodecStats()
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._dctx = zstandard.ZstdDecompressor()
-        self._json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # msgspec encodes the record dataclasses directly: ~10x faster than building dicts for
+        # json.dumps on realistic episodes (measured in benchmarks/bench_store.py).
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder()
 
     def __repr__(self) -> str:
         s = self.stats
@@ -97,7 +102,9 @@ class Codec:
         """Frame ``raw``; the result is at most ``len(raw) + HEADER_SIZE`` bytes."""
         n = len(raw)
         if n > self.max_output_size:
-            raise CorruptPayload(f"payload of {n} bytes exceeds max_output_size {self.max_output_size}")
+            raise CorruptPayload(
+                f"payload of {n} bytes exceeds max_output_size {self.max_output_size}"
+            )
         st = self.stats
         st.bytes_raw += n
         if self.compress and n >= self.min_size:
@@ -120,9 +127,13 @@ class Codec:
         if magic != MAGIC:
             raise CorruptPayload(f"bad frame magic 0x{magic:02x}")
         if dict_id != 0:
-            raise CorruptPayload(f"frame names dictionary {dict_id}, which this codec does not have")
+            raise CorruptPayload(
+                f"frame names dictionary {dict_id}, which this codec does not have"
+            )
         if n > self.max_output_size:
-            raise CorruptPayload(f"frame declares {n} bytes, above max_output_size {self.max_output_size}")
+            raise CorruptPayload(
+                f"frame declares {n} bytes, above max_output_size {self.max_output_size}"
+            )
         data = bytes(frame[HEADER_SIZE:])
         if codec == CODEC_RAW:
             if len(data) != n:
@@ -151,13 +162,13 @@ class Codec:
     # -- documents -----------------------------------------------------------------------------
 
     def encode_doc(self, doc: Any) -> bytes:
-        """Serialize a JSON-compatible document and frame it."""
-        return self.encode(self._json.encode(doc).encode())
+        """Serialize a document (JSON values, dataclasses, enums) as JSON and frame it."""
+        return self.encode(self._encoder.encode(doc))
 
     def decode_doc(self, frame: bytes) -> Any:
-        """The document stored in ``frame``."""
+        """The JSON document stored in ``frame`` (dataclasses come back as dicts)."""
         raw = self.decode(frame)
         try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as e:
+            return self._decoder.decode(raw)
+        except msgspec.DecodeError as e:
             raise CorruptPayload(f"frame does not hold a JSON document: {e}") from e

@@ -358,7 +358,10 @@ def _txn_batch(stmts: list[dict[str, Any]]) -> dict[str, Any]:
     for s in stmts:
         steps.append({"condition": {"type": "ok", "step": len(steps) - 1}, "stmt": s})
     steps.append(
-        {"condition": {"type": "ok", "step": len(steps) - 1}, "stmt": {"sql": "COMMIT", "want_rows": False}}
+        {
+            "condition": {"type": "ok", "step": len(steps) - 1},
+            "stmt": {"sql": "COMMIT", "want_rows": False},
+        }
     )
     steps.append(
         {

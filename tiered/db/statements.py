@@ -11,13 +11,13 @@ from functools import cache
 
 from tiered.db.driver import Statement
 
-__all__ = ["MAX_IN", "episodes_by_ids", "vector_nearest"]
+__all__ = ["MAX_IN", "episodes_by_ids", "nearest_exact", "vector_nearest"]
 
 MAX_IN = 256
 
 # -- episodes -----------------------------------------------------------------------------------
 
-EPISODE_COLS = "e.id, e.task_type, e.start_time, e.end_time, e.reward, e.payload"
+EPISODE_COLS = "e.outcome, e.payload"
 
 UPSERT_EPISODE = Statement(
     "upsert_episode",
@@ -52,7 +52,9 @@ EPISODES_BY_METADATA = Statement(
 @cache
 def episodes_filtered(task_type: bool, domain: bool, language: bool) -> Statement:
     """``query_episodes`` for one combination of filters, newest first."""
-    where = [c for c, on in (("task_type", task_type), ("domain", domain), ("language", language)) if on]
+    where = [
+        c for c, on in (("task_type", task_type), ("domain", domain), ("language", language)) if on
+    ]
     cond = " WHERE " + " AND ".join(f"e.{c} = ?" for c in where) if where else ""
     name = "query_episodes" + "".join(f"_{c}" for c in where)
     return Statement(
@@ -72,7 +74,7 @@ def episodes_by_ids(n: int) -> Statement:
 
 # -- patterns -----------------------------------------------------------------------------------
 
-PATTERN_COLS = "id, kind, domain, success_rate, effectiveness, occurrence_count, payload"
+PATTERN_COLS = "kind, payload"
 
 UPSERT_PATTERN = Statement(
     "upsert_pattern",
@@ -102,7 +104,7 @@ def patterns_filtered(kind: bool, domain: bool) -> Statement:
 
 # -- heuristics ---------------------------------------------------------------------------------
 
-HEURISTIC_COLS = "id, confidence, payload"
+HEURISTIC_COLS = "payload"
 UPSERT_HEURISTIC = Statement(
     "upsert_heuristic",
     "INSERT INTO heuristics(id, confidence, created_at, updated_at, payload) VALUES (?, ?, ?, ?, ?)"
@@ -140,27 +142,37 @@ GET_EMBEDDING = Statement(
 )
 DELETE_EMBEDDING = Statement("delete_embedding", "DELETE FROM embeddings WHERE id = ?")
 EMBEDDINGS_OF_MODEL = Statement(
-    "nearest_exact",
+    "nearest_scan",
     f"SELECT {EMBEDDING_COLS} FROM embeddings e JOIN embedding_models m ON m.id = e.model_id"
     " WHERE e.model_id = ?",
 )
 EMBEDDINGS_OF_MODEL_KIND = Statement(
-    "nearest_exact_kind",
+    "nearest_scan_kind",
     f"SELECT {EMBEDDING_COLS} FROM embeddings e JOIN embedding_models m ON m.id = e.model_id"
     " WHERE e.model_id = ? AND e.owner_kind = ?",
 )
 
 
 @cache
-def vector_nearest(model_id: int, kind: bool) -> Statement:
-    """libSQL ANN search over one model's vector index (sqld only); args: vector, fetch[, kind]."""
-    t = f"embedding_vectors_{int(model_id)}"
-    cond = " WHERE e.owner_kind = ?" if kind else ""
+def nearest_exact(kind: bool) -> Statement:
+    """Exact cosine search computed by libSQL (sqld only); args: vector, model id, limit[, kind]."""
+    cond = " AND e.owner_kind = ?4" if kind else ""
     return Statement(
-        "nearest_ann" + ("_kind" if kind else ""),
-        f"SELECT {EMBEDDING_COLS} FROM vector_top_k('{t}_idx', vector32(?1), ?2) AS t"
-        " JOIN embeddings e ON e.rowid = t.id JOIN embedding_models m ON m.id = e.model_id"
-        f"{cond.replace('?', '?3')}",
+        "nearest_exact" + ("_kind" if kind else ""),
+        f"SELECT {EMBEDDING_COLS} FROM embeddings e JOIN embedding_models m ON m.id = e.model_id"
+        f" WHERE e.model_id = ?2{cond}"
+        " ORDER BY vector_distance_cos(vector32(e.vector), vector32(?1)), e.id LIMIT ?3",
+    )
+
+
+@cache
+def vector_nearest(model_id: int) -> Statement:
+    """libSQL ANN search over one model's vector index (sqld only); args: vector, fetch."""
+    t = f"embedding_vectors_{int(model_id)}"
+    return Statement(
+        "nearest_ann",
+        f"SELECT {EMBEDDING_COLS} FROM vector_top_k('{t}_idx', vector32(?), ?) AS t"
+        " JOIN embeddings e ON e.rowid = t.id JOIN embedding_models m ON m.id = e.model_id",
     )
 
 
