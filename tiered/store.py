@@ -225,12 +225,14 @@ class Store:
             await self._check().transaction(steps, chunk_bytes=self.config.chunk_bytes)
 
     def _frame(self, field: str, doc: Any) -> bytes:
-        frame = self.codec.encode_doc(doc)
-        if len(frame) > self.config.max_payload_bytes:
+        raw = self.codec.serialize(doc)
+        limit = self.config.max_payload_bytes
+        if len(raw) > self.codec.max_output_size:
+            raise PayloadTooLarge(field, f"record serializes to {len(raw)} bytes, above {limit * 4}")
+        frame = self.codec.encode(raw)
+        if len(frame) > limit:
             raise PayloadTooLarge(
-                field,
-                f"encoded record is {len(frame)} bytes, above max_payload_bytes "
-                f"{self.config.max_payload_bytes}",
+                field, f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}"
             )
         return frame
 

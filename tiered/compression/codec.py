@@ -99,12 +99,14 @@ class Codec:
     # -- bytes ---------------------------------------------------------------------------------
 
     def encode(self, raw: bytes) -> bytes:
-        """Frame ``raw``; the result is at most ``len(raw) + HEADER_SIZE`` bytes."""
+        """Frame ``raw``; the result is at most ``len(raw) + HEADER_SIZE`` bytes.
+
+        Raises :class:`ValueError` when ``raw`` is longer than ``max_output_size`` (such a frame
+        could never be decoded); callers check sizes first and raise their own typed error.
+        """
         n = len(raw)
         if n > self.max_output_size:
-            raise CorruptPayload(
-                f"payload of {n} bytes exceeds max_output_size {self.max_output_size}"
-            )
+            raise ValueError(f"payload of {n} bytes exceeds max_output_size {self.max_output_size}")
         st = self.stats
         st.bytes_raw += n
         if self.compress and n >= self.min_size:
@@ -161,9 +163,13 @@ class Codec:
 
     # -- documents -----------------------------------------------------------------------------
 
+    def serialize(self, doc: Any) -> bytes:
+        """JSON bytes of a document (JSON values, dataclasses, enums), not yet framed."""
+        return self._encoder.encode(doc)
+
     def encode_doc(self, doc: Any) -> bytes:
-        """Serialize a document (JSON values, dataclasses, enums) as JSON and frame it."""
-        return self.encode(self._encoder.encode(doc))
+        """Serialize a document and frame it."""
+        return self.encode(self.serialize(doc))
 
     def decode_doc(self, frame: bytes) -> Any:
         """The JSON document stored in ``frame`` (dataclasses come back as dicts)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import math
 import sqlite3
 import urllib.parse
@@ -31,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import aiohttp
 import libsql_client
+import msgspec
 from libsql_client.hrana.client import HranaClient
 from libsql_client.http import HttpClient
 
@@ -301,6 +303,7 @@ class EmbeddedConnection(Connection):
 # ---------------------------------------------------------------------------------------------
 
 _MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
+_JSON = msgspec.json.Encoder()
 
 
 def _to_proto(v: Value) -> dict[str, Any]:
@@ -524,8 +527,31 @@ class HranaHttpConnection(_HranaBase):
         self._check_open()
         self.stats.count(stmt, 1, False)
         req = {"stmt": {"sql": stmt.sql, "args": [_to_proto(a) for a in args], "want_rows": True}}
-        res = await self._guard(self._client._send("POST", "v1/execute", req))
+        res = await self._guard(self._post("v1/execute", req))
         return _result(res["result"])
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        # libsql-client's own _send passes json=, which aiohttp warns about for large bodies;
+        # this sends the same request on the same keep-alive session, streamed from a buffer.
+        client = self._client
+        url = urllib.parse.urljoin(client._url, path)
+        data = io.BytesIO(_JSON.encode(body))
+        headers = {"content-type": "application/json"}
+        async with client._session.post(url, data=data, headers=headers) as resp:
+            payload = await resp.read()
+            if resp.ok:
+                return msgspec.json.decode(payload)
+            if resp.status in (401, 403):
+                raise AuthError(f"server answered HTTP {resp.status}", code="AUTH_FAILED")
+            try:
+                err = msgspec.json.decode(payload)
+                message, code = err["message"], err.get("code") or "UNKNOWN"
+            except (msgspec.DecodeError, KeyError, TypeError):
+                message = f"HTTP {resp.status}: {payload[:200].decode(errors='replace')}"
+                code = "SERVER_ERROR"
+            if resp.status >= 500 and code == "SERVER_ERROR":
+                raise DatabaseUnavailable(message, code=code)
+            raise libsql_client.LibsqlError(message, code)
 
     async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
         # HTTP has no session to hold a transaction open across requests: one request carries
@@ -544,7 +570,7 @@ class HranaHttpConnection(_HranaBase):
             stmts.append({"sql": st.sql, "args": [_to_proto(x) for x in a], "want_rows": False})
 
         async def run() -> None:
-            res = await self._client._send("POST", "v1/batch", {"batch": _txn_batch(stmts)})
+            res = await self._post("v1/batch", {"batch": _txn_batch(stmts)})
             _check_batch(res["result"])
 
         await self._guard(run())
