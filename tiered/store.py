@@ -497,7 +497,7 @@ class Store:
             if self.backend != "file":
                 # libSQL's ANN index needs a fixed-dimension column: one table per model.
                 ddl = vector_table_ddl(*known)
-                await self._write([(Statement("vector_table_ddl", sql), ()) for sql in ddl])
+                await self._write([(Statement("vector_table_ddl", sql, reuse=False), ()) for sql in ddl])
             self._models[model] = known
         return known
 

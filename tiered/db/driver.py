@@ -66,10 +66,15 @@ Row: TypeAlias = tuple[Value, ...]
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One SQL shape, built once; ``name`` labels it in statistics."""
+    """One SQL shape, built once; ``name`` labels it in statistics.
+
+    ``reuse=False`` marks one-off statements (DDL, migrations): they are sent as text and never
+    take one of the connection's limited stored-SQL slots.
+    """
 
     name: str
     sql: str
+    reuse: bool = True
 
 
 class Result(NamedTuple):
@@ -404,6 +409,10 @@ class _HranaBase(Connection):
 
 
 _PING = Statement("ping", "SELECT 1")
+#: sqld keeps at most 150 stored SQL texts per WebSocket connection (SQL_STORE_TOO_MANY), and
+#: libsql-client drops the store error, so the first use of an unstored id kills the socket.
+#: Shapes past this budget are sent as text.
+MAX_STORED_SQL = 128
 
 
 class HranaWsConnection(_HranaBase):
@@ -431,6 +440,9 @@ class HranaWsConnection(_HranaBase):
         sql_id = self._sql_ids.get(stmt.sql)
         first = sql_id is None
         if sql_id is None:
+            if not stmt.reuse or len(self._sql_ids) >= MAX_STORED_SQL:
+                self.stats.count(stmt, 1, False)
+                return {"sql": stmt.sql, "args": [_to_proto(a) for a in args], "want_rows": want_rows}
             sql_id = conn.store_sql(stmt.sql)
             self._sql_ids[stmt.sql] = sql_id
         self.stats.count(stmt, 1, first)

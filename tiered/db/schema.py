@@ -37,7 +37,9 @@ _V1: tuple[str, ...] = (
     )""",
     "CREATE INDEX IF NOT EXISTS episodes_start ON episodes(start_time, id)",
     "CREATE INDEX IF NOT EXISTS episodes_task_type ON episodes(task_type, start_time, id)",
-    "CREATE INDEX IF NOT EXISTS episodes_domain ON episodes(domain, language, start_time, id)",
+    "CREATE INDEX IF NOT EXISTS episodes_domain ON episodes(domain, start_time, id)",
+    "CREATE INDEX IF NOT EXISTS episodes_domain_language "
+    "ON episodes(domain, language, start_time, id)",
     "CREATE INDEX IF NOT EXISTS episodes_language ON episodes(language, start_time, id)",
     # Metadata is a side table so that a (key, value) lookup is an index search, not a JSON scan.
     # start_time is copied in so the index also yields the rows newest-first without a sort.
@@ -61,7 +63,8 @@ _V1: tuple[str, ...] = (
         updated_at INTEGER NOT NULL,
         payload BLOB NOT NULL
     )""",
-    "CREATE INDEX IF NOT EXISTS patterns_kind ON patterns(kind, domain, success_rate, id)",
+    "CREATE INDEX IF NOT EXISTS patterns_kind ON patterns(kind, success_rate, id)",
+    "CREATE INDEX IF NOT EXISTS patterns_kind_domain ON patterns(kind, domain, success_rate, id)",
     "CREATE INDEX IF NOT EXISTS patterns_domain ON patterns(domain, success_rate, id)",
     "CREATE INDEX IF NOT EXISTS patterns_success ON patterns(success_rate, id)",
     """CREATE TABLE IF NOT EXISTS heuristics (
@@ -79,6 +82,7 @@ _V1: tuple[str, ...] = (
         model TEXT NOT NULL UNIQUE,
         dim INTEGER NOT NULL CHECK (dim > 0)
     )""",
+    "CREATE INDEX IF NOT EXISTS embedding_models_dim ON embedding_models(dim)",
     """CREATE TABLE IF NOT EXISTS embeddings (
         id TEXT PRIMARY KEY,
         owner_id TEXT NOT NULL,
@@ -131,10 +135,15 @@ _CREATE_VERSION = Statement(
     "schema_version_create",
     "CREATE TABLE IF NOT EXISTS schema_version "
     "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    reuse=False,
 )
-_READ_VERSION = Statement("schema_version_read", "SELECT max(version) FROM schema_version")
+_READ_VERSION = Statement(
+    "schema_version_read", "SELECT max(version) FROM schema_version", reuse=False
+)
 _MARK_VERSION = Statement(
-    "schema_version_mark", "INSERT OR IGNORE INTO schema_version(version, applied_at) VALUES (?, ?)"
+    "schema_version_mark",
+    "INSERT OR IGNORE INTO schema_version(version, applied_at) VALUES (?, ?)",
+    reuse=False,
 )
 
 
@@ -147,7 +156,7 @@ async def migrate(conn: Connection, *, now_us: int) -> int:
         if version <= current:
             continue
         steps: list[tuple[Statement, Sequence[int]]] = [
-            (Statement(f"migration_{version}", sql), ()) for sql in ddl
+            (Statement(f"migration_{version}", sql, reuse=False), ()) for sql in ddl
         ]
         steps.append((_MARK_VERSION, (version, now_us)))
         await conn.transaction(steps, chunk_bytes=1 << 30)

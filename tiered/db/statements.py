@@ -11,7 +11,7 @@ from functools import cache
 
 from tiered.db.driver import Statement
 
-__all__ = ["MAX_IN", "episodes_by_ids", "nearest_exact", "vector_nearest"]
+__all__ = ["MAX_IN", "all_statements", "episodes_by_ids", "nearest_exact", "vector_nearest"]
 
 MAX_IN = 256
 
@@ -182,3 +182,17 @@ CHANGES_SINCE = Statement(
     "changes_since", "SELECT seq, tbl, key, op FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 LAST_CHANGE = Statement("last_change", "SELECT coalesce(max(seq), 0) FROM change_log")
+
+
+def all_statements(model_ids: tuple[int, ...] = ()) -> list[Statement]:
+    """Every statement shape the Store can send (``vector_nearest`` for the given models)."""
+    fixed = [v for v in globals().values() if isinstance(v, Statement)]
+    combos = [(a, b, c) for a in (False, True) for b in (False, True) for c in (False, True)]
+    return (
+        fixed
+        + [episodes_filtered(*c) for c in combos]
+        + [patterns_filtered(a, b) for a, b, _ in combos[::2]]
+        + [episodes_by_ids(1 << i) for i in range(MAX_IN.bit_length())]
+        + [nearest_exact(k) for k in (False, True)]
+        + [vector_nearest(m) for m in model_ids]
+    )
