@@ -34,8 +34,13 @@ def sqld(sqld_binary: Path) -> Iterator[SqldCluster]:
 
 @pytest.fixture
 def fresh_sqld(sqld_binary: Path, tmp_path: Path) -> Iterator[SqldProcess]:
-    proc = SqldProcess(sqld_binary, tmp_path / "sqld-db", free_port(), grpc_port=free_port(),
-                       log_path=tmp_path / "sqld.log")
+    proc = SqldProcess(
+        sqld_binary,
+        tmp_path / "sqld-db",
+        free_port(),
+        grpc_port=free_port(),
+        log_path=tmp_path / "sqld.log",
+    )
     proc.start()
     try:
         yield proc

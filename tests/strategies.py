@@ -27,11 +27,15 @@ from tiered.model import (
 )
 
 # Any text without NUL (surrogates excluded: they cannot be encoded as UTF-8 at all).
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
-name = text.filter(lambda s: s.strip() != "").map(lambda s: s[:128])
-ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=30).filter(
-    lambda s: s.strip() != ""
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
 )
+name = text.filter(lambda s: s.strip() != "").map(lambda s: s[:128])
+ids = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: s.strip() != "")
 meta_key = st.from_regex(r"[A-Za-z0-9_](?:[A-Za-z0-9_.:/]|-[A-Za-z0-9_.:/]){0,20}", fullmatch=True)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | finite | text
@@ -60,7 +64,8 @@ def episodes(draw: st.DrawFn) -> Episode:
                 tool=name,
                 action=text,
                 parameters=st.dictionaries(text, json_value, max_size=4),
-                result=st.none() | st.builds(StepResult, st.sampled_from(["success", "error", "timeout"]), text),
+                result=st.none()
+                | st.builds(StepResult, st.sampled_from(["success", "error", "timeout"]), text),
                 latency_ms=st.floats(0, 1e7, allow_nan=False),
                 tokens=st.none() | st.integers(0, 10**9),
             ),
@@ -72,7 +77,10 @@ def episodes(draw: st.DrawFn) -> Episode:
         task_type=draw(name),
         description=draw(text),
         context=TaskContext(
-            draw(name), draw(st.none() | name), draw(st.none() | name), draw(st.sampled_from(list(Complexity))),
+            draw(name),
+            draw(st.none() | name),
+            draw(st.none() | name),
+            draw(st.sampled_from(list(Complexity))),
             tuple(draw(st.lists(name, max_size=3))),
         ),
         start_time=start,
@@ -80,7 +88,9 @@ def episodes(draw: st.DrawFn) -> Episode:
         steps=tuple(steps),
         outcome=outcome,
         reward=draw(st.none() | finite),
-        reflection=draw(st.none() | st.builds(Reflection, st.tuples(name), st.tuples(), st.tuples(name, name))),
+        reflection=draw(
+            st.none() | st.builds(Reflection, st.tuples(name), st.tuples(), st.tuples(name, name))
+        ),
         pattern_ids=tuple(draw(st.lists(ids, max_size=3))),
         heuristic_ids=tuple(draw(st.lists(ids, max_size=3))),
         metadata=draw(st.dictionaries(meta_key, text, max_size=4)),
@@ -94,12 +104,16 @@ bodies = (
     | st.builds(ErrorRecovery, name, st.lists(name, max_size=3).map(tuple))
     | st.builds(ContextPattern, st.lists(name, max_size=3).map(tuple), name)
 )
-patterns = st.builds(
-    Pattern, ids, bodies, name, st.floats(0, 1), finite, st.integers(0, 2**62)
-)
+patterns = st.builds(Pattern, ids, bodies, name, st.floats(0, 1), finite, st.integers(0, 2**62))
 heuristics = st.builds(
-    Heuristic, ids, name, name, st.floats(0, 1),
-    st.builds(Evidence, st.lists(ids, max_size=3).map(tuple), st.floats(0, 1), st.integers(0, 10**6)),
+    Heuristic,
+    ids,
+    name,
+    name,
+    st.floats(0, 1),
+    st.builds(
+        Evidence, st.lists(ids, max_size=3).map(tuple), st.floats(0, 1), st.integers(0, 10**6)
+    ),
 )
 float32 = st.floats(-(2.0**100), 2.0**100, allow_nan=False, width=32)
 
@@ -107,4 +121,6 @@ float32 = st.floats(-(2.0**100), 2.0**100, allow_nan=False, width=32)
 @st.composite
 def embeddings(draw: st.DrawFn, dim: int) -> Embedding:
     vec = draw(st.lists(float32, min_size=dim, max_size=dim))
-    return Embedding(draw(ids), draw(ids), draw(st.sampled_from(["episode", "pattern"])), f"model-{dim}", vec)
+    return Embedding(
+        draw(ids), draw(ids), draw(st.sampled_from(["episode", "pattern"])), f"model-{dim}", vec
+    )

@@ -131,22 +131,22 @@ def test_pattern_kinds_follow_body() -> None:
     }
     for kind, body in bodies.items():
         assert Pattern("p", body, "web").kind is kind
-    with pytest.raises(ValidationError, match="^success_rate"):
+    with pytest.raises(ValidationError, match=r"^success_rate"):
         Pattern("p", bodies[PatternKind.TOOL_SEQUENCE], "web", success_rate=1.5)
-    with pytest.raises(ValidationError, match="^body.tools"):
+    with pytest.raises(ValidationError, match=r"^body.tools"):
         ToolSequence(())
-    with pytest.raises(ValidationError, match="^body"):
+    with pytest.raises(ValidationError, match=r"^body"):
         Pattern("p", "grep", "web")  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="^occurrence_count"):
+    with pytest.raises(ValidationError, match=r"^occurrence_count"):
         Pattern("p", bodies[PatternKind.TOOL_SEQUENCE], "web", occurrence_count=-1)
 
 
 def test_heuristic_validation() -> None:
-    with pytest.raises(ValidationError, match="^confidence"):
+    with pytest.raises(ValidationError, match=r"^confidence"):
         Heuristic("h", "if", "then", 2.0)
-    with pytest.raises(ValidationError, match="^evidence.sample_size"):
+    with pytest.raises(ValidationError, match=r"^evidence.sample_size"):
         Evidence(sample_size=-3)
-    with pytest.raises(ValidationError, match="^evidence"):
+    with pytest.raises(ValidationError, match=r"^evidence"):
         Heuristic("h", "if", "then", 0.5, evidence={})  # type: ignore[arg-type]
 
 
@@ -156,5 +156,5 @@ def test_embedding_vectors_are_float32_of_any_dimension() -> None:
     assert e == Embedding("v", "o", "episode", "m", array("f", [0.1, 0.2, 0.3]))
     assert Embedding("v", "o", "episode", "m", [1.0] * 4096).dim == 4096
     for bad in ([], [float("nan")], [1e39], ["a"], "abc"):
-        with pytest.raises(ValidationError, match="^vector"):
+        with pytest.raises(ValidationError, match=r"^vector"):
             Embedding("v", "o", "episode", "m", bad)  # type: ignore[arg-type]

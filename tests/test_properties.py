@@ -45,8 +45,13 @@ def test_episodes_round_trip(sync_store: SyncStore, eps: list[Episode]) -> None:
 
 
 @PROPS
-@given(st.lists(patterns, min_size=1, max_size=5, unique_by=lambda p: p.id), st.lists(heuristics, max_size=5, unique_by=lambda h: h.id))
-def test_patterns_and_heuristics_round_trip(sync_store: SyncStore, ps: list[Pattern], hs: list[Heuristic]) -> None:
+@given(
+    st.lists(patterns, min_size=1, max_size=5, unique_by=lambda p: p.id),
+    st.lists(heuristics, max_size=5, unique_by=lambda h: h.id),
+)
+def test_patterns_and_heuristics_round_trip(
+    sync_store: SyncStore, ps: list[Pattern], hs: list[Heuristic]
+) -> None:
     sync_store.store_patterns(ps)
     sync_store.store_heuristics(hs)
     for p in ps:
@@ -57,7 +62,11 @@ def test_patterns_and_heuristics_round_trip(sync_store: SyncStore, ps: list[Patt
 
 
 @PROPS
-@given(st.integers(1, 48).flatmap(lambda d: st.lists(embeddings(d), min_size=1, max_size=5, unique_by=lambda e: e.id)))
+@given(
+    st.integers(1, 48).flatmap(
+        lambda d: st.lists(embeddings(d), min_size=1, max_size=5, unique_by=lambda e: e.id)
+    )
+)
 def test_embeddings_round_trip(sync_store: SyncStore, es: list[Embedding]) -> None:
     # ids may be reused across examples with another model/dimension: the store must follow.
     try:

@@ -26,7 +26,12 @@ from tiered.db import connect
 from tiered.db.driver import Statement
 from tiered.db.schema import TABLES
 from tiered.model import Pattern
-from tiered.sim import generate_embeddings, generate_episodes, generate_heuristics, generate_patterns
+from tiered.sim import (
+    generate_embeddings,
+    generate_episodes,
+    generate_heuristics,
+    generate_patterns,
+)
 
 
 async def counts(url: str) -> dict[str, int]:
@@ -68,7 +73,9 @@ async def test_episode_round_trip_and_upsert_keeps_created_time(store: Store, db
     rows = await raw(db_url, "SELECT created_at, updated_at FROM episodes WHERE id = 'ep1'")
     assert rows == [(1_000, 2_000)]
     # metadata was replaced, not merged
-    assert await raw(db_url, "SELECT key FROM episode_metadata WHERE episode_id = 'ep1'") == [("agent",)]
+    assert await raw(db_url, "SELECT key FROM episode_metadata WHERE episode_id = 'ep1'") == [
+        ("agent",)
+    ]
     assert await store.get_episode("missing") is None
 
 
@@ -98,7 +105,9 @@ async def test_queries_order_filter_and_limit(store: Store) -> None:
     await store.store_episodes(eps)
     t0 = eps[150].start_time
     since = await store.query_episodes_since(t0, limit=1000)
-    assert since == sorted((e for e in eps if e.start_time >= t0), key=lambda e: (e.start_time, e.id))
+    assert since == sorted(
+        (e for e in eps if e.start_time >= t0), key=lambda e: (e.start_time, e.id)
+    )
     assert await store.query_episodes_since(t0) == since[:100]  # default limit 100
     assert len(await store.query_episodes_since(0, limit=5000)) == 400  # capped at 1000 (>400 rows)
 
@@ -168,7 +177,9 @@ async def test_patterns_heuristics(store: Store) -> None:
     await store.store_heuristic(hs[0])
     assert await store.get_heuristic(hs[3].id) == hs[3]
     conf = sorted(hs, key=lambda h: (h.confidence, h.id), reverse=True)
-    assert await store.list_heuristics(min_confidence=0.5) == [h for h in conf if h.confidence >= 0.5]
+    assert await store.list_heuristics(min_confidence=0.5) == [
+        h for h in conf if h.confidence >= 0.5
+    ]
     assert await store.delete_heuristic(hs[3].id) is True
 
 
@@ -200,11 +211,17 @@ async def test_wrong_vector_dimension_writes_nothing(store: Store, db_url: str) 
     before = await counts(db_url)
     with pytest.raises(ValidationError, match="dimension 3"):
         await store.store_embeddings(
-            [Embedding("b", "o", "episode", "new-model", [1.0]), Embedding("c", "o", "episode", "m3", [1.0, 2.0])]
+            [
+                Embedding("b", "o", "episode", "new-model", [1.0]),
+                Embedding("c", "o", "episode", "m3", [1.0, 2.0]),
+            ]
         )
     with pytest.raises(ValidationError, match="dimension"):
         await store.store_embeddings(
-            [Embedding("d", "o", "episode", "x", [1.0]), Embedding("e", "o", "episode", "x", [1.0, 2.0])]
+            [
+                Embedding("d", "o", "episode", "x", [1.0]),
+                Embedding("e", "o", "episode", "x", [1.0, 2.0]),
+            ]
         )
     with pytest.raises(ValidationError, match="dimension 3"):
         await store.nearest([1.0, 2.0], 3, model="m3")
@@ -261,7 +278,9 @@ async def test_oversized_payload(db_url: str) -> None:
 
 
 @pytest.mark.parametrize("chunk_bytes", [1 << 20, 4096])
-async def test_batch_failing_at_item_500_leaves_database_unchanged(db_url: str, chunk_bytes: int) -> None:
+async def test_batch_failing_at_item_500_leaves_database_unchanged(
+    db_url: str, chunk_bytes: int
+) -> None:
     store = await Store.open(db_url, config=StoreConfig(chunk_bytes=chunk_bytes))
     try:
         await store.store_episodes(generate_episodes(10, seed=1, id_prefix="old"))
@@ -299,7 +318,11 @@ async def test_closed_store(db_url: str) -> None:
     await store.close()
     await store.close()  # idempotent
     assert store.closed
-    for call in (store.store_episode(ep(1)), store.get_episode("ep1"), store.query_episodes_since(0)):
+    for call in (
+        store.store_episode(ep(1)),
+        store.get_episode("ep1"),
+        store.query_episodes_since(0),
+    ):
         with pytest.raises(StoreClosed):
             await call
     assert (await counts(db_url))["episodes"] == 0

@@ -50,7 +50,7 @@ __all__ = [
     "to_micros",
 ]
 
-JSONValue: TypeAlias = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 
 #: Largest timestamp accepted: 9999-12-31T23:59:59.999999Z in microseconds.
 MAX_MICROS = 253_402_300_799_999_999

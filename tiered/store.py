@@ -224,17 +224,23 @@ class Store:
         if steps:
             await self._check().transaction(steps, chunk_bytes=self.config.chunk_bytes)
 
-    def _frame(self, field: str, doc: Any) -> bytes:
-        raw = self.codec.serialize(doc)
+    def _frames(self, name: str, docs: Sequence[Any]) -> list[bytes]:
+        """Encoded frames of ``docs``; an oversized one raises PayloadTooLarge naming its index."""
         limit = self.config.max_payload_bytes
-        if len(raw) > self.codec.max_output_size:
-            raise PayloadTooLarge(field, f"record serializes to {len(raw)} bytes, above {limit * 4}")
-        frame = self.codec.encode(raw)
-        if len(frame) > limit:
-            raise PayloadTooLarge(
-                field, f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}"
-            )
-        return frame
+        raws = [self.codec.serialize(d) for d in docs]
+        for i, raw in enumerate(raws):
+            if len(raw) > self.codec.max_output_size:
+                raise PayloadTooLarge(
+                    f"{name}[{i}]", f"record serializes to {len(raw)} bytes, above {limit * 4}"
+                )
+        frames = self.codec.encode_many(raws)
+        for i, frame in enumerate(frames):
+            if len(frame) > limit:
+                raise PayloadTooLarge(
+                    f"{name}[{i}]",
+                    f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}",
+                )
+        return frames
 
     # -- episodes ------------------------------------------------------------------------------
 
@@ -245,8 +251,7 @@ class Store:
         upserts: list[tuple[Statement, Sequence[Value]]] = []
         clears: list[tuple[Statement, Sequence[Value]]] = []
         metas: list[tuple[Statement, Sequence[Value]]] = []
-        for i, ep in enumerate(episodes):
-            payload = self._frame(f"episodes[{i}]", ep)
+        for ep, payload in zip(episodes, self._frames("episodes", episodes), strict=True):
             ctx = ep.context
             upserts.append(
                 (
@@ -373,23 +378,6 @@ class Store:
 
     # -- patterns ------------------------------------------------------------------------------
 
-    def _pattern_step(self, p: Pattern, i: int, now: int) -> tuple[Statement, Sequence[Value]]:
-        payload = self._frame(f"patterns[{i}]", p)
-        return (
-            q.UPSERT_PATTERN,
-            (
-                p.id,
-                p.kind.value,
-                p.domain,
-                p.success_rate,
-                p.effectiveness,
-                p.occurrence_count,
-                now,
-                now,
-                payload,
-            ),
-        )
-
     def _pattern(self, row: Sequence[Value]) -> Pattern:
         kind, payload = row
         return self._decoded(payload, lambda d: Pattern.from_doc(d, kind))  # type: ignore[arg-type]
@@ -402,7 +390,26 @@ class Store:
         """Insert or replace many patterns in one transaction (all or nothing)."""
         ps = _last_per_id(_records("patterns", patterns, Pattern))
         now = self.clock()
-        await self._write([self._pattern_step(p, i, now) for i, p in enumerate(ps)])
+        frames = self._frames("patterns", ps)
+        await self._write(
+            [
+                (
+                    q.UPSERT_PATTERN,
+                    (
+                        p.id,
+                        p.kind.value,
+                        p.domain,
+                        p.success_rate,
+                        p.effectiveness,
+                        p.occurrence_count,
+                        now,
+                        now,
+                        f,
+                    ),
+                )
+                for p, f in zip(ps, frames, strict=True)
+            ]
+        )
         return len(ps)
 
     async def get_pattern(self, pattern_id: str) -> Pattern | None:
@@ -454,8 +461,8 @@ class Store:
         hs = _last_per_id(_records("heuristics", heuristics, Heuristic))
         now = self.clock()
         steps: list[tuple[Statement, Sequence[Value]]] = [
-            (q.UPSERT_HEURISTIC, (h.id, h.confidence, now, now, self._frame(f"heuristics[{i}]", h)))
-            for i, h in enumerate(hs)
+            (q.UPSERT_HEURISTIC, (h.id, h.confidence, now, now, f))
+            for h, f in zip(hs, self._frames("heuristics", hs), strict=True)
         ]
         await self._write(steps)
         return len(hs)
@@ -497,7 +504,9 @@ class Store:
             if self.backend != "file":
                 # libSQL's ANN index needs a fixed-dimension column: one table per model.
                 ddl = vector_table_ddl(*known)
-                await self._write([(Statement("vector_table_ddl", sql, reuse=False), ()) for sql in ddl])
+                await self._write(
+                    [(Statement("vector_table_ddl", sql, reuse=False), ()) for sql in ddl]
+                )
             self._models[model] = known
         return known
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import math
 import sqlite3
@@ -60,7 +61,7 @@ __all__ = [
     "redact_url",
 ]
 
-Value: TypeAlias = None | int | float | str | bytes
+Value: TypeAlias = int | float | str | bytes | None
 Row: TypeAlias = tuple[Value, ...]
 
 
@@ -116,7 +117,8 @@ def backend_of(url: str) -> str:
     if scheme in ("http", "https"):
         return "http"
     raise ConfigError(
-        f"unsupported database URL scheme {scheme!r}: use file:, ws:, wss:, libsql:, http: or https:"
+        f"unsupported database URL scheme {scheme!r}: "
+        "use file:, ws:, wss:, libsql:, http: or https:"
     )
 
 
@@ -442,7 +444,11 @@ class HranaWsConnection(_HranaBase):
         if sql_id is None:
             if not stmt.reuse or len(self._sql_ids) >= MAX_STORED_SQL:
                 self.stats.count(stmt, 1, False)
-                return {"sql": stmt.sql, "args": [_to_proto(a) for a in args], "want_rows": want_rows}
+                return {
+                    "sql": stmt.sql,
+                    "args": [_to_proto(a) for a in args],
+                    "want_rows": want_rows,
+                }
             sql_id = conn.store_sql(stmt.sql)
             self._sql_ids[stmt.sql] = sql_id
         self.stats.count(stmt, 1, first)
@@ -507,10 +513,9 @@ class HranaWsConnection(_HranaBase):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
+            # closing a dead socket must not mask the caller's error
+            with contextlib.suppress(Exception):
                 await self._client.close()
-            except Exception:  # closing a dead socket must not mask the caller's error
-                pass
 
 
 class HranaHttpConnection(_HranaBase):
@@ -606,8 +611,16 @@ def file_path(url: str) -> str:
     return path
 
 
-async def connect(url: str, *, auth_token: str | None = None, timeout: float = 30.0) -> Connection:
-    """Open a connection for ``url`` and prove it works with one round trip."""
+async def connect(
+    url: str,
+    *,
+    auth_token: str | None = None,
+    timeout: float = 30.0,  # noqa: ASYNC109 - the per-call deadline the connection keeps
+) -> Connection:
+    """Open a connection for ``url`` and prove it works with one round trip.
+
+    ``timeout`` bounds every later call on the connection, not only this one.
+    """
     backend = backend_of(url)
     conn: Connection
     if backend == "file":

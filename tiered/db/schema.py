@@ -5,9 +5,9 @@ checked by ``tests/test_schema.py``); bulky fields live in one ``payload`` colum
 Every index that serves an ordered query ends with the columns the query orders by, so a ``LIMIT``
 reads only the rows it returns. Timestamps are integer microseconds since the epoch, UTC.
 
-Migrations are a list of ``(version, statements)``. Each runs in one transaction together with its
-row in ``schema_version``; statements use ``IF NOT EXISTS`` and the version row ``OR IGNORE``, so two
-processes opening the same database at once both succeed.
+Migrations are a list of ``(version, statements)``. Each runs in one transaction together with
+its row in ``schema_version``; statements use ``IF NOT EXISTS`` and the version row ``OR IGNORE``,
+so two processes opening the same database at once both succeed.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def episodes_filtered(task_type: bool, domain: bool, language: bool) -> Statemen
     name = "query_episodes" + "".join(f"_{c}" for c in where)
     return Statement(
         name,
-        f"SELECT {EPISODE_COLS} FROM episodes e{cond} ORDER BY e.start_time DESC, e.id DESC LIMIT ?",
+        f"SELECT {EPISODE_COLS} FROM episodes e{cond}"
+        " ORDER BY e.start_time DESC, e.id DESC LIMIT ?",
     )
 
 

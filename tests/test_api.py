@@ -1,0 +1,88 @@
+"""The public API is pinned: one front door, sorted, every name importable."""
+
+from __future__ import annotations
+
+import asyncio
+
+import tiered
+from tiered import open_sync
+from tiered.sim import generate_episodes
+
+EXPECTED = [
+    "Abstained",
+    "AuthError",
+    "Codec",
+    "CodecStats",
+    "Complexity",
+    "ConfigError",
+    "ConstraintError",
+    "ContextPattern",
+    "CorruptPayload",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "DecisionPoint",
+    "DevServerError",
+    "Embedding",
+    "Episode",
+    "ErrorRecovery",
+    "Evidence",
+    "ExecutionStep",
+    "Failure",
+    "Heuristic",
+    "PartialSuccess",
+    "Pattern",
+    "PatternKind",
+    "PayloadTooLarge",
+    "Reflection",
+    "SqldCluster",
+    "SqldProcess",
+    "StepResult",
+    "Store",
+    "StoreClosed",
+    "StoreConfig",
+    "Success",
+    "SyncStore",
+    "TaskContext",
+    "TieredError",
+    "ToolSequence",
+    "ValidationError",
+    "__version__",
+    "find_sqld",
+    "from_micros",
+    "open_store",
+    "open_sync",
+    "to_micros",
+]
+
+
+def test_exports_are_pinned() -> None:
+    assert tiered.__all__ == EXPECTED
+    assert sorted(tiered.__all__, key=str.lower) == tiered.__all__ or tiered.__all__ == sorted(
+        tiered.__all__
+    )
+    for name in tiered.__all__:
+        assert hasattr(tiered, name)
+
+
+def test_error_families_refine_builtins() -> None:
+    assert issubclass(tiered.ValidationError, ValueError)
+    assert issubclass(tiered.ConfigError, ValueError)
+    assert issubclass(tiered.DatabaseUnavailable, ConnectionError)
+    assert issubclass(tiered.AuthError, PermissionError)
+    assert all(
+        issubclass(getattr(tiered, n), tiered.TieredError) for n in EXPECTED if n.endswith("Error")
+    )
+
+
+def test_sync_store_works_with_and_without_a_running_loop(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    eps = generate_episodes(5, seed=1)
+    with open_sync(f"file:{tmp_path}/a.db") as s:
+        assert s.store_episodes(eps) == 5
+        assert s.get_episode(eps[0].id) == eps[0]
+        assert "SyncStore" in repr(s)
+
+    async def inside_a_loop() -> None:  # e.g. a Jupyter cell
+        with open_sync(f"file:{tmp_path}/a.db") as s:
+            assert s.query_episodes_since(0) == eps
+
+    asyncio.run(inside_a_loop())

@@ -1,0 +1,196 @@
+"""``tiered`` command line: ``report`` (the main job) and ``dev-server``.
+
+``tiered report`` currently runs the storage core end to end on the embedded default: it writes
+a seeded corpus of realistic episodes, patterns, heuristics and embeddings in batches, reads them
+back through every query path, prints what it did with timings, and saves
+``reports/store-run.json``. Later layers (cache, pool, metrics, simulation, notebooks) extend it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tiered.devserver import SqldCluster
+from tiered.store import Store, StoreConfig
+
+__all__ = ["main"]
+
+
+class Progress:
+    """A one-line progress bar on a terminal; plain milestone lines otherwise (CI logs)."""
+
+    def __init__(self, total: int, label: str, out: TextIO = sys.stderr) -> None:
+        self.total, self.label, self.out = max(total, 1), label, out
+        self.done = 0
+        self.tty = out.isatty()
+        self._last_pct = -1
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        pct = min(100, self.done * 100 // self.total)
+        if self.tty:
+            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+            self.out.write(f"\r  {self.label:<24} [{bar}] {pct:3d}%")
+            if self.done >= self.total:
+                self.out.write("\n")
+            self.out.flush()
+        elif pct // 25 != self._last_pct // 25 or self.done >= self.total:
+            self.out.write(f"  {self.label}: {pct}%\n")
+            self.out.flush()
+        self._last_pct = pct
+
+
+async def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    result = await fn()
+    return result, time.perf_counter() - t
+
+
+async def run_store_report(
+    url: str, *, episodes: int = 5000, batch: int = 500, seed: int = 0, out: TextIO = sys.stdout
+) -> dict[str, Any]:
+    """Write and read a seeded corpus through every Store path; returns what was measured."""
+    from tiered.sim import (
+        generate_embeddings,
+        generate_episodes,
+        generate_heuristics,
+        generate_patterns,
+    )
+
+    eps = generate_episodes(episodes, seed=seed)
+    pats, heus = generate_patterns(200, seed=seed), generate_heuristics(100, seed=seed)
+    embs = generate_embeddings(1000, dim=64, seed=seed)
+    results: dict[str, Any] = {"url": url, "episodes": episodes, "batch": batch, "seed": seed}
+    async with await Store.open(url, config=StoreConfig()) as store:
+        bar = Progress(len(eps), "store_episodes")
+        t0 = time.perf_counter()
+        for i in range(0, len(eps), batch):
+            await store.store_episodes(eps[i : i + batch])
+            bar.advance(len(eps[i : i + batch]))
+        write_s = time.perf_counter() - t0
+        results["store_episodes_per_s"] = len(eps) / write_s
+        (_, results["store_patterns_s"]) = await _timed(lambda: store.store_patterns(pats))
+        (_, results["store_heuristics_s"]) = await _timed(lambda: store.store_heuristics(heus))
+        (_, results["store_embeddings_s"]) = await _timed(lambda: store.store_embeddings(embs))
+
+        ids = [e.id for e in eps[:: max(1, len(eps) // 500)]]
+        t0 = time.perf_counter()
+        for i in ids:
+            assert await store.get_episode(i) is not None
+        results["get_episode_ms"] = (time.perf_counter() - t0) / len(ids) * 1e3
+        checks: dict[str, tuple[int, float]] = {}
+        mid = eps[len(eps) // 2].start_time
+        for name, fn in {
+            "query_episodes_since": lambda: store.query_episodes_since(mid, limit=100),
+            "query_episodes_by_metadata": lambda: store.query_episodes_by_metadata(
+                "agent", "coder"
+            ),
+            "query_episodes(domain, language)": lambda: store.query_episodes(
+                domain="web-api", language="python"
+            ),
+            "search_patterns": lambda: store.search_patterns(min_success_rate=0.5),
+            "list_heuristics": lambda: store.list_heuristics(min_confidence=0.8),
+            "get_episodes(500)": lambda: store.get_episodes(ids),
+            "nearest(k=10)": lambda: store.nearest(embs[3].vector, 10),
+        }.items():
+            got, secs = await _timed(fn)
+            checks[name] = (len(got), secs * 1e3)
+        results["queries"] = {k: {"rows": n, "ms": ms} for k, (n, ms) in checks.items()}
+        results["stats"] = store.stats()
+
+    codec = results["stats"]["codec"]
+    st = results["stats"]["statements"]
+    print(f"\ntiered store run on {url}", file=out)
+    print(
+        f"  wrote {episodes} episodes in batches of {batch}: "
+        f"{results['store_episodes_per_s']:,.0f} episodes/s",
+        file=out,
+    )
+    print(
+        f"  payload bytes {codec['bytes_raw']:,} raw -> {codec['bytes_stored']:,} stored "
+        f"(ratio {codec['ratio']:.2f}, {codec['frames_compressed']} compressed frames, "
+        f"{codec['frames_raw']} raw)",
+        file=out,
+    )
+    print(
+        f"  get_episode: {results['get_episode_ms']:.3f} ms average over {len(ids)} reads", file=out
+    )
+    print(f"  {'query':<34}{'rows':>6}{'ms':>10}", file=out)
+    for name, (n, ms) in checks.items():
+        print(f"  {name:<34}{n:>6}{ms:>10.2f}", file=out)
+    print(
+        f"  statements: {st['executions']:,} executed, {st['prepared']} prepared, "
+        f"{st['reused']:,} reused",
+        file=out,
+    )
+    return results
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    db = outdir / "store-run.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    url = args.url or f"file:{db}"
+    results = asyncio.run(
+        run_store_report(url, episodes=args.episodes, batch=args.batch, seed=args.seed)
+    )
+    path = outdir / "store-run.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"  results: {path}")
+    return 0
+
+
+def _cmd_dev_server(args: argparse.Namespace) -> int:
+    cluster = SqldCluster(replicas=args.replicas, data_dir=args.data_dir)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    with cluster:
+        urls = cluster.urls()
+        print(f"http {urls['http']}", flush=True)
+        print(f"ws   {urls['ws']}", flush=True)
+        print(f"grpc {urls['grpc']}", flush=True)
+        for i, (h, w) in enumerate(zip(urls["replicas_http"], urls["replicas_ws"], strict=True)):
+            print(f"replica{i} http {h} ws {w}", flush=True)
+        print("Ctrl-C stops the server(s).", file=sys.stderr, flush=True)
+        while not stop:
+            time.sleep(0.1)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tiered", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="run the main job and write reports/")
+    rep.add_argument("--url", help="database URL (default: a fresh embedded file in --out)")
+    rep.add_argument("--out", default="reports", help="output folder (default: reports)")
+    rep.add_argument("--episodes", type=int, default=5000)
+    rep.add_argument("--batch", type=int, default=500)
+    rep.add_argument("--seed", type=int, default=0)
+    rep.set_defaults(func=_cmd_report)
+    dev = sub.add_parser("dev-server", help="run sqld on 127.0.0.1 until interrupted")
+    dev.add_argument("--replicas", type=int, default=0)
+    dev.add_argument("--data-dir", default=None, help="keep data here (default: a temp folder)")
+    dev.set_defaults(func=_cmd_dev_server)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
