@@ -432,6 +432,25 @@ class HranaWsConnection(_HranaBase):
         self._client = client
         self._sql_conn: object | None = None
         self._sql_ids: dict[str, int] = {}
+        self._ready_conn: object | None = None
+
+    async def _ready(self) -> None:
+        """Wait for the Hrana handshake of a new socket before sending requests on it.
+
+        Requests pipelined behind ``hello`` would otherwise race the server's ``hello_error``
+        (a rejected token) and surface as a transport error instead of :class:`AuthError`.
+        """
+        conn = self._client._conn
+        if conn.exception is not None:
+            # the socket failed: libsql-client's _open_stream replaces it (rare path)
+            try:
+                self._client._open_stream().close()
+            except Exception as e:
+                raise translate(e, secret=self._token) from e
+            conn = self._client._conn
+        if conn is not self._ready_conn:
+            await self._guard(conn.wait_connected())
+            self._ready_conn = conn
 
     def _stmt(self, stmt: Statement, args: Sequence[Value], want_rows: bool) -> dict[str, Any]:
         """The Hrana statement for ``stmt``, storing its SQL on this socket the first time."""
@@ -456,6 +475,7 @@ class HranaWsConnection(_HranaBase):
 
     async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
         self._check_open()
+        await self._ready()
 
         async def run() -> Result:
             with self._client._open_stream() as stream:
@@ -467,6 +487,7 @@ class HranaWsConnection(_HranaBase):
 
     async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
         self._check_open()
+        await self._ready()
         chunks: list[list[Step]] = [[]]
         size = 0
         for step in steps:
