@@ -48,10 +48,14 @@ class Progress:
         self._last_pct = pct
 
 
-async def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    result = await fn()
-    return result, time.perf_counter() - t
+async def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
+    """Result of ``await fn()`` and its median wall time over ``repeat`` runs."""
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = await fn()
+        times.append(time.perf_counter() - t)
+    return result, sorted(times)[len(times) // 2]
 
 
 async def run_store_report(
@@ -101,7 +105,7 @@ async def run_store_report(
             "get_episodes(500)": lambda: store.get_episodes(ids),
             "nearest(k=10)": lambda: store.nearest(embs[3].vector, 10),
         }.items():
-            got, secs = await _timed(fn)
+            got, secs = await _timed(fn, repeat=3)
             checks[name] = (len(got), secs * 1e3)
         results["queries"] = {k: {"rows": n, "ms": ms} for k, (n, ms) in checks.items()}
         results["stats"] = store.stats()
@@ -123,7 +127,7 @@ async def run_store_report(
     print(
         f"  get_episode: {results['get_episode_ms']:.3f} ms average over {len(ids)} reads", file=out
     )
-    print(f"  {'query':<34}{'rows':>6}{'ms':>10}", file=out)
+    print(f"  {'query (median of 3)':<34}{'rows':>6}{'ms':>10}", file=out)
     for name, (n, ms) in checks.items():
         print(f"  {name:<34}{n:>6}{ms:>10.2f}", file=out)
     print(
