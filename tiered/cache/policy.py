@@ -35,40 +35,40 @@ _HALF = bytes(i >> 1 for i in range(256))
 
 
 def stable_hash(key: Hashable) -> int:
-    """A 64-bit hash that is the same in every process (``hash(str)`` is salted per process)."""
+    """A mixed 64-bit hash that is the same in every process (``hash(str)`` is salted)."""
     if type(key) is int:
-        return key & _M64
-    if type(key) is str:
-        return zlib.crc32(key.encode("utf-8", "surrogatepass")) | (len(key) << 32)
-    if type(key) is bytes:
-        return zlib.crc32(key) | (len(key) << 32)
-    return zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
+        h = key & _M64
+    elif type(key) is str:
+        h = zlib.crc32(key.encode("utf-8", "surrogatepass")) | (len(key) << 32)
+    elif type(key) is bytes:
+        h = zlib.crc32(key) | (len(key) << 32)
+    else:
+        h = zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
+    h = ((h ^ (h >> 31)) * _C1) & _M64
+    return (h ^ (h >> 29)) * _C2 & _M64
 
 
 class FrequencySketch:
     """Count-min sketch of 4-bit counters (depth 4) with periodic halving ("aging")."""
 
-    __slots__ = ("_mask", "_shift", "_table", "_width", "additions", "sample_size")
+    __slots__ = ("_mask", "_step", "_table", "_width", "additions", "sample_size")
 
     def __init__(self, capacity: int) -> None:
         width = 1 << max(4, (max(1, capacity) - 1).bit_length())
         self._width = width
         self._mask = width - 1
-        self._shift = 64 - width.bit_length()
+        # four rows indexed by four 16-bit slices of the mixed hash (overlapping, re-mixed
+        # slices for tables wider than 2**16)
+        self._step = 16 if width <= 1 << 16 else 12
         self._table = bytearray(4 * width)
         self.sample_size = 10 * max(1, capacity)
         self.additions = 0
 
     def _indexes(self, h: int) -> tuple[int, int, int, int]:
-        a = (h * _C1) & _M64
-        b = ((h ^ (h >> 29)) * _C2) & _M64 | 1
-        m, w = self._mask, self._width
-        return (
-            (a >> 20) & m,
-            w + (((a + b) & _M64) >> 20 & m),
-            2 * w + (((a + 2 * b) & _M64) >> 20 & m),
-            3 * w + (((a + 3 * b) & _M64) >> 20 & m),
-        )
+        m, w, s = self._mask, self._width, self._step
+        if s == 12:
+            h ^= (h * _C2 & _M64) >> 13
+        return (h & m, w + ((h >> s) & m), 2 * w + ((h >> 2 * s) & m), 3 * w + ((h >> 3 * s) & m))
 
     def increment(self, h: int) -> None:
         t = self._table
@@ -137,6 +137,7 @@ class WTinyLFU:
         self._where: dict[Hashable, int] = {}
         self.admissions_rejected = 0
         self.bias = 1
+        self._last_dropped: list[Hashable] = _NONE
         # hill climbing state
         self._sample = max(100, 10 * capacity)
         self._hits = self._misses = 0
@@ -156,13 +157,13 @@ class WTinyLFU:
 
     # -- the owner's interface -----------------------------------------------------------------
 
-    def record(self, key: Hashable, hit: bool) -> list[Hashable]:
+    def record(self, key: Hashable, hit: bool, h: int | None = None) -> list[Hashable]:
         """Count a lookup of ``key``; on a hit, refresh its position.
 
         Returns keys the owner must drop (nearly always none: only when hill climbing just
         shrank the main space).
         """
-        self.sketch.increment(stable_hash(key))
+        self.sketch.increment(stable_hash(key) if h is None else h)
         if hit:
             self._hits += 1
             seg = self._where.get(key)
@@ -181,8 +182,13 @@ class WTinyLFU:
         else:
             self._misses += 1
         if self.adaptive == "climb" and self._hits + self._misses >= self._sample:
-            return self._climb()
+            self._last_dropped = self._climb()
+            return self._last_dropped
         return _NONE
+
+    def last_dropped(self) -> list[Hashable]:
+        """What the last :meth:`record` returned (for owners that only test its truth)."""
+        return self._last_dropped
 
     def add(self, key: Hashable) -> list[Hashable]:
         """Insert a new key into the window; returns the keys that must be dropped."""

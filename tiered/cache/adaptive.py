@@ -1,0 +1,388 @@
+"""AdaptiveTTLCache: a bounded in-process cache whose entries live longer when hot.
+
+It keeps the contract of cachetools' caches (a ``MutableMapping`` with ``maxsize``, ``currsize``,
+``getsizeof`` and an injectable ``timer``) and adds:
+
+* **Eviction** by adaptive W-TinyLFU (:mod:`tiered.cache.policy`), chosen by
+  ``benchmarks/bench_cache.py`` against LRU, FIFO, LFU, S3-FIFO, ARC and theine; ``policy="lru"``
+  is available for comparison.
+* **Two bounds**: ``maxsize`` entries and ``max_bytes`` (sum of ``getsizeof(value)``); an entry
+  bigger than ``max_bytes`` is not cached at all.
+* **Adaptive TTL** (:class:`TTLRule`, the documented rule): each entry counts its hits in a
+  sliding window (two buckets, so counts decay); on a hit, at most once per window, a hot entry
+  (``>= hot_hits`` in the window) has its TTL multiplied by ``1 + rate`` and a cold one
+  (``<= cold_hits``) by ``1 - rate``, within ``[min, max]``; the entry then expires ``ttl`` after it
+  was filled. Every expiry is jittered by ``±jitter`` so entries filled together do not expire
+  together.
+* **Statistics**: hits, misses, expirations, evictions by cause, rejected admissions, entries,
+  bytes, and the distribution of current TTLs.
+
+Not thread-safe: it is owned by one event loop (as the Store is).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tiered.cache.policy import WTinyLFU, stable_hash
+from tiered.errors import ConfigError
+
+__all__ = ["AdaptiveTTLCache", "CacheStats", "TTLRule"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class TTLRule:
+    """How entry lifetimes adapt (seconds). ``base=None`` disables expiry altogether."""
+
+    base: float | None = 300.0
+    min: float = 60.0
+    max: float = 3600.0
+    hot_hits: int = 10
+    cold_hits: int = 2
+    rate: float = 0.25
+    window: float = 60.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.base is not None and not 0 < self.min <= self.base <= self.max:
+            raise ConfigError(
+                f"TTLRule needs 0 < min <= base <= max, got {self.min}, {self.base}, {self.max}"
+            )
+        if not 0 <= self.cold_hits < self.hot_hits:
+            raise ConfigError(
+                f"TTLRule needs 0 <= cold_hits < hot_hits, got {self.cold_hits}, {self.hot_hits}"
+            )
+        if not 0 < self.rate < 1 or self.window <= 0 or not 0 <= self.jitter < 1:
+            raise ConfigError("TTLRule needs 0 < rate < 1, window > 0 and 0 <= jitter < 1")
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    inserts: int = 0
+    expirations: int = 0
+    evictions: dict[str, int] = field(
+        default_factory=lambda: {"capacity": 0, "bytes": 0, "explicit": 0}
+    )
+    admissions_rejected: int = 0
+    too_large: int = 0
+    ttl_grown: int = 0
+    ttl_shrunk: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        n = self.hits + self.misses
+        return self.hits / n if n else 0.0
+
+
+class _Entry:
+    __slots__ = (
+        "expires",
+        "filled",
+        "hash",
+        "hits",
+        "prev_hits",
+        "size",
+        "ttl",
+        "value",
+        "win_start",
+    )
+
+    def __init__(self, value: Any, size: int, now: float, ttl: float | None, h: int) -> None:
+        self.hash = h
+        self.value = value
+        self.size = size
+        self.filled = now
+        self.ttl = ttl
+        self.expires = float("inf")
+        self.win_start = now
+        self.hits = 0
+        self.prev_hits = 0
+
+
+class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
+    """Bounded cache with adaptive per-entry TTL and scan-resistant eviction.
+
+    Keyword-only settings: ``max_bytes`` (None = unbounded), ``getsizeof`` (default
+    ``sys.getsizeof``), ``ttl`` (:class:`TTLRule`), ``timer`` (seconds, monotonic; inject a fake
+    clock in tests and simulations), ``policy`` (``"wtinylfu"`` or ``"lru"``), ``seed`` (jitter).
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 10_000,
+        *,
+        max_bytes: int | None = None,
+        getsizeof: Callable[[Any], int] | None = None,
+        ttl: TTLRule | None = None,
+        timer: Callable[[], float] = time.monotonic,
+        policy: str = "wtinylfu",
+        seed: int | None = 0,
+    ) -> None:
+        if maxsize < 1:
+            raise ConfigError(f"AdaptiveTTLCache maxsize must be >= 1, got {maxsize}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ConfigError(f"AdaptiveTTLCache max_bytes must be >= 1 or None, got {max_bytes}")
+        if policy not in ("wtinylfu", "lru"):
+            raise ConfigError(
+                f"AdaptiveTTLCache policy must be 'wtinylfu' or 'lru', got {policy!r}"
+            )
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.getsizeof = getsizeof or (lambda v: sys.getsizeof(v))
+        self.rule = ttl or TTLRule()
+        self._window = self.rule.window if self.rule.base is not None else float("inf")
+        self.timer = timer
+        self.policy_name = policy
+        self._policy = WTinyLFU(maxsize) if policy == "wtinylfu" else None
+        self._lru: OrderedDict[K, None] = OrderedDict()
+        self._data: dict[K, _Entry] = {}
+        self._bytes = 0
+        self._rng = random.Random(seed)
+        self.stats = CacheStats()
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (
+            f"<AdaptiveTTLCache {self.policy_name} entries={len(self._data)}/{self.maxsize} "
+            f"bytes={self._bytes}/{self.max_bytes} hit_ratio={s.hit_ratio:.3f}>"
+        )
+
+    # -- cachetools-style accounting -------------------------------------------------------------
+
+    @property
+    def currsize(self) -> int:
+        """Bytes currently held (the sum of ``getsizeof`` of the values)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._data))
+
+    def __contains__(self, key: object) -> bool:
+        e = self._data.get(key)  # type: ignore[call-overload]
+        return e is not None and self.timer() < e.expires
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, key: K, default: Any = None) -> Any:  # type: ignore[override]
+        """The value for ``key``, or ``default`` (a miss) when absent or expired."""
+        e = self._data.get(key)
+        if e is not None:
+            now = self.timer()
+            if now < e.expires:
+                self.stats.hits += 1
+                if now - e.win_start < self._window:
+                    e.hits += 1  # the common case: same TTL window, just count
+                elif e.ttl is not None:
+                    self._adapt(e, now, self.rule)
+                if self._policy is not None:
+                    if self._policy.record(key, True, e.hash):
+                        self._drop(self._policy.last_dropped(), "capacity")
+                else:
+                    self._lru.move_to_end(key)
+                return e.value
+            self._remove(key, e)
+            self.stats.expirations += 1
+        self.stats.misses += 1
+        if self._policy is not None and self._policy.record(key, False):
+            self._drop(self._policy.last_dropped(), "capacity")
+        return default
+
+    def __getitem__(self, key: K) -> V:
+        v = self.get(key, _MISSING)
+        if v is _MISSING:
+            raise KeyError(key)
+        return v  # type: ignore[no-any-return]
+
+    def peek(self, key: K, default: Any = None) -> Any:
+        """The value without counting a hit or a miss (and without adapting its TTL)."""
+        e = self._data.get(key)
+        if e is None or self.timer() >= e.expires:
+            return default
+        return e.value
+
+    def ttl_of(self, key: K) -> float | None:
+        """Current TTL (seconds) of a live entry, ``None`` if absent or without expiry."""
+        e = self._data.get(key)
+        return None if e is None else e.ttl
+
+    def expires_at(self, key: K) -> float | None:
+        e = self._data.get(key)
+        return None if e is None else e.expires
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.set(key, value)
+
+    def set(self, key: K, value: V, *, ttl: float | None = None) -> bool:
+        """Cache ``value``; returns ``False`` if it was not kept (too large, or not admitted).
+
+        ``ttl`` overrides the adaptive TTL for this fill (e.g. a short TTL for "not found").
+        An existing entry keeps its adapted TTL and hit history across refills.
+        """
+        size = self.getsizeof(value)
+        if self.max_bytes is not None and size > self.max_bytes:
+            self.stats.too_large += 1
+            self.pop(key, None)
+            return False
+        now = self.timer()
+        rule = self.rule
+        old = self._data.get(key)
+        if old is not None:
+            self._bytes += size - old.size
+            old.value, old.size, old.filled = value, size, now
+            if ttl is not None:
+                old.ttl = ttl
+            elif old.ttl is None and rule.base is not None:
+                old.ttl = rule.base
+            self._expire_at(old, now)
+            self._shed_bytes()
+            return key in self._data
+        e = _Entry(value, size, now, ttl if ttl is not None else rule.base, stable_hash(key))
+        self._expire_at(e, now)
+        self._data[key] = e
+        self._bytes += size
+        self.stats.inserts += 1
+        if self._policy is not None:
+            before = self._policy.admissions_rejected
+            dropped = self._policy.add(key)
+            if dropped:
+                self._drop(dropped, "capacity")
+            self.stats.admissions_rejected += self._policy.admissions_rejected - before
+        else:
+            self._lru[key] = None
+            if len(self._lru) > self.maxsize:
+                old_key, _ = self._lru.popitem(last=False)
+                self._remove(old_key, self._data[old_key], policy=False)
+                self.stats.evictions["capacity"] += 1
+        self._shed_bytes()
+        return key in self._data
+
+    def __delitem__(self, key: K) -> None:
+        e = self._data.get(key)
+        if e is None:
+            raise KeyError(key)
+        self._remove(key, e)
+        self.stats.evictions["explicit"] += 1
+
+    def expire(self) -> int:
+        """Drop every expired entry now; returns how many (reads also drop them lazily)."""
+        now = self.timer()
+        dead = [k for k, e in self._data.items() if now >= e.expires]
+        for k in dead:
+            self._remove(k, self._data[k])
+        self.stats.expirations += len(dead)
+        return len(dead)
+
+    def clear(self) -> None:
+        for k in list(self._data):
+            self._remove(k, self._data[k])
+
+    def ttl_distribution(self) -> dict[str, float]:
+        """Quantiles (min, p50, p90, max) and mean of the current entries' TTLs, in seconds."""
+        ttls = sorted(e.ttl for e in self._data.values() if e.ttl is not None)
+        if not ttls:
+            return {}
+        q = lambda p: ttls[min(len(ttls) - 1, int(p * len(ttls)))]  # noqa: E731
+        return {
+            "min": ttls[0],
+            "p50": q(0.5),
+            "p90": q(0.9),
+            "max": ttls[-1],
+            "mean": sum(ttls) / len(ttls),
+            "n": float(len(ttls)),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "hits": s.hits,
+            "misses": s.misses,
+            "hit_ratio": s.hit_ratio,
+            "inserts": s.inserts,
+            "expirations": s.expirations,
+            "evictions": dict(s.evictions),
+            "admissions_rejected": s.admissions_rejected,
+            "too_large": s.too_large,
+            "ttl_grown": s.ttl_grown,
+            "ttl_shrunk": s.ttl_shrunk,
+            "entries": len(self._data),
+            "bytes": self._bytes,
+            "ttl": self.ttl_distribution(),
+        }
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _expire_at(self, e: _Entry, now: float) -> None:
+        if e.ttl is None:
+            e.expires = float("inf")
+            return
+        j = self.rule.jitter
+        e.expires = e.filled + e.ttl * (1.0 + j * (2.0 * self._rng.random() - 1.0) if j else 1.0)
+
+    def _adapt(self, e: _Entry, now: float, rule: TTLRule) -> None:
+        elapsed = now - e.win_start
+        if elapsed >= rule.window:
+            # roll the window: the finished one becomes "previous" (or zero after a long gap)
+            e.prev_hits = e.hits if elapsed < 2 * rule.window else 0
+            e.hits = 0
+            e.win_start = now - (elapsed % rule.window)
+            elapsed = now - e.win_start
+            adapt = True
+        else:
+            adapt = False
+        e.hits += 1
+        if not adapt or e.ttl is None:
+            return
+        # once per window: the sliding-window hit count of the window that just ended
+        rate = e.prev_hits
+        if rate >= rule.hot_hits and e.ttl < rule.max:
+            e.ttl = min(rule.max, e.ttl * (1.0 + rule.rate))
+            self.stats.ttl_grown += 1
+        elif rate <= rule.cold_hits and e.ttl > rule.min:
+            e.ttl = max(rule.min, e.ttl * (1.0 - rule.rate))
+            self.stats.ttl_shrunk += 1
+        else:
+            return
+        self._expire_at(e, now)
+
+    def _remove(self, key: K, e: _Entry, *, policy: bool = True) -> None:
+        del self._data[key]
+        self._bytes -= e.size
+        if policy:
+            if self._policy is not None:
+                self._policy.remove(key)
+            else:
+                self._lru.pop(key, None)
+
+    def _drop(self, keys: list[Hashable], cause: str) -> None:
+        for k in keys:
+            e = self._data.get(k)  # type: ignore[call-overload]
+            if e is not None:
+                self._remove(k, e, policy=False)  # type: ignore[arg-type]
+                self.stats.evictions[cause] += 1
+
+    def _shed_bytes(self) -> None:
+        if self.max_bytes is None:
+            return
+        while self._bytes > self.max_bytes and self._data:
+            victim = self._policy.victim() if self._policy is not None else next(iter(self._lru))
+            if victim is None:
+                break
+            self._remove(victim, self._data[victim])  # type: ignore[index]
+            self.stats.evictions["bytes"] += 1
