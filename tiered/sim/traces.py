@@ -31,7 +31,7 @@ def _open(path: Path) -> bytes:
 
 
 def load_cache_trace(path: str | Path, *, limit: int | None = None) -> np.ndarray:
-    """Keys of a trace file (format chosen from the folder: ``lirs``, ``cache2k``, ``cloud_physics``)."""
+    """Keys of a trace file; the format follows its folder (lirs, cache2k, cloud_physics)."""
     p = Path(path)
     data = _open(p)
     head = data[:256]
