@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from tiered import AuthError, DatabaseUnavailable, Embedding, Store
+from tiered.cache.layer import CacheConfig
 from tiered.db.driver import MAX_STORED_SQL, HranaWsConnection, connect, redact_url, translate
 from tiered.devserver import SqldProcess, free_port
 
@@ -81,7 +82,7 @@ async def test_more_shapes_than_stored_sql_slots(sqld) -> None:  # type: ignore[
 async def test_server_gone_mid_session(sqld_binary, tmp_path) -> None:  # type: ignore[no-untyped-def]
     proc = SqldProcess(sqld_binary, tmp_path / "db", free_port(), log_path=tmp_path / "log")
     proc.start()
-    store = await Store.open(proc.ws_url)
+    store = await Store.open(proc.ws_url, cache=CacheConfig(enabled=False))
     try:
         await store.get_episode("x")
         proc.kill()

@@ -22,6 +22,7 @@ from tiered import (
     ToolSequence,
     ValidationError,
 )
+from tiered.cache.layer import CacheConfig
 from tiered.db import connect
 from tiered.db.driver import Statement
 from tiered.db.schema import TABLES
@@ -336,7 +337,8 @@ async def test_concurrent_tasks_share_a_store(store: Store) -> None:
     assert got == eps
 
 
-async def test_statement_reuse_is_counted(store: Store) -> None:
+async def test_statement_reuse_is_counted(db_url: str) -> None:
+    store = await Store.open(db_url, cache=CacheConfig(enabled=False))
     await store.store_episodes(generate_episodes(5, seed=1))
     for _ in range(20):
         await store.get_episode("ep-1-0000001")
@@ -345,6 +347,7 @@ async def test_statement_reuse_is_counted(store: Store) -> None:
     if store.backend in ("file", "ws"):
         # prepared (or stored over Hrana) once per shape, reused afterwards
         assert st["reused"] >= 19 and st["prepared"] < st["executions"]
+    await store.close()
 
 
 async def test_schema_migrations_are_idempotent(db_url: str) -> None:

@@ -15,13 +15,14 @@ import math
 import threading
 import time
 from array import array
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
 
+from tiered.cache.layer import CacheConfig, CacheLayer
 from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.db.driver import Connection, Statement, Value, backend_of, connect, redact_url
@@ -125,8 +126,16 @@ def _last_per_id(records: list[T]) -> list[T]:
 class Store:
     """Async domain store over one libSQL database. Create it with :meth:`open`."""
 
-    def __init__(self, conn: Connection, url: str, config: StoreConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        url: str,
+        config: StoreConfig,
+        clock: Clock,
+        cache: CacheLayer,
+    ) -> None:
         self._conn = conn
+        self._cache = cache
         self._url = url
         self.config = config
         self.clock = clock
@@ -149,9 +158,15 @@ class Store:
         *,
         auth_token: str | None = None,
         config: StoreConfig | None = None,
+        cache: CacheConfig | None = None,
         clock: Clock = wall_clock_us,
+        timer: Callable[[], float] = time.monotonic,
     ) -> Store:
         """Connect to ``url``, migrate the schema, and return the store.
+
+        ``cache`` configures the cache layer (default: on, 1 s staleness across processes;
+        ``CacheConfig(enabled=False)`` turns it off). ``clock`` gives wall-clock microseconds for
+        record timestamps; ``timer`` gives monotonic seconds for cache lifetimes and staleness.
 
         Raises :class:`ConfigError` for a bad URL, :class:`DatabaseUnavailable` when the server
         cannot be reached, :class:`AuthError` when it rejects ``auth_token``.
@@ -163,12 +178,15 @@ class Store:
         backend_of(url)
         config = config or StoreConfig()
         conn = await connect(url, auth_token=auth_token, timeout=config.timeout)
+        layer = CacheLayer(cache or CacheConfig(), timer=timer)
         try:
             await migrate(conn, now_us=clock())
+            # start the change feed at the present: the cache is empty, nothing to invalidate
+            layer.last_change = int((await conn.execute(q.LAST_CHANGE)).rows[0][0] or 0)  # type: ignore[arg-type]
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, url, config, clock)
+        return cls(conn, url, config, clock, layer)
 
     async def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreClosed`. Idempotent."""
@@ -191,10 +209,11 @@ class Store:
         return f"<Store {self.backend} {redact_url(self._url)} {state}>"
 
     def stats(self) -> dict[str, Any]:
-        """Statement reuse and codec statistics (the metrics layer builds on these)."""
+        """Statement reuse, codec and cache statistics (the metrics layer builds on these)."""
         s, c = self._conn.stats, self.codec.stats
         return {
             "backend": self.backend,
+            "cache": self._cache.snapshot(),
             "statements": {
                 "executions": s.executions,
                 "prepared": s.prepared,
@@ -223,6 +242,49 @@ class Store:
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
         if steps:
             await self._check().transaction(steps, chunk_bytes=self.config.chunk_bytes)
+
+    async def _cached_write(
+        self, table: str, records: Sequence[Any], write: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``write`` bracketed by the cache's versioning (see :mod:`tiered.cache.layer`)."""
+        self._check()
+        ticket = self._cache.begin_write(table, [r.id for r in records])
+        try:
+            await write()
+        except BaseException:
+            self._cache.end_write(ticket, None, ok=False)
+            raise
+        self._cache.end_write(ticket, records)
+
+    async def _sync(self) -> None:
+        self._check()
+        await self._cache.sync(self._changes)
+
+    async def _changes(self, since: int) -> list[tuple[Value, ...]]:
+        return await self._rows(q.CHANGES_SINCE, (since, 1000))
+
+    async def _read(
+        self, table: str, key: str, load: Callable[[], Awaitable[T | None]]
+    ) -> T | None:
+        await self._sync()
+        return await self._cache.read(table, key, load)
+
+    async def _query(
+        self,
+        table: str,
+        key: tuple[Any, ...],
+        predicate: Callable[[Any], bool],
+        load: Callable[[], Awaitable[list[Any]]],
+        member_id: Callable[[Any], str] = lambda r: r.id,
+    ) -> list[Any]:
+        await self._sync()
+        return await self._cache.query(table, key, predicate, load, member_id)
+
+    async def _one(
+        self, stmt: Statement, key: str, build: Callable[[Sequence[Value]], T]
+    ) -> T | None:
+        rows = await self._rows(stmt, (key,))
+        return build(rows[0]) if rows else None
 
     def _frames(self, name: str, docs: Sequence[Any]) -> list[bytes]:
         """Encoded frames of ``docs``; an oversized one raises PayloadTooLarge naming its index."""
@@ -301,34 +363,51 @@ class Store:
         batch is written.
         """
         eps = _last_per_id(_records("episodes", episodes, Episode))
-        await self._write(self._episode_steps(eps))
+        steps = self._episode_steps(eps)  # encodes (and may reject) before any I/O
+        await self._cached_write("episodes", eps, lambda: self._write(steps))
         return len(eps)
 
     async def get_episode(self, episode_id: str) -> Episode | None:
         """The episode with ``episode_id``, or ``None``."""
-        rows = await self._rows(q.GET_EPISODE, (_key("episode_id", episode_id),))
-        return self._episode(rows[0]) if rows else None
+        eid = _key("episode_id", episode_id)
+        return await self._read(
+            "episodes", eid, lambda: self._one(q.GET_EPISODE, eid, self._episode)
+        )
 
     async def get_episodes(self, episode_ids: Iterable[str]) -> list[Episode | None]:
         """The episodes for ``episode_ids``, in the same order, ``None`` where missing."""
         if isinstance(episode_ids, str) or not isinstance(episode_ids, Iterable):
             raise ValidationError("episode_ids", "must be a sequence of ids")
         ids = [_key(f"episode_ids[{i}]", x) for i, x in enumerate(episode_ids)]
-        unique = list(dict.fromkeys(ids))
-        found: dict[str, Episode] = {}
+        await self._sync()
+        found, unique = self._cache.lookup_many("episodes", dict.fromkeys(ids))
+        token = self._cache.versions["episodes"].token()
+        loaded: dict[str, Episode | None] = dict.fromkeys(unique)
         for start in range(0, len(unique), q.MAX_IN):
             chunk = unique[start : start + q.MAX_IN]
             n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
             padded = chunk + [chunk[-1]] * (n - len(chunk))
             for row in await self._rows(q.episodes_by_ids(n), padded):
                 ep = self._episode(row)
-                found[ep.id] = ep
+                loaded[ep.id] = ep
+        self._cache.fill_many("episodes", loaded, token)
+        found.update(loaded)
         return [found.get(i) for i in ids]
 
     async def delete_episode(self, episode_id: str) -> bool:
         """Delete an episode (and its metadata); ``True`` if it existed."""
-        res = await self._check().execute(q.DELETE_EPISODE, (_key("episode_id", episode_id),))
-        return res.rows_affected > 0
+        return await self._delete("episodes", q.DELETE_EPISODE, _key("episode_id", episode_id))
+
+    async def _delete(self, table: str, stmt: Statement, key: str) -> bool:
+        self._check()
+        ticket = self._cache.begin_write(table, [key])
+        try:
+            existed = (await self._check().execute(stmt, (key,))).rows_affected > 0
+        except BaseException:
+            self._cache.end_write(ticket, None, ok=False)
+            raise
+        self._cache.end_write(ticket, None, deleted=[key] if existed else [])
+        return existed
 
     async def query_episodes_since(
         self, t: int | datetime, limit: int = DEFAULT_LIMIT
@@ -341,8 +420,16 @@ class Store:
             t = to_micros(t)
         if isinstance(t, bool) or not isinstance(t, int):
             raise ValidationError("t", "must be integer microseconds since the epoch or a datetime")
-        rows = await self._rows(q.EPISODES_SINCE, (t, _limit(limit)))
-        return [self._episode(r) for r in rows]
+        n, t0 = _limit(limit), t
+        return await self._query(
+            "episodes",
+            ("query_episodes_since", t0, n),
+            lambda e: e.start_time >= t0,
+            lambda: self._episodes(q.EPISODES_SINCE, (t0, n)),
+        )
+
+    async def _episodes(self, stmt: Statement, args: Sequence[Value]) -> list[Episode]:
+        return [self._episode(r) for r in await self._rows(stmt, args)]
 
     async def query_episodes_by_metadata(
         self, key: str, value: str, limit: int = DEFAULT_LIMIT
@@ -354,8 +441,13 @@ class Store:
         _key("key", key)
         if not isinstance(value, str) or "\x00" in value:
             raise ValidationError("value", "must be a string without NUL characters")
-        rows = await self._rows(q.EPISODES_BY_METADATA, (key, value, _limit(limit)))
-        return [self._episode(r) for r in rows]
+        n = _limit(limit)
+        return await self._query(
+            "episodes",
+            ("query_episodes_by_metadata", key, value, n),
+            lambda e: e.metadata.get(key) == value,
+            lambda: self._episodes(q.EPISODES_BY_METADATA, (key, value, n)),
+        )
 
     async def query_episodes(
         self,
@@ -373,8 +465,22 @@ class Store:
         ]
         stmt = q.episodes_filtered(*(f is not None for f in filters))
         args: list[Value] = [f for f in filters if f is not None]
-        args.append(_limit(limit))
-        return [self._episode(r) for r in await self._rows(stmt, args)]
+        n = _limit(limit)
+        args.append(n)
+
+        def matches(e: Episode) -> bool:
+            return (
+                (task_type is None or e.task_type == task_type)
+                and (domain is None or e.context.domain == domain)
+                and (language is None or e.context.language == language)
+            )
+
+        return await self._query(
+            "episodes",
+            ("query_episodes", task_type, domain, language, n),
+            matches,
+            lambda: self._episodes(stmt, args),
+        )
 
     # -- patterns ------------------------------------------------------------------------------
 
@@ -391,34 +497,34 @@ class Store:
         ps = _last_per_id(_records("patterns", patterns, Pattern))
         now = self.clock()
         frames = self._frames("patterns", ps)
-        await self._write(
-            [
+        steps: list[tuple[Statement, Sequence[Value]]] = [
+            (
+                q.UPSERT_PATTERN,
                 (
-                    q.UPSERT_PATTERN,
-                    (
-                        p.id,
-                        p.kind.value,
-                        p.domain,
-                        p.success_rate,
-                        p.effectiveness,
-                        p.occurrence_count,
-                        now,
-                        now,
-                        f,
-                    ),
-                )
-                for p, f in zip(ps, frames, strict=True)
-            ]
-        )
+                    p.id,
+                    p.kind.value,
+                    p.domain,
+                    p.success_rate,
+                    p.effectiveness,
+                    p.occurrence_count,
+                    now,
+                    now,
+                    f,
+                ),
+            )
+            for p, f in zip(ps, frames, strict=True)
+        ]
+        await self._cached_write("patterns", ps, lambda: self._write(steps))
         return len(ps)
 
     async def get_pattern(self, pattern_id: str) -> Pattern | None:
-        rows = await self._rows(q.GET_PATTERN, (_key("pattern_id", pattern_id),))
-        return self._pattern(rows[0]) if rows else None
+        pid = _key("pattern_id", pattern_id)
+        return await self._read(
+            "patterns", pid, lambda: self._one(q.GET_PATTERN, pid, self._pattern)
+        )
 
     async def delete_pattern(self, pattern_id: str) -> bool:
-        res = await self._check().execute(q.DELETE_PATTERN, (_key("pattern_id", pattern_id),))
-        return res.rows_affected > 0
+        return await self._delete("patterns", q.DELETE_PATTERN, _key("pattern_id", pattern_id))
 
     async def search_patterns(
         self,
@@ -444,8 +550,22 @@ class Store:
             raise ValidationError("min_success_rate", "must be a number within [0, 1]")
         stmt = q.patterns_filtered(kind is not None, domain is not None)
         args: list[Value] = [a for a in (kind and kind.value, domain) if a is not None]
-        args += [float(min_success_rate), _limit(limit)]
-        return [self._pattern(r) for r in await self._rows(stmt, args)]
+        n, floor = _limit(limit), float(min_success_rate)
+        args += [floor, n]
+
+        def matches(p: Pattern) -> bool:
+            return (
+                (kind is None or p.kind is kind)
+                and (domain is None or p.domain == domain)
+                and p.success_rate >= floor
+            )
+
+        async def load() -> list[Pattern]:
+            return [self._pattern(r) for r in await self._rows(stmt, args)]
+
+        return await self._query(
+            "patterns", ("search_patterns", kind, domain, floor, n), matches, load
+        )
 
     # -- heuristics ----------------------------------------------------------------------------
 
@@ -464,16 +584,19 @@ class Store:
             (q.UPSERT_HEURISTIC, (h.id, h.confidence, now, now, f))
             for h, f in zip(hs, self._frames("heuristics", hs), strict=True)
         ]
-        await self._write(steps)
+        await self._cached_write("heuristics", hs, lambda: self._write(steps))
         return len(hs)
 
     async def get_heuristic(self, heuristic_id: str) -> Heuristic | None:
-        rows = await self._rows(q.GET_HEURISTIC, (_key("heuristic_id", heuristic_id),))
-        return self._heuristic(rows[0]) if rows else None
+        hid = _key("heuristic_id", heuristic_id)
+        return await self._read(
+            "heuristics", hid, lambda: self._one(q.GET_HEURISTIC, hid, self._heuristic)
+        )
 
     async def delete_heuristic(self, heuristic_id: str) -> bool:
-        res = await self._check().execute(q.DELETE_HEURISTIC, (_key("heuristic_id", heuristic_id),))
-        return res.rows_affected > 0
+        return await self._delete(
+            "heuristics", q.DELETE_HEURISTIC, _key("heuristic_id", heuristic_id)
+        )
 
     async def list_heuristics(
         self, *, min_confidence: float = 0.0, limit: int = DEFAULT_LIMIT
@@ -485,8 +608,15 @@ class Store:
             or not (0.0 <= min_confidence <= 1.0)
         ):
             raise ValidationError("min_confidence", "must be a number within [0, 1]")
-        rows = await self._rows(q.HEURISTICS_BY_CONFIDENCE, (float(min_confidence), _limit(limit)))
-        return [self._heuristic(r) for r in rows]
+        floor, n = float(min_confidence), _limit(limit)
+
+        async def load() -> list[Heuristic]:
+            rows = await self._rows(q.HEURISTICS_BY_CONFIDENCE, (floor, n))
+            return [self._heuristic(r) for r in rows]
+
+        return await self._query(
+            "heuristics", ("list_heuristics", floor, n), lambda h: h.confidence >= floor, load
+        )
 
     # -- embeddings ----------------------------------------------------------------------------
 
@@ -549,16 +679,19 @@ class Store:
             )
             for e in es
         ]
-        await self._write(steps)
+        await self._cached_write("embeddings", es, lambda: self._write(steps))
         return len(es)
 
     async def get_embedding(self, embedding_id: str) -> Embedding | None:
-        rows = await self._rows(q.GET_EMBEDDING, (_key("embedding_id", embedding_id),))
-        return self._embedding(rows[0]) if rows else None
+        eid = _key("embedding_id", embedding_id)
+        return await self._read(
+            "embeddings", eid, lambda: self._one(q.GET_EMBEDDING, eid, self._embedding)
+        )
 
     async def delete_embedding(self, embedding_id: str) -> bool:
-        res = await self._check().execute(q.DELETE_EMBEDDING, (_key("embedding_id", embedding_id),))
-        return res.rows_affected > 0
+        return await self._delete(
+            "embeddings", q.DELETE_EMBEDDING, _key("embedding_id", embedding_id)
+        )
 
     async def nearest(
         self,
@@ -580,24 +713,43 @@ class Store:
         probe = Embedding("probe", "probe", "probe", "probe", vector).vector  # validates
         k = _limit(k)
         _opt_key("owner_kind", owner_kind)
+        dim = len(probe)
         if model is not None:
             known = await self._model(_key("model", model), None)
             if known is None:
                 return []
-            if known[1] != len(probe):
+            if known[1] != dim:
                 raise ValidationError(
-                    "vector", f"model {model!r} has dimension {known[1]}, got {len(probe)}"
+                    "vector", f"model {model!r} has dimension {known[1]}, got {dim}"
                 )
-            model_ids = [known[0]]
-        else:
-            rows = await self._rows(q.MODELS_BY_DIM, (len(probe),))
-            model_ids = [int(r[0]) for r in rows]  # type: ignore[arg-type]
-            for _, name in rows:
-                await self._model(name, None)  # type: ignore[arg-type]
-        candidates: list[Embedding] = []
-        for mid in model_ids:
-            candidates += await self._candidates(mid, probe, k, owner_kind, exact)
-        return _rank(candidates, probe, k)
+
+        async def load() -> list[tuple[Embedding, float]]:
+            if model is not None:
+                model_ids = [self._models[model][0]]
+            else:
+                rows = await self._rows(q.MODELS_BY_DIM, (dim,))
+                model_ids = [int(r[0]) for r in rows]  # type: ignore[arg-type]
+                for _, name in rows:
+                    await self._model(name, None)  # type: ignore[arg-type]
+            candidates: list[Embedding] = []
+            for mid in model_ids:
+                candidates += await self._candidates(mid, probe, k, owner_kind, exact)
+            return _rank(candidates, probe, k)
+
+        def matches(e: Embedding) -> bool:
+            return (
+                e.dim == dim
+                and (model is None or e.model == model)
+                and (owner_kind is None or e.owner_kind == owner_kind)
+            )
+
+        return await self._query(
+            "embeddings",
+            ("nearest", probe.tobytes(), k, owner_kind, model, exact),
+            matches,
+            load,
+            member_id=lambda r: r[0].id,
+        )
 
     async def _candidates(
         self, model_id: int, probe: array, k: int, owner_kind: str | None, exact: bool

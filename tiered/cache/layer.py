@@ -1,0 +1,552 @@
+"""The Store's cache layer: read-through record caches, a query-result cache, single-flight
+loads, versioned fills, and coherence with other processes through the change log.
+
+Correctness rules (each has a test):
+
+* **Versioned fills.** Every write bumps a version for each key it touches *before* it is sent and
+  again *after* it commits. A read-miss remembers the version when it starts and installs what it
+  read only if no bump happened since, so a read that raced a write can never install the old
+  value. Versions are kept for a bounded number of keys; for forgotten keys the oldest forgotten
+  version stands in, which can only refuse a fill, never accept a stale one.
+* **Write-through only when alone.** After commit a write installs its record only if no other
+  write to that key overlapped it; otherwise it invalidates, because commit order is then unknown.
+* **Query results know their predicate** and member ids: a local write drops exactly the results
+  it could change (a member was written, or the new record matches the predicate).
+* **Coherence.** Before serving from cache, if more than ``staleness`` seconds passed since the
+  last poll, the change log is read (``seq > last seen``) and every changed key is invalidated, so
+  a cached read is never older than ``staleness`` relative to any committed write. ``0`` polls on
+  every read; ``None`` never polls (single process). Each local write expects one change-log row
+  per key (counted before it is sent, uncounted if it fails or deleted nothing); the poll skips
+  that many rows of the key, so a store's own writes do not evict what it just wrote, while any
+  other writer's row still invalidates (in either commit order the cached value stays correct).
+* **Single-flight.** Concurrent misses on one key (or one query) share one database read; a caller
+  that arrives after a write does not join a load that started before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
+from tiered.errors import ConfigError
+
+__all__ = [
+    "CacheConfig",
+    "CacheLayer",
+    "QueryCache",
+    "RecordCacheConfig",
+    "SingleFlight",
+    "Versions",
+]
+
+T = TypeVar("T")
+_MISS: Any = object()
+NOT_FOUND: Any = type("NotFound", (), {"__repr__": lambda self: "<not found>"})()
+TABLES = ("episodes", "patterns", "heuristics", "embeddings")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCacheConfig:
+    """One record type's cache. ``negative_ttl``: seconds a "not found" is remembered."""
+
+    enabled: bool = True
+    maxsize: int = 10_000
+    max_bytes: int | None = 64 << 20
+    ttl: TTLRule = field(default_factory=TTLRule)
+    negative_ttl: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Settings of the cache layer (``enabled=False`` switches all of it off).
+
+    staleness: seconds a cached read may lag writes made by *other* processes (the change-log
+        poll interval); 0 = check on every read, None = never (this process is the only writer).
+    xfetch_beta: probabilistic early refresh of entries close to expiry (XFetch, Vattani et al.
+        2015); None disables it, 1.0 is the paper's default.
+    """
+
+    enabled: bool = True
+    episodes: RecordCacheConfig = field(default_factory=RecordCacheConfig)
+    patterns: RecordCacheConfig = field(default_factory=lambda: RecordCacheConfig(maxsize=5_000))
+    heuristics: RecordCacheConfig = field(default_factory=lambda: RecordCacheConfig(maxsize=5_000))
+    embeddings: RecordCacheConfig = field(default_factory=lambda: RecordCacheConfig(maxsize=5_000))
+    queries: RecordCacheConfig = field(
+        default_factory=lambda: RecordCacheConfig(
+            maxsize=1_000, max_bytes=32 << 20, ttl=TTLRule(base=60.0, min=10.0, max=600.0)
+        )
+    )
+    staleness: float | None = 1.0
+    xfetch_beta: float | None = None
+    policy: str = "wtinylfu"
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.staleness is not None and self.staleness < 0:
+            raise ConfigError(f"CacheConfig.staleness must be >= 0 or None, got {self.staleness}")
+        if self.xfetch_beta is not None and self.xfetch_beta <= 0:
+            raise ConfigError(f"CacheConfig.xfetch_beta must be > 0, got {self.xfetch_beta}")
+
+
+class Versions:
+    """Per-key write versions, bounded to ``max_tracked`` keys (see the module docstring)."""
+
+    def __init__(self, max_tracked: int = 100_000) -> None:
+        self.seq = 0
+        self.floor = 0
+        self.max_tracked = max_tracked
+        self._last: OrderedDict[Hashable, int] = OrderedDict()
+
+    def token(self) -> int:
+        return self.seq
+
+    def bump(self, key: Hashable) -> int:
+        self.seq += 1
+        self._last[key] = self.seq
+        self._last.move_to_end(key)
+        if len(self._last) > self.max_tracked:
+            _, old = self._last.popitem(last=False)
+            self.floor = max(self.floor, old)
+        return self.seq
+
+    def valid(self, key: Hashable, token: int) -> bool:
+        """True if ``key`` has not been written since ``token`` was taken."""
+        last = self._last.get(key)
+        return (self.floor if last is None else last) <= token
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent callers of one key share one load (run as a task: a cancelled caller does not
+    cancel the load for the others)."""
+
+    def __init__(self) -> None:
+        self._flights: dict[Hashable, tuple[int, asyncio.Task[T]]] = {}
+        self.loads = 0
+        self.joined = 0
+
+    async def run(
+        self,
+        key: Hashable,
+        token: int,
+        usable: Callable[[int], bool],
+        load: Callable[[], Awaitable[T]],
+    ) -> T:
+        flight = self._flights.get(key)
+        if flight is not None and usable(flight[0]):
+            self.joined += 1
+            return await asyncio.shield(flight[1])
+        self.loads += 1
+        task: asyncio.Task[T] = asyncio.ensure_future(load())
+        self._flights[key] = (token, task)
+
+        def done(_: asyncio.Task[T]) -> None:
+            if self._flights.get(key, (0, None))[1] is task:
+                del self._flights[key]
+            if not task.cancelled():
+                task.exception()  # retrieved, so a failure nobody awaits is not "never retrieved"
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+
+@dataclass(slots=True)
+class _QueryEntry:
+    table: str
+    result: tuple[Any, ...]
+    members: frozenset[str]
+    predicate: Callable[[Any], bool]
+
+
+class QueryCache:
+    """Query results keyed by (query, parameters), each with its predicate and member ids."""
+
+    def __init__(self, cache: AdaptiveTTLCache[Hashable, _QueryEntry]) -> None:
+        self.cache = cache
+        self.invalidations = 0
+        self.by_query: dict[str, list[int]] = {}  # query name -> [hits, misses]
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        e = self.cache.get(key)
+        hm = self.by_query.setdefault(key[0], [0, 0])
+        if e is None:
+            hm[1] += 1
+            return None
+        hm[0] += 1
+        return e.result  # type: ignore[no-any-return]
+
+    def put(self, key: tuple[Any, ...], entry: _QueryEntry) -> None:
+        self.cache.set(key, entry)
+
+    def invalidate(self, table: str, written: Sequence[Any], deleted: Sequence[str]) -> None:
+        """Drop the results of ``table`` that the written records or deleted ids could change."""
+        ids = {r.id for r in written} | set(deleted)
+        for k in list(self.cache):
+            e = self.cache.peek(k)
+            if e is None or e.table != table:
+                continue
+            if not ids.isdisjoint(e.members) or any(e.predicate(r) for r in written):
+                del self.cache[k]
+                self.invalidations += 1
+
+    def invalidate_table(self, table: str) -> None:
+        for k in list(self.cache):
+            e = self.cache.peek(k)
+            if e is not None and e.table == table:
+                del self.cache[k]
+                self.invalidations += 1
+
+
+@dataclass(slots=True)
+class WriteTicket:
+    table: str
+    keys: list[str]
+    pre: dict[str, int]
+    alone: dict[str, bool]
+
+
+class CacheLayer:
+    """Everything the Store needs from caching, with the clock (seconds) injected."""
+
+    def __init__(self, config: CacheConfig, *, timer: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.timer = timer
+        self.records: dict[str, AdaptiveTTLCache[str, Any] | None] = {}
+        for t in TABLES:
+            rc: RecordCacheConfig = getattr(config, t)
+            self.records[t] = (
+                AdaptiveTTLCache(
+                    rc.maxsize,
+                    max_bytes=rc.max_bytes,
+                    ttl=rc.ttl,
+                    timer=timer,
+                    policy=config.policy,
+                    getsizeof=_approx_size,
+                    seed=config.seed,
+                )
+                if config.enabled and rc.enabled
+                else None
+            )
+        q = config.queries
+        self.queries = (
+            QueryCache(
+                AdaptiveTTLCache(
+                    q.maxsize,
+                    max_bytes=q.max_bytes,
+                    ttl=q.ttl,
+                    timer=timer,
+                    policy=config.policy,
+                    getsizeof=_approx_size,
+                    seed=config.seed,
+                )
+            )
+            if config.enabled and q.enabled
+            else None
+        )
+        self.versions = {t: Versions() for t in TABLES}
+        self.table_seq = dict.fromkeys(TABLES, 0)
+        self._pre_seq: dict[tuple[str, str], int] = {}
+        self._own: dict[tuple[str, str], int] = {}
+        self._inflight: dict[tuple[str, str], int] = {}
+        self.flights: SingleFlight[Any] = SingleFlight()
+        self.last_change = 0
+        self.last_poll = -math.inf
+        self._poll: asyncio.Task[None] | None = None
+        self.polls = 0
+        self.remote_invalidations = 0
+        self.db_reads = 0
+        self.early_refreshes = 0
+        self._load_time: dict[str, float] = dict.fromkeys(TABLES, 0.0)
+        self._rng = random.Random(config.seed)
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    # -- coherence -------------------------------------------------------------------------------
+
+    async def sync(self, fetch: Callable[[int], Awaitable[list[tuple[Any, ...]]]]) -> None:
+        """Poll the change log if the staleness bound says so (one poll for concurrent readers)."""
+        s = self.config.staleness
+        if s is None or not self.enabled:
+            return
+        now = self.timer()
+        if now - self.last_poll < s and s > 0:
+            return
+        if self._poll is None or self._poll.done():
+            self._poll = asyncio.ensure_future(self._do_poll(fetch, now))
+        await asyncio.shield(self._poll)
+
+    async def _do_poll(
+        self, fetch: Callable[[int], Awaitable[list[tuple[Any, ...]]]], started: float
+    ) -> None:
+        self.polls += 1
+        while True:
+            rows = await fetch(self.last_change)
+            for seq, table, key, _op in rows:
+                self.last_change = max(self.last_change, int(seq))
+                tk = (str(table), str(key))
+                own = self._own.get(tk)
+                if own:
+                    self._unown(tk)  # this store's own write: already applied locally
+                    continue
+                self._invalidate_remote(*tk)
+            if len(rows) < 1000:
+                break
+        # the bound is measured from when the poll started: changes committed before are seen
+        self.last_poll = started
+
+    def _unown(self, tk: tuple[str, str]) -> None:
+        n = self._own[tk] - 1
+        if n:
+            self._own[tk] = n
+        else:
+            del self._own[tk]
+
+    def _invalidate_remote(self, table: str, key: str) -> None:
+        if table not in self.versions:
+            return
+        self.versions[table].bump(key)
+        self.table_seq[table] += 1
+        cache = self.records[table]
+        if cache is not None and cache.peek(key, _MISS) is not _MISS:
+            del cache[key]
+            self.remote_invalidations += 1
+        if self.queries is not None:
+            # the new record is unknown here: any result of this table may have changed
+            self.queries.invalidate_table(table)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def read(self, table: str, key: str, load: Callable[[], Awaitable[T | None]]) -> T | None:
+        """Read-through for one record (``None`` = not found, cached for ``negative_ttl``)."""
+        cache = self.records[table]
+        if cache is None:
+            self.db_reads += 1
+            return await load()
+        v = cache.get(key, _MISS)
+        if v is not _MISS:
+            beta = self.config.xfetch_beta
+            if beta is not None and v is not NOT_FOUND:
+                self._maybe_refresh(table, key, cache, beta, load)
+            return None if v is NOT_FOUND else v  # type: ignore[no-any-return]
+        return await self._fill(table, key, cache, load)
+
+    async def _fill(
+        self,
+        table: str,
+        key: str,
+        cache: AdaptiveTTLCache[str, Any],
+        load: Callable[[], Awaitable[T | None]],
+    ) -> T | None:
+        versions = self.versions[table]
+        token = versions.token()
+
+        async def loader() -> T | None:
+            t0 = self.timer()
+            self.db_reads += 1
+            value = await load()
+            self._load_time[table] = 0.8 * self._load_time[table] + 0.2 * (self.timer() - t0)
+            if versions.valid(key, token):
+                neg = getattr(self.config, table).negative_ttl
+                if value is None:
+                    cache.set(key, NOT_FOUND, ttl=neg)
+                else:
+                    cache.set(key, value)
+            return value
+
+        return await self.flights.run(  # type: ignore[no-any-return]
+            (table, key), token, lambda t: versions.valid(key, t), loader
+        )
+
+    def lookup_many(self, table: str, keys: dict[str, None]) -> tuple[dict[str, Any], list[str]]:
+        """Cached values of ``keys`` (``None`` for a cached "not found") and the keys to load."""
+        cache = self.records[table]
+        if cache is None:
+            return {}, list(keys)
+        found: dict[str, Any] = {}
+        missing: list[str] = []
+        for k in keys:
+            v = cache.get(k, _MISS)
+            if v is _MISS:
+                missing.append(k)
+            else:
+                found[k] = None if v is NOT_FOUND else v
+        return found, missing
+
+    def fill_many(self, table: str, loaded: dict[str, Any], token: int) -> None:
+        """Install batch-loaded values (``None`` = not found) that no write has overtaken."""
+        cache = self.records[table]
+        self.db_reads += 1
+        if cache is None:
+            return
+        versions = self.versions[table]
+        neg = getattr(self.config, table).negative_ttl
+        for k, v in loaded.items():
+            if versions.valid(k, token):
+                if v is None:
+                    cache.set(k, NOT_FOUND, ttl=neg)
+                else:
+                    cache.set(k, v)
+
+    def _maybe_refresh(
+        self,
+        table: str,
+        key: str,
+        cache: AdaptiveTTLCache[str, Any],
+        beta: float,
+        load: Callable[[], Awaitable[Any]],
+    ) -> None:
+        # XFetch: refresh early with probability growing as expiry nears, scaled by load time
+        expires = cache.expires_at(key)
+        if expires is None or math.isinf(expires):
+            return
+        delta = max(self._load_time[table], 1e-4)
+        gap = -delta * beta * math.log(max(self._rng.random(), 1e-12))
+        if self.timer() + gap >= expires and (table, key) not in self.flights._flights:
+            self.early_refreshes += 1
+            task = asyncio.ensure_future(self._fill(table, key, cache, load))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def query(
+        self,
+        table: str,
+        key: tuple[Any, ...],
+        predicate: Callable[[Any], bool],
+        load: Callable[[], Awaitable[list[Any]]],
+        member_id: Callable[[Any], str] = lambda r: r.id,
+    ) -> list[Any]:
+        """Read-through for a query result."""
+        qc = self.queries
+        if qc is None:
+            self.db_reads += 1
+            return await load()
+        hit = qc.get(key)
+        if hit is not None:
+            return list(hit)
+        start = self.table_seq[table]
+
+        async def loader() -> list[Any]:
+            self.db_reads += 1
+            rows = await load()
+            if self.table_seq[table] == start:
+                qc.put(
+                    key,
+                    _QueryEntry(
+                        table, tuple(rows), frozenset(member_id(r) for r in rows), predicate
+                    ),
+                )
+            return rows
+
+        rows = await self.flights.run(
+            ("query", key), start, lambda t: self.table_seq[table] == t, loader
+        )
+        return list(rows)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def begin_write(self, table: str, keys: Sequence[str]) -> WriteTicket:
+        versions = self.versions[table]
+        pre, alone = {}, {}
+        for k in keys:
+            pre[k] = versions.bump(k)
+            self._pre_seq[(table, k)] = pre[k]
+            n = self._inflight.get((table, k), 0)
+            alone[k] = n == 0
+            self._inflight[(table, k)] = n + 1
+            self._own[(table, k)] = self._own.get((table, k), 0) + 1
+        self.table_seq[table] += 1
+        return WriteTicket(table, list(keys), pre, alone)
+
+    def end_write(
+        self,
+        ticket: WriteTicket,
+        records: Sequence[Any] | None,
+        *,
+        deleted: Sequence[str] = (),
+        ok: bool = True,
+    ) -> None:
+        """After commit (``ok``) or failure: bump versions again, then write through or drop."""
+        table = ticket.table
+        versions = self.versions[table]
+        cache = self.records[table]
+        by_id = {r.id: r for r in records} if (ok and records) else {}
+        for k in ticket.keys:
+            versions.bump(k)
+            if not ok or (k not in by_id and k not in deleted):
+                # failed (it may or may not have committed: treat any row as foreign) or
+                # deleted nothing (no row will come)
+                self._unown((table, k))
+            n = self._inflight[(table, k)] - 1
+            if n:
+                self._inflight[(table, k)] = n
+            else:
+                del self._inflight[(table, k)]
+            overlapped = (
+                not ticket.alone[k] or n > 0 or self._pre_seq.get((table, k)) != ticket.pre[k]
+            )
+            if n == 0:
+                self._pre_seq.pop((table, k), None)
+            if cache is None:
+                continue
+            if k in by_id and not overlapped:
+                cache.set(k, by_id[k])
+            elif k in deleted and ok and not overlapped:
+                cache.set(k, NOT_FOUND, ttl=getattr(self.config, table).negative_ttl)
+            elif cache.peek(k, _MISS) is not _MISS:
+                del cache[k]
+        self.table_seq[table] += 1
+        if self.queries is not None:
+            if ok:
+                self.queries.invalidate(table, list(records or ()), deleted)
+            else:
+                self.queries.invalidate_table(table)
+
+    # -- statistics ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            t: (c.snapshot() if c is not None else None) for t, c in self.records.items()
+        }
+        if self.queries is not None:
+            out["queries"] = {
+                **self.queries.cache.snapshot(),
+                "invalidations": self.queries.invalidations,
+                "by_query": {
+                    k: {"hits": v[0], "misses": v[1]} for k, v in self.queries.by_query.items()
+                },
+            }
+        out["single_flight"] = {"loads": self.flights.loads, "joined": self.flights.joined}
+        out["coherence"] = {
+            "polls": self.polls,
+            "last_change": self.last_change,
+            "remote_invalidations": self.remote_invalidations,
+        }
+        out["db_reads"] = self.db_reads
+        out["early_refreshes"] = self.early_refreshes
+        return out
+
+
+def _approx_size(value: Any) -> int:
+    """A cheap, stable size estimate (bytes) of a cached record or query entry."""
+    if value is NOT_FOUND:
+        return 64
+    if isinstance(value, _QueryEntry):
+        return 256 + sum(_approx_size(r) for r in value.result)
+    steps = getattr(value, "steps", None)
+    if steps is not None:  # an episode: dominated by its steps' text
+        n = 600 + len(value.description)
+        for s in steps:
+            r = s.result
+            n += 300 + len(s.action) + (len(r.output) if r is not None else 0)
+        return n
+    vec = getattr(value, "vector", None)
+    if vec is not None:
+        return 200 + 4 * len(vec)
+    return 400
