@@ -1,0 +1,196 @@
+"""AdaptiveTTLCache and its policy, on a fake clock (nothing sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
+from tiered.cache.policy import WTinyLFU, stable_hash
+from tiered.errors import ConfigError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+@pytest.fixture(params=["wtinylfu", "lru"])
+def policy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_mapping_contract(policy: str) -> None:
+    clock = FakeClock()
+    c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(10, timer=clock, policy=policy)
+    c["a"] = 1
+    assert c["a"] == 1 and "a" in c and len(c) == 1 and list(c) == ["a"]
+    assert c.get("b") is None and c.get("b", 7) == 7
+    with pytest.raises(KeyError):
+        c["b"]
+    del c["a"]
+    assert "a" not in c and c.stats.evictions["explicit"] == 1
+    with pytest.raises(KeyError):
+        del c["a"]
+    assert (c.stats.hits, c.stats.misses) == (1, 3)  # `in` and `del` count neither
+
+
+def test_entry_bound(policy: str) -> None:
+    c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(50, timer=FakeClock(), policy=policy)
+    for i in range(1000):
+        c[i] = i
+        c.get(i % 7)  # a few hot keys
+        assert len(c) <= 50
+    assert c.stats.evictions["capacity"] + c.stats.admissions_rejected >= 950 - 7
+    assert all(k in c for k in range(7)) or policy == "lru"
+
+
+def test_byte_bound(policy: str) -> None:
+    c: AdaptiveTTLCache[int, bytes] = AdaptiveTTLCache(
+        10_000, max_bytes=10_000, getsizeof=len, timer=FakeClock(), policy=policy
+    )
+    for i in range(500):
+        c[i] = b"x" * (50 + i % 200)
+        assert c.currsize <= 10_000
+    assert c.stats.evictions["bytes"] > 0
+    assert c.set(-1, b"y" * 20_000) is False and c.stats.too_large == 1 and -1 not in c
+    assert c.currsize == sum(len(c.peek(k)) for k in c)
+
+
+def test_ttl_expiry_with_jitter_bounds() -> None:
+    clock = FakeClock()
+    rule = TTLRule(base=100.0, min=10.0, max=1000.0, jitter=0.1)
+    c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(1000, ttl=rule, timer=clock)
+    for i in range(200):
+        c[i] = i
+    expiries = [c.expires_at(i) - clock.t for i in range(200)]  # type: ignore[operator]
+    assert all(90.0 <= e <= 110.0 for e in expiries)
+    assert len({round(e, 6) for e in expiries}) > 150  # de-synchronised
+    clock.advance(89.9)
+    assert all(c.peek(i) == i for i in range(200))
+    clock.advance(20.2)
+    assert all(c.get(i) is None for i in range(200))
+    assert c.stats.expirations == 200
+
+
+def test_hot_entries_live_longer_and_cold_ones_shorter() -> None:
+    clock = FakeClock()
+    rule = TTLRule(
+        base=300.0,
+        min=60.0,
+        max=3600.0,
+        hot_hits=10,
+        cold_hits=2,
+        rate=0.25,
+        window=60.0,
+        jitter=0.0,
+    )
+    c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(100, ttl=rule, timer=clock)
+    c["hot"] = 1
+    c["cold"] = 2
+    for _minute in range(4):
+        for _ in range(12):
+            c.get("hot")
+            clock.advance(60.0 / 12)
+    # four windows of 12 hits: the TTL grew each window after the first
+    assert c.ttl_of("hot") == pytest.approx(300.0 * 1.25**3)
+    assert c.expires_at("hot") == pytest.approx(c._data["hot"].filled + c.ttl_of("hot"))  # type: ignore[operator]
+    # the cold entry, hit once a window, shrinks toward min
+    c2: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(100, ttl=rule, timer=clock)
+    c2["cold"] = 2
+    for _ in range(3):
+        clock.advance(61.0)
+        c2["cold"] = 2  # refilled (keeps its adapted TTL), then read once
+        c2.get("cold")
+    assert c2.ttl_of("cold") == pytest.approx(300.0 * 0.75**3)  # one shrink per window
+    # and the growth is capped, the shrinking floored
+    for _ in range(40):
+        for _ in range(12):
+            c.get("hot")
+        clock.advance(60.0)
+        c["hot"] = 1
+    assert c.ttl_of("hot") == 3600.0
+    assert c.stats.ttl_grown > 0 and c2.stats.ttl_shrunk > 0
+
+
+def test_hit_counts_decay() -> None:
+    # a key that was hot an hour ago is not hot now: the window forgets
+    clock = FakeClock()
+    rule = TTLRule(base=300.0, window=60.0, jitter=0.0, max=3600.0)
+    c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(10, ttl=rule, timer=clock)
+    c["k"] = 1
+    for _ in range(50):
+        c.get("k")
+    ttl_hot = c.ttl_of("k")
+    clock.advance(3 * 60.0)
+    c["k"] = 1
+    c.get("k")  # first hit after a long gap: previous window counts 0 -> cold
+    assert c.ttl_of("k") < ttl_hot  # type: ignore[operator]
+
+
+def test_negative_ttl_override() -> None:
+    clock = FakeClock()
+    c: AdaptiveTTLCache[str, object] = AdaptiveTTLCache(10, timer=clock, ttl=TTLRule(jitter=0.0))
+    c.set("missing", None, ttl=5.0)
+    clock.advance(4.9)
+    assert "missing" in c
+    clock.advance(0.2)
+    assert "missing" not in c
+
+
+def test_scan_resistance() -> None:
+    c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(100, ttl=TTLRule(base=None))
+    for _ in range(20):
+        for k in range(80):
+            c[k] = k if c.get(k) is None else k
+    for k in range(10_000, 20_000):  # a one-off scan of 10,000 new keys
+        c.get(k)
+        c[k] = k
+    hot_left = sum(1 for k in range(80) if k in c)
+    assert hot_left >= 70, hot_left  # LRU would keep none of them
+    lru: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(100, ttl=TTLRule(base=None), policy="lru")
+    for _ in range(20):
+        for k in range(80):
+            lru[k] = k
+    for k in range(10_000, 20_000):
+        lru[k] = k
+    assert sum(1 for k in range(80) if k in lru) == 0
+
+
+def test_policy_is_deterministic_and_hash_is_stable() -> None:
+    assert stable_hash("episode-1") == stable_hash("episode-1")
+    assert stable_hash(("q", 1)) == stable_hash(("q", 1))
+    import random
+
+    rng = random.Random(3)
+    keys = [int(rng.paretovariate(1.2)) for _ in range(20_000)]
+    a, b = WTinyLFU(200), WTinyLFU(200)
+    assert [a.access(k) for k in keys] == [b.access(k) for k in keys]
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        AdaptiveTTLCache(0)
+    with pytest.raises(ConfigError):
+        AdaptiveTTLCache(10, max_bytes=0)
+    with pytest.raises(ConfigError):
+        AdaptiveTTLCache(10, policy="mru")
+    with pytest.raises(ConfigError):
+        TTLRule(base=10.0, min=60.0)
+    with pytest.raises(ConfigError):
+        TTLRule(hot_hits=2, cold_hits=2)
+
+
+def test_stats_snapshot_has_ttl_distribution() -> None:
+    clock = FakeClock()
+    c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(10, timer=clock, ttl=TTLRule(jitter=0.0))
+    for i in range(5):
+        c[i] = i
+    snap = c.snapshot()
+    assert snap["entries"] == 5 and snap["ttl"]["p50"] == 300.0 and snap["ttl"]["n"] == 5.0
+    assert "AdaptiveTTLCache" in repr(c)
