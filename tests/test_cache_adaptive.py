@@ -147,7 +147,8 @@ def test_scan_resistance() -> None:
     c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(100, ttl=TTLRule(base=None))
     for _ in range(20):
         for k in range(80):
-            c[k] = k if c.get(k) is None else k
+            if c.get(k) is None:  # read-through: a miss loads and fills
+                c[k] = k
     for k in range(10_000, 20_000):  # a one-off scan of 10,000 new keys
         c.get(k)
         c[k] = k
