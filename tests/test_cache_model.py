@@ -104,7 +104,7 @@ class CachedEqualsUncached(RuleBasedStateMachine):
         batch = [
             op
             for op in batch
-            if op[0] not in ("store", "delete") or _id(op) not in seen and not seen.add(_id(op))
+            if op[0] not in ("store", "delete") or (_id(op) not in seen and not seen.add(_id(op)))
         ]  # type: ignore[func-returns-value]
         self.cached._run(run_concurrently(self.cached._store, batch))
         self.plain._run(run_concurrently(self.plain._store, batch))
