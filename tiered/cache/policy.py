@@ -10,8 +10,16 @@ adaptive "hill climbing" window):
   what makes the policy scan-resistant;
 * the sketch's 4-bit counters are halved every ``10 x capacity`` increments, so popularity
   decays (the Rust system's hit counts never did);
-* the window's share of capacity is tuned online by **hill climbing** on the hit rate, so
-  recency-heavy workloads get a large window (LRU-like) and frequency-heavy ones a small window.
+* the window's share of capacity is tuned online, so recency-heavy workloads get a large window
+  (LRU-like) and frequency-heavy ones a small one. The default (``adaptive="ghost"``) steers it as
+  ARC steers its lists: a miss on a key that admission turned away grows the window, a miss on a
+  key main evicted shrinks it (ghost lists bounded as in ARC). A shadow LRU (keys only) guards the
+  result: when plain LRU would have missed less over the last ``4 x capacity`` requests, the window
+  grows by a quarter of the capacity. ``adaptive="climb"`` is Caffeine's hill climber instead;
+* admission requires the candidate's estimated frequency to exceed the victim's by more than one
+  (``bias``): the count includes the candidate's own current access, and without the margin the
+  periodic halving lets each new key of a loop larger than the cache beat the resident victim, so
+  main churns like LRU (measured on the LIRS loop-like traces).
 
 Hashing is deterministic (no per-process salt), so a policy fed the same keys makes the same
 decisions in every process: the simulator and the live cache agree.
@@ -128,6 +136,16 @@ class WTinyLFU:
         # ghosts (keys only) of what left the window unadmitted and what main evicted
         self._ghost_window: OrderedDict[Hashable, None] = OrderedDict()
         self._ghost_main: OrderedDict[Hashable, None] = OrderedDict()
+        # the LRU guard: a shadow LRU of keys and the two miss counts over a period
+        self._shadow: OrderedDict[Hashable, None] | None = (
+            OrderedDict() if adaptive == "ghost" else None
+        )
+        # large caches sample 1 key in 8 (by hash) into a shadow of 1/8 the size: the usual
+        # sampled-simulation trick, so the guard costs little on the hot path
+        self._guard_mask = 7 if capacity >= 2048 else 0
+        self._shadow_cap = capacity // (self._guard_mask + 1)
+        self._guard_period = max(500, 4 * self._shadow_cap)
+        self._guard_n = self._guard_ours = self._guard_lru = 0
         self._protected_share = protected
         self.window_max = max(1, round(capacity * window)) if capacity > 1 else 0
         self._resize_main()
@@ -163,7 +181,9 @@ class WTinyLFU:
         Returns keys the owner must drop (nearly always none: only when hill climbing just
         shrank the main space).
         """
-        self.sketch.increment(stable_hash(key) if h is None else h)
+        if h is None:
+            h = stable_hash(key)
+        self.sketch.increment(h)
         if hit:
             self._hits += 1
             seg = self._where.get(key)
@@ -181,6 +201,25 @@ class WTinyLFU:
                     self._where[demoted] = _PROBATION
         else:
             self._misses += 1
+        sh = self._shadow
+        if sh is not None and not (h >> 40) & self._guard_mask:
+            if key in sh:
+                sh.move_to_end(key)
+            else:
+                self._guard_lru += 1
+                sh[key] = None
+                if len(sh) > self._shadow_cap:
+                    sh.popitem(last=False)
+            if not hit:
+                self._guard_ours += 1
+            self._guard_n += 1
+            if self._guard_n >= self._guard_period:
+                if self._guard_lru < 0.99 * self._guard_ours:
+                    self.window_max = min(
+                        self.capacity - 1, self.window_max + max(1, self.capacity // 4)
+                    )
+                    self._resize_main()
+                self._guard_n = self._guard_ours = self._guard_lru = 0
         if self.adaptive == "climb" and self._hits + self._misses >= self._sample:
             self._last_dropped = self._climb()
             return self._last_dropped
@@ -267,24 +306,25 @@ class WTinyLFU:
                 self._probation[cand] = 1
                 self._where[cand] = _PROBATION
                 dropped.append(victim)
-                self._ghost(self._ghost_main, victim)
+                self._ghost(self._ghost_main, victim, self.capacity - len(self._ghost_window))
             else:
                 self.admissions_rejected += 1
                 dropped.append(cand)
-                self._ghost(self._ghost_window, cand)
+                self._ghost(self._ghost_window, cand, self.capacity - self.window_max)
         # main may be over after the window shrank (hill climbing)
         while len(self._probation) + len(self._protected) > self.capacity - self.window_max:
             seg = self._probation if self._probation else self._protected
             k, _ = seg.popitem(last=False)
             del self._where[k]
             dropped.append(k)
-            self._ghost(self._ghost_main, k)
+            self._ghost(self._ghost_main, k, self.capacity - len(self._ghost_window))
         return dropped
 
-    def _ghost(self, ghosts: OrderedDict[Hashable, None], key: Hashable) -> None:
+    def _ghost(self, ghosts: OrderedDict[Hashable, None], key: Hashable, bound: int) -> None:
+        # ARC's bounds: |ghost_window| <= c - |window|, |ghost_main| <= c - |ghost_window|
         if self.adaptive == "ghost":
             ghosts[key] = None
-            if len(ghosts) > self.capacity:
+            while len(ghosts) > max(1, bound):
                 ghosts.popitem(last=False)
 
     def _climb(self) -> list[Hashable]:

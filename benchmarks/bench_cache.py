@@ -1,0 +1,329 @@
+"""Cache benchmark; prints one JSON document (progress goes to stderr).
+
+1. Latency: cached ``Store.get_episode`` p50/p99 against, in the same run and interleaved, an
+   ``await`` of a bare ``cachetools.TTLCache`` lookup wrapped in a coroutine (target p50 ratio <= 3),
+   and the AdaptiveTTLCache's own single-threaded get rate (target >= 500k gets/s).
+2. Miss ratios on the real traces in ``../shared/traces/cache/`` and on seeded synthetic traces at
+   cache sizes of 0.1 %, 1 % and 10 % of distinct keys (at least 10 entries), for ours (the real
+   AdaptiveTTLCache object, expiry off) and, in the same run, LRU, FIFO and LFU from cachetools,
+   S3-FIFO, ARC and W-TinyLFU from libCacheSim, and theine's adaptive W-TinyLFU core. Targets: our
+   mean miss ratio within 2 % (relative) of the better of S3-FIFO and theine, and never more than
+   5 % worse than LRU on any trace and size.
+3. Single-flight: loader calls for one expired key under 64 concurrent callers (must be 1), and
+   database reads saved on a Zipf read workload.
+4. Memory: the byte bound holds over a 1M-operation run (accounted bytes, and tracemalloc).
+
+Needs the ``bench`` extra (``pip install -e '.[bench]'``). ``--quick`` truncates long traces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cachetools
+import numpy as np
+
+from tiered import Store
+from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
+from tiered.cache.layer import CacheConfig
+from tiered.sim import generate_episodes
+from tiered.sim.traces import (
+    load_cache_trace,
+    loop_mix_trace,
+    shifting_trace,
+    zipf_scan_trace,
+    zipf_trace,
+)
+
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "cache"
+SIZES = (0.001, 0.01, 0.1)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def q(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p * len(s)))]
+
+
+# -- 1. latency ----------------------------------------------------------------------------------
+
+
+async def latency(n: int = 50_000) -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="bench-cache-")
+    store = await Store.open(f"file:{tmp}/lat.db")
+    eps = generate_episodes(1000, seed=1)
+    await store.store_episodes(eps)
+    ids = [e.id for e in eps]
+    ttl = cachetools.TTLCache(10_000, ttl=300)
+    for e in eps:
+        ttl[e.id] = e
+
+    async def bare(k: str) -> Any:
+        return ttl.get(k)
+
+    pc = time.perf_counter_ns
+    ours, base = [], []
+    for i in range(n):
+        k = ids[i % len(ids)]
+        t = pc()
+        await store.get_episode(k)
+        ours.append(pc() - t)
+        t = pc()
+        await bare(k)
+        base.append(pc() - t)
+    await store.close()
+    cache: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(10_000)
+    keys = [f"k{i}" for i in range(10_000)]
+    for k in keys:
+        cache[k] = 1
+    seq = [keys[i] for i in np.random.default_rng(0).integers(0, 10_000, 500_000)]
+    get = cache.get
+    t0 = time.perf_counter()
+    for k in seq:
+        get(k)
+    rate = len(seq) / (time.perf_counter() - t0)
+    return {
+        "store_get_episode_cached_us": {"p50": q(ours, 0.5) / 1e3, "p99": q(ours, 0.99) / 1e3},
+        "bare_ttlcache_coroutine_us": {"p50": q(base, 0.5) / 1e3, "p99": q(base, 0.99) / 1e3},
+        "ratio_p50": q(ours, 0.5) / q(base, 0.5),
+        "ratio_p99": q(ours, 0.99) / q(base, 0.99),
+        "target_ratio": 3.0,
+        "adaptive_cache_gets_per_s": rate,
+        "target_gets_per_s": 500_000,
+    }
+
+
+# -- 2. miss ratios ------------------------------------------------------------------------------
+
+
+def run_ours(keys: list[int], cap: int) -> float:
+    c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(cap, ttl=TTLRule(base=None))
+    get, miss = c.get, 0
+    for k in keys:
+        if get(k) is None:
+            miss += 1
+            c[k] = 1
+    return miss / len(keys)
+
+
+def run_cachetools(cls: type, keys: list[int], cap: int) -> float:
+    c = cls(cap)
+    miss = 0
+    for k in keys:
+        if c.get(k) is None:
+            miss += 1
+            c[k] = 1
+    return miss / len(keys)
+
+
+def run_lcs(name: str, keys: list[int], cap: int) -> float:
+    import libcachesim as lcs
+
+    c = getattr(lcs, name)(cache_size=cap)
+    req, get, miss = lcs.Request(), c.get, 0
+    for k in keys:
+        req.obj_id = k
+        if not get(req):
+            miss += 1
+    return miss / len(keys)
+
+
+def run_theine(keys: list[int], cap: int) -> float:
+    from theine_core import TlfuCore, spread
+
+    core, resident, miss = TlfuCore(cap), set(), 0
+    for k in keys:
+        kh = spread(k)
+        if kh in resident:
+            core.access([kh])
+        else:
+            miss += 1
+            for e in core.set([(kh, 0)]):
+                resident.discard(e)
+            resident.add(kh)
+    return miss / len(keys)
+
+
+POLICIES: dict[str, Callable[[list[int], int], float]] = {
+    "ours": run_ours,
+    "LRU": lambda k, c: run_cachetools(cachetools.LRUCache, k, c),
+    "FIFO": lambda k, c: run_cachetools(cachetools.FIFOCache, k, c),
+    "LFU(cachetools)": lambda k, c: run_cachetools(cachetools.LFUCache, k, c),
+    "S3-FIFO": lambda k, c: run_lcs("S3FIFO", k, c),
+    "ARC": lambda k, c: run_lcs("ARC", k, c),
+    "W-TinyLFU(libCacheSim)": lambda k, c: run_lcs("WTinyLFU", k, c),
+    "theine": run_theine,
+}
+
+
+def traces(quick: bool) -> dict[str, np.ndarray]:
+    limit = 1_000_000 if quick else None
+    out: dict[str, np.ndarray] = {}
+    for folder in ("lirs", "cache2k", "cloud_physics"):
+        for p in sorted((TRACES / folder).glob("*.trace.*")):
+            out[f"{folder}/{p.name.split('.')[0]}"] = load_cache_trace(p, limit=limit)
+    n, k = (200_000, 20_000) if quick else (1_000_000, 100_000)
+    out["synthetic/zipf-0.8"] = zipf_trace(n, k, 0.8, seed=1)
+    out["synthetic/zipf-1.0"] = zipf_trace(n, k, 1.0, seed=2)
+    out["synthetic/zipf-0.9+scans"] = zipf_scan_trace(n, k, 0.9, scan_every=n // 20,
+                                                      scan_len=k // 5, seed=3)
+    out["synthetic/shifting-zipf"] = shifting_trace(n, k, 1.0, phases=5, seed=4)
+    out["synthetic/recency-loop-recency"] = loop_mix_trace(n, k, loop_keys=k // 10, seed=5)
+    return out
+
+
+def miss_ratios(quick: bool) -> dict[str, Any]:
+    rows = []
+    for name, arr in traces(quick).items():
+        keys = arr.tolist()
+        distinct = len(set(keys))
+        for frac in SIZES:
+            cap = max(10, int(distinct * frac))
+            t0 = time.perf_counter()
+            row = {"trace": name, "requests": len(keys), "distinct": distinct,
+                   "size_fraction": frac, "capacity": cap}
+            for pname, fn in POLICIES.items():
+                row[pname] = fn(keys, cap)
+            rows.append(row)
+            log(f"  {name:34} {frac:>6.1%} cap={cap:<7} ours={row['ours']:.4f} "
+                f"LRU={row['LRU']:.4f} S3-FIFO={row['S3-FIFO']:.4f} theine={row['theine']:.4f} "
+                f"({time.perf_counter() - t0:.1f}s)")
+    means = {p: statistics.mean(r[p] for r in rows) for p in POLICIES}
+    best_anchor = min(means["S3-FIFO"], means["theine"])
+    worst_vs_lru = max(rows, key=lambda r: r["ours"] / max(r["LRU"], 1e-9) if r["LRU"] > 0 else 0)
+    return {
+        "rows": rows,
+        "mean_miss_ratio": means,
+        "ours_vs_best_of_s3fifo_theine": means["ours"] / best_anchor - 1,
+        "target_vs_best": 0.02,
+        "worst_cell_vs_lru": {
+            "trace": worst_vs_lru["trace"], "size_fraction": worst_vs_lru["size_fraction"],
+            "ours": worst_vs_lru["ours"], "LRU": worst_vs_lru["LRU"],
+            "relative": worst_vs_lru["ours"] / worst_vs_lru["LRU"] - 1,
+        },
+        "target_vs_lru": 0.05,
+    }
+
+
+# -- 3. single-flight and reads saved --------------------------------------------------------------
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def single_flight() -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="bench-cache-")
+    timer = Timer()
+    store = await Store.open(f"file:{tmp}/sf.db", timer=timer, cache=CacheConfig(staleness=None))
+    ep = generate_episodes(1, seed=2)[0]
+    await store.store_episode(ep)
+    await store.get_episode(ep.id)
+    timer.t += 10_000.0  # the entry expired
+    before = store.stats()["statements"]["by_name"].get("get_episode", 0)
+    await asyncio.gather(*(store.get_episode(ep.id) for _ in range(64)))
+    loads = store.stats()["statements"]["by_name"].get("get_episode", 0) - before
+    await store.close()
+
+    eps = generate_episodes(2000, seed=3)
+    picks = zipf_trace(50_000, len(eps), 1.0, seed=6).tolist()
+    counts = {}
+    for enabled in (True, False):
+        s = await Store.open(f"file:{tmp}/reads-{enabled}.db", cache=CacheConfig(enabled=enabled))
+        await s.store_episodes(eps)
+        t0 = time.perf_counter()
+        for i in picks:
+            await s.get_episode(eps[i].id)
+        counts[enabled] = (s.stats()["statements"]["by_name"].get("get_episode", 0),
+                           time.perf_counter() - t0)
+        await s.close()
+    return {
+        "loader_calls_for_64_concurrent_callers": loads,
+        "target_loader_calls": 1,
+        "zipf_reads": len(picks),
+        "db_reads_cached": counts[True][0],
+        "db_reads_uncached": counts[False][0],
+        "db_reads_saved": 1 - counts[True][0] / counts[False][0],
+        "workload_seconds_cached": counts[True][1],
+        "workload_seconds_uncached": counts[False][1],
+    }
+
+
+# -- 4. memory -------------------------------------------------------------------------------------
+
+
+def memory(ops: int = 1_000_000, bound: int = 8 << 20) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    keys = zipf_trace(ops, 200_000, 0.9, seed=8).tolist()
+    sizes = rng.integers(64, 8192, ops).tolist()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    c: AdaptiveTTLCache[int, bytes] = AdaptiveTTLCache(1_000_000, max_bytes=bound, getsizeof=len)
+    peak_accounted = 0
+    for k, n in zip(keys, sizes, strict=True):
+        if c.get(k) is None:
+            c[k] = bytes(n)
+        if c.currsize > peak_accounted:
+            peak_accounted = c.currsize
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "operations": ops,
+        "max_bytes": bound,
+        "peak_accounted_bytes": peak_accounted,
+        "within_bound": peak_accounted <= bound,
+        "entries_at_end": len(c),
+        "traced_memory_at_end_bytes": current - base,
+        "traced_memory_peak_bytes": peak - base,
+        "note": "traced memory includes dict, policy and entry overhead beyond the values",
+    }
+
+
+async def amain(quick: bool) -> dict[str, Any]:
+    log("latency ...")
+    lat = await latency()
+    log("single-flight and reads saved ...")
+    sf = await single_flight()
+    log("memory (1M operations) ...")
+    mem = memory()
+    log("miss ratios ...")
+    mr = miss_ratios(quick)
+    passed = {
+        "latency_ratio": lat["ratio_p50"] <= 3.0,
+        "gets_per_s": lat["adaptive_cache_gets_per_s"] >= 500_000,
+        "mean_vs_best": mr["ours_vs_best_of_s3fifo_theine"] <= 0.02,
+        "never_worse_than_lru_by_5pct": mr["worst_cell_vs_lru"]["relative"] <= 0.05,
+        "single_flight": sf["loader_calls_for_64_concurrent_callers"] == 1,
+        "memory_bound": mem["within_bound"],
+    }
+    return {"quick": quick, "latency": lat, "single_flight": sf, "memory": mem,
+            "miss_ratios": mr, "passed": passed}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="truncate traces to 1M requests")
+    ap.add_argument("--out", help="also write the JSON here")
+    a = ap.parse_args()
+    result = asyncio.run(amain(a.quick))
+    text = json.dumps(result, indent=2)
+    if a.out:
+        Path(a.out).write_text(text)
+    print(text)
