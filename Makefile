@@ -31,7 +31,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tiered
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_cache.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .hypothesis

@@ -1,8 +1,8 @@
 """Cache benchmark; prints one JSON document (progress goes to stderr).
 
 1. Latency: cached ``Store.get_episode`` p50/p99 against, in the same run and interleaved, an
-   ``await`` of a bare ``cachetools.TTLCache`` lookup wrapped in a coroutine (target p50 ratio <= 3),
-   and the AdaptiveTTLCache's own single-threaded get rate (target >= 500k gets/s).
+   ``await`` of a bare ``cachetools.TTLCache`` lookup wrapped in a coroutine (target p50 ratio
+   <= 3), and the AdaptiveTTLCache's own single-threaded get rate (target >= 500k gets/s).
 2. Miss ratios on the real traces in ``../shared/traces/cache/`` and on seeded synthetic traces at
    cache sizes of 0.1 %, 1 % and 10 % of distinct keys (at least 10 entries), for ours (the real
    AdaptiveTTLCache object, expiry off) and, in the same run, LRU, FIFO and LFU from cachetools,
@@ -178,8 +178,9 @@ def traces(quick: bool) -> dict[str, np.ndarray]:
     n, k = (200_000, 20_000) if quick else (1_000_000, 100_000)
     out["synthetic/zipf-0.8"] = zipf_trace(n, k, 0.8, seed=1)
     out["synthetic/zipf-1.0"] = zipf_trace(n, k, 1.0, seed=2)
-    out["synthetic/zipf-0.9+scans"] = zipf_scan_trace(n, k, 0.9, scan_every=n // 20,
-                                                      scan_len=k // 5, seed=3)
+    out["synthetic/zipf-0.9+scans"] = zipf_scan_trace(
+        n, k, 0.9, scan_every=n // 20, scan_len=k // 5, seed=3
+    )
     out["synthetic/shifting-zipf"] = shifting_trace(n, k, 1.0, phases=5, seed=4)
     out["synthetic/recency-loop-recency"] = loop_mix_trace(n, k, loop_keys=k // 10, seed=5)
     return out
@@ -193,14 +194,21 @@ def miss_ratios(quick: bool) -> dict[str, Any]:
         for frac in SIZES:
             cap = max(10, int(distinct * frac))
             t0 = time.perf_counter()
-            row = {"trace": name, "requests": len(keys), "distinct": distinct,
-                   "size_fraction": frac, "capacity": cap}
+            row = {
+                "trace": name,
+                "requests": len(keys),
+                "distinct": distinct,
+                "size_fraction": frac,
+                "capacity": cap,
+            }
             for pname, fn in POLICIES.items():
                 row[pname] = fn(keys, cap)
             rows.append(row)
-            log(f"  {name:34} {frac:>6.1%} cap={cap:<7} ours={row['ours']:.4f} "
+            log(
+                f"  {name:34} {frac:>6.1%} cap={cap:<7} ours={row['ours']:.4f} "
                 f"LRU={row['LRU']:.4f} S3-FIFO={row['S3-FIFO']:.4f} theine={row['theine']:.4f} "
-                f"({time.perf_counter() - t0:.1f}s)")
+                f"({time.perf_counter() - t0:.1f}s)"
+            )
     means = {p: statistics.mean(r[p] for r in rows) for p in POLICIES}
     best_anchor = min(means["S3-FIFO"], means["theine"])
     worst_vs_lru = max(rows, key=lambda r: r["ours"] / max(r["LRU"], 1e-9) if r["LRU"] > 0 else 0)
@@ -210,8 +218,10 @@ def miss_ratios(quick: bool) -> dict[str, Any]:
         "ours_vs_best_of_s3fifo_theine": means["ours"] / best_anchor - 1,
         "target_vs_best": 0.02,
         "worst_cell_vs_lru": {
-            "trace": worst_vs_lru["trace"], "size_fraction": worst_vs_lru["size_fraction"],
-            "ours": worst_vs_lru["ours"], "LRU": worst_vs_lru["LRU"],
+            "trace": worst_vs_lru["trace"],
+            "size_fraction": worst_vs_lru["size_fraction"],
+            "ours": worst_vs_lru["ours"],
+            "LRU": worst_vs_lru["LRU"],
             "relative": worst_vs_lru["ours"] / worst_vs_lru["LRU"] - 1,
         },
         "target_vs_lru": 0.05,
@@ -251,8 +261,10 @@ async def single_flight() -> dict[str, Any]:
         t0 = time.perf_counter()
         for i in picks:
             await s.get_episode(eps[i].id)
-        counts[enabled] = (s.stats()["statements"]["by_name"].get("get_episode", 0),
-                           time.perf_counter() - t0)
+        counts[enabled] = (
+            s.stats()["statements"]["by_name"].get("get_episode", 0),
+            time.perf_counter() - t0,
+        )
         await s.close()
     return {
         "loader_calls_for_64_concurrent_callers": loads,
@@ -313,8 +325,14 @@ async def amain(quick: bool) -> dict[str, Any]:
         "single_flight": sf["loader_calls_for_64_concurrent_callers"] == 1,
         "memory_bound": mem["within_bound"],
     }
-    return {"quick": quick, "latency": lat, "single_flight": sf, "memory": mem,
-            "miss_ratios": mr, "passed": passed}
+    return {
+        "quick": quick,
+        "latency": lat,
+        "single_flight": sf,
+        "memory": mem,
+        "miss_ratios": mr,
+        "passed": passed,
+    }
 
 
 if __name__ == "__main__":

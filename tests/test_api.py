@@ -10,7 +10,9 @@ from tiered.sim import generate_episodes
 
 EXPECTED = [
     "Abstained",
+    "AdaptiveTTLCache",
     "AuthError",
+    "CacheConfig",
     "Codec",
     "CodecStats",
     "Complexity",
@@ -33,6 +35,7 @@ EXPECTED = [
     "Pattern",
     "PatternKind",
     "PayloadTooLarge",
+    "RecordCacheConfig",
     "Reflection",
     "SqldCluster",
     "SqldProcess",
@@ -42,6 +45,7 @@ EXPECTED = [
     "StoreConfig",
     "Success",
     "SyncStore",
+    "TTLRule",
     "TaskContext",
     "TieredError",
     "ToolSequence",

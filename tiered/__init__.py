@@ -1,5 +1,6 @@
 """tiered: cache, pool, compression and metrics layers for agent memory on libSQL/Turso."""
 
+from tiered.cache import AdaptiveTTLCache, CacheConfig, RecordCacheConfig, TTLRule
 from tiered.compression import Codec, CodecStats
 from tiered.devserver import SqldCluster, SqldProcess, find_sqld
 from tiered.errors import (
@@ -44,7 +45,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Abstained",
+    "AdaptiveTTLCache",
     "AuthError",
+    "CacheConfig",
     "Codec",
     "CodecStats",
     "Complexity",
@@ -67,6 +70,7 @@ __all__ = [
     "Pattern",
     "PatternKind",
     "PayloadTooLarge",
+    "RecordCacheConfig",
     "Reflection",
     "SqldCluster",
     "SqldProcess",
@@ -76,6 +80,7 @@ __all__ = [
     "StoreConfig",
     "Success",
     "SyncStore",
+    "TTLRule",
     "TaskContext",
     "TieredError",
     "ToolSequence",

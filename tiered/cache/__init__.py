@@ -1,0 +1,18 @@
+"""Cache layer: adaptive-TTL record cache, query-result cache, single-flight, coherence."""
+
+from tiered.cache.adaptive import AdaptiveTTLCache, CacheStats, TTLRule
+from tiered.cache.layer import CacheConfig, CacheLayer, QueryCache, RecordCacheConfig
+from tiered.cache.policy import FrequencySketch, WTinyLFU, stable_hash
+
+__all__ = [
+    "AdaptiveTTLCache",
+    "CacheConfig",
+    "CacheLayer",
+    "CacheStats",
+    "FrequencySketch",
+    "QueryCache",
+    "RecordCacheConfig",
+    "TTLRule",
+    "WTinyLFU",
+    "stable_hash",
+]
