@@ -15,7 +15,7 @@ adaptive "hill climbing" window):
   ARC steers its lists: a miss on a key that admission turned away grows the window, a miss on a
   key main evicted shrinks it (ghost lists bounded as in ARC). A shadow LRU (keys only) guards the
   result: when plain LRU would have missed less over the last ``4 x capacity`` requests, the window
-  grows by a quarter of the capacity. ``adaptive="climb"`` is Caffeine's hill climber instead;
+  grows by half the capacity. ``adaptive="climb"`` is Caffeine's hill climber instead;
 * admission requires the candidate's estimated frequency to exceed the victim's by more than one
   (``bias``): the count includes the candidate's own current access, and without the margin the
   periodic halving lets each new key of a loop larger than the cache beat the resident victim, so
@@ -216,7 +216,7 @@ class WTinyLFU:
             if self._guard_n >= self._guard_period:
                 if self._guard_lru < 0.99 * self._guard_ours:
                     self.window_max = min(
-                        self.capacity - 1, self.window_max + max(1, self.capacity // 4)
+                        self.capacity - 1, self.window_max + max(1, self.capacity // 2)
                     )
                     self._resize_main()
                 self._guard_n = self._guard_ours = self._guard_lru = 0
