@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes import FakeClock
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
 from tiered.cache.policy import WTinyLFU, stable_hash
 from tiered.errors import ConfigError
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
 
 
 @pytest.fixture(params=["wtinylfu", "lru"])

@@ -26,6 +26,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests.fakes import FakeClock
 from tiered import Embedding, Episode, SyncStore, open_sync
 from tiered.cache.layer import CacheConfig
 from tiered.devserver import SqldProcess, free_port
@@ -177,14 +178,6 @@ def test_cached_store_equals_uncached_store(machine_urls: Any) -> None:
     )
 
 
-class FakeTimer:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class SharedServer(RuleBasedStateMachine):
     """Two cached stores on one sqld; every read is checked against the history of writes."""
 
@@ -193,7 +186,7 @@ class SharedServer(RuleBasedStateMachine):
 
     @initialize()
     def open_stores(self) -> None:
-        self.timer = FakeTimer()
+        self.timer = FakeClock(0.0)
         self.stores = [
             open_sync(self.url, timer=self.timer, cache=CacheConfig(staleness=self.STALENESS))
             for _ in range(2)

@@ -11,22 +11,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_url
+from tests.fakes import FakeClock
 from tiered import Episode, Store
 from tiered.cache.adaptive import TTLRule
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
-from tiered.db.driver import Result, Statement, Value
+from tiered.db.driver import Result, Statement
 from tiered.sim import generate_episodes
-
-
-class FakeTimer:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, dt: float) -> None:
-        self.t += dt
 
 
 class Gate:
@@ -100,7 +90,7 @@ async def test_query_fill_racing_a_write_is_not_installed(url: str) -> None:
 
 
 async def test_single_flight_one_load_for_64_callers_of_an_expired_key(url: str) -> None:
-    timer = FakeTimer()
+    timer = FakeClock()
     store = await Store.open(url, timer=timer, cache=CacheConfig(staleness=None))
     try:
         ep = generate_episodes(1, seed=3)[0]
@@ -117,7 +107,7 @@ async def test_single_flight_one_load_for_64_callers_of_an_expired_key(url: str)
 
 
 async def test_negative_caching_and_write_through(url: str) -> None:
-    timer = FakeTimer()
+    timer = FakeClock()
     store = await Store.open(url, timer=timer, cache=CacheConfig(staleness=None))
     try:
         assert await store.get_episode("nope") is None
@@ -201,7 +191,7 @@ async def test_cache_can_be_switched_off_per_record_type(url: str) -> None:
 async def test_two_stores_on_one_sqld_see_each_other_within_the_staleness_bound(
     fresh_sqld: Any,
 ) -> None:
-    timer = FakeTimer()
+    timer = FakeClock()
     a = await Store.open(fresh_sqld.ws_url, timer=timer, cache=CacheConfig(staleness=1.0))
     b = await Store.open(fresh_sqld.http_url, cache=CacheConfig(enabled=False))
     try:
@@ -247,7 +237,7 @@ async def test_staleness_zero_checks_on_every_read(fresh_sqld: Any) -> None:
 
 
 async def test_xfetch_refreshes_hot_entries_before_they_expire(url: str) -> None:
-    timer = FakeTimer()
+    timer = FakeClock()
     rule = TTLRule(base=60.0, min=10.0, max=600.0, jitter=0.0)
     cfg = CacheConfig(staleness=None, xfetch_beta=1.0, episodes=RecordCacheConfig(ttl=rule))
     store = await Store.open(url, timer=timer, cache=cfg)
@@ -281,7 +271,3 @@ async def test_cache_statistics_are_reported(url: str) -> None:
         assert snap["episodes"]["bytes"] > 0 and "evictions" in snap["episodes"]
     finally:
         await store.close()
-
-
-def _value(v: Value) -> Value:
-    return v

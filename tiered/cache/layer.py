@@ -217,38 +217,11 @@ class CacheLayer:
     def __init__(self, config: CacheConfig, *, timer: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.timer = timer
-        self.records: dict[str, AdaptiveTTLCache[str, Any] | None] = {}
-        for t in TABLES:
-            rc: RecordCacheConfig = getattr(config, t)
-            self.records[t] = (
-                AdaptiveTTLCache(
-                    rc.maxsize,
-                    max_bytes=rc.max_bytes,
-                    ttl=rc.ttl,
-                    timer=timer,
-                    policy=config.policy,
-                    getsizeof=_approx_size,
-                    seed=config.seed,
-                )
-                if config.enabled and rc.enabled
-                else None
-            )
-        q = config.queries
-        self.queries = (
-            QueryCache(
-                AdaptiveTTLCache(
-                    q.maxsize,
-                    max_bytes=q.max_bytes,
-                    ttl=q.ttl,
-                    timer=timer,
-                    policy=config.policy,
-                    getsizeof=_approx_size,
-                    seed=config.seed,
-                )
-            )
-            if config.enabled and q.enabled
-            else None
-        )
+        self.records: dict[str, AdaptiveTTLCache[str, Any] | None] = {
+            t: self._make(getattr(config, t)) for t in TABLES
+        }
+        queries = self._make(config.queries)
+        self.queries = QueryCache(queries) if queries is not None else None
         self.versions = {t: Versions() for t in TABLES}
         self.table_seq = dict.fromkeys(TABLES, 0)
         self._pre_seq: dict[tuple[str, str], int] = {}
@@ -264,6 +237,19 @@ class CacheLayer:
         self.early_refreshes = 0
         self._load_time: dict[str, float] = dict.fromkeys(TABLES, 0.0)
         self._rng = random.Random(config.seed)
+
+    def _make(self, rc: RecordCacheConfig) -> AdaptiveTTLCache[Any, Any] | None:
+        if not (self.config.enabled and rc.enabled):
+            return None
+        return AdaptiveTTLCache(
+            rc.maxsize,
+            max_bytes=rc.max_bytes,
+            ttl=rc.ttl,
+            timer=self.timer,
+            policy=self.config.policy,
+            getsizeof=_approx_size,
+            seed=self.config.seed,
+        )
 
     @property
     def enabled(self) -> bool:
