@@ -390,8 +390,9 @@ class Store:
             for row in await self._rows(q.episodes_by_ids(n), padded):
                 ep = self._episode(row)
                 loaded[ep.id] = ep
-        self._cache.fill_many("episodes", loaded, token)
-        found.update(loaded)
+        if loaded:
+            self._cache.fill_many("episodes", loaded, token)
+            found.update(loaded)
         return [found.get(i) for i in ids]
 
     async def delete_episode(self, episode_id: str) -> bool:

@@ -226,6 +226,7 @@ class CacheLayer:
         self.table_seq = dict.fromkeys(TABLES, 0)
         self._pre_seq: dict[tuple[str, str], int] = {}
         self._own: dict[tuple[str, str], int] = {}
+        self._polling = config.enabled and config.staleness is not None
         self._inflight: dict[tuple[str, str], int] = {}
         self.flights: SingleFlight[Any] = SingleFlight()
         self.last_change = 0
@@ -446,7 +447,8 @@ class CacheLayer:
             n = self._inflight.get((table, k), 0)
             alone[k] = n == 0
             self._inflight[(table, k)] = n + 1
-            self._own[(table, k)] = self._own.get((table, k), 0) + 1
+            if self._polling:  # only a poll consumes these counts
+                self._own[(table, k)] = self._own.get((table, k), 0) + 1
         self.table_seq[table] += 1
         return WriteTicket(table, list(keys), pre, alone)
 
@@ -465,7 +467,7 @@ class CacheLayer:
         by_id = {r.id: r for r in records} if (ok and records) else {}
         for k in ticket.keys:
             versions.bump(k)
-            if not ok or (k not in by_id and k not in deleted):
+            if self._polling and (not ok or (k not in by_id and k not in deleted)):
                 # failed (it may or may not have committed: treat any row as foreign) or
                 # deleted nothing (no row will come)
                 self._unown((table, k))
