@@ -3,11 +3,13 @@ loads, versioned fills, and coherence with other processes through the change lo
 
 Correctness rules (each has a test):
 
-* **Versioned fills.** Every write bumps a version for each key it touches *before* it is sent and
-  again *after* it commits. A read-miss remembers the version when it starts and installs what it
-  read only if no bump happened since, so a read that raced a write can never install the old
-  value. Versions are kept for a bounded number of keys; for forgotten keys the oldest forgotten
-  version stands in, which can only refuse a fill, never accept a stale one.
+* **Versioned fills.** Every write bumps a version for each key it touches when it ends
+  (committed or failed), before it installs or drops anything. A read-miss remembers the version
+  when it starts and installs what it read only if no bump happened since, so a read that raced a
+  write can never leave the old value in the cache: if it installs before the write ends, the
+  write's end replaces or drops it; if after, the bump refuses it. Versions are kept for a
+  bounded number of keys; for forgotten keys the oldest forgotten version stands in, which can
+  only refuse a fill, never accept a stale one.
 * **Write-through only when alone.** After commit a write installs its record only if no other
   write to that key overlapped it; otherwise it invalidates, because commit order is then unknown.
 * **Query results know their predicate** and member ids: a local write drops exactly the results
@@ -71,6 +73,8 @@ class CacheConfig:
         poll interval); 0 = check on every read, None = never (this process is the only writer).
     xfetch_beta: probabilistic early refresh of entries close to expiry (XFetch, Vattani et al.
         2015); None disables it, 1.0 is the paper's default.
+    write_through: writes of at most this many records install them in the cache after commit;
+        larger batches invalidate instead (0 = always invalidate).
     """
 
     enabled: bool = True
@@ -85,6 +89,7 @@ class CacheConfig:
     )
     staleness: float | None = 1.0
     xfetch_beta: float | None = None
+    write_through: int = 32
     policy: str = "wtinylfu"
     seed: int | None = 0
 
@@ -207,8 +212,8 @@ class QueryCache:
 class WriteTicket:
     table: str
     keys: list[str]
-    pre: dict[str, int]
-    alone: dict[str, bool]
+    id: int
+    alone: list[bool]
 
 
 class CacheLayer:
@@ -224,10 +229,12 @@ class CacheLayer:
         self.queries = QueryCache(queries) if queries is not None else None
         self.versions = {t: Versions() for t in TABLES}
         self.table_seq = dict.fromkeys(TABLES, 0)
-        self._pre_seq: dict[tuple[str, str], int] = {}
-        self._own: dict[tuple[str, str], int] = {}
+        # per table: the last pre-write version, writes in flight, own change-log rows expected
+        self._pre_seq: dict[str, dict[str, int]] = {t: {} for t in TABLES}
+        self._inflight: dict[str, dict[str, int]] = {t: {} for t in TABLES}
+        self._own: dict[str, dict[str, int]] = {t: {} for t in TABLES}
         self._polling = config.enabled and config.staleness is not None
-        self._inflight: dict[tuple[str, str], int] = {}
+        self._writes = 0
         self.flights: SingleFlight[Any] = SingleFlight()
         self.last_change = 0
         self.last_poll = -math.inf
@@ -278,23 +285,23 @@ class CacheLayer:
             rows = await fetch(self.last_change)
             for seq, table, key, _op in rows:
                 self.last_change = max(self.last_change, int(seq))
-                tk = (str(table), str(key))
-                own = self._own.get(tk)
-                if own:
-                    self._unown(tk)  # this store's own write: already applied locally
+                own = self._own.get(str(table))
+                if own and own.get(str(key)):
+                    self._unown(own, str(key))  # this store's own write: applied locally
                     continue
-                self._invalidate_remote(*tk)
+                self._invalidate_remote(str(table), str(key))
             if len(rows) < 1000:
                 break
         # the bound is measured from when the poll started: changes committed before are seen
         self.last_poll = started
 
-    def _unown(self, tk: tuple[str, str]) -> None:
-        n = self._own[tk] - 1
+    @staticmethod
+    def _unown(own: dict[str, int], key: str) -> None:
+        n = own[key] - 1
         if n:
-            self._own[tk] = n
+            own[key] = n
         else:
-            del self._own[tk]
+            del own[key]
 
     def _invalidate_remote(self, table: str, key: str) -> None:
         if table not in self.versions:
@@ -439,18 +446,19 @@ class CacheLayer:
     # -- writes ----------------------------------------------------------------------------------
 
     def begin_write(self, table: str, keys: Sequence[str]) -> WriteTicket:
-        versions = self.versions[table]
-        pre, alone = {}, {}
+        pre_seq, inflight, own = self._pre_seq[table], self._inflight[table], self._own[table]
+        self._writes += 1
+        ticket_id = self._writes
+        alone: list[bool] = []
         for k in keys:
-            pre[k] = versions.bump(k)
-            self._pre_seq[(table, k)] = pre[k]
-            n = self._inflight.get((table, k), 0)
-            alone[k] = n == 0
-            self._inflight[(table, k)] = n + 1
+            pre_seq[k] = ticket_id  # the latest write to start on k
+            n = inflight.get(k, 0)
+            alone.append(n == 0)
+            inflight[k] = n + 1
             if self._polling:  # only a poll consumes these counts
-                self._own[(table, k)] = self._own.get((table, k), 0) + 1
+                own[k] = own.get(k, 0) + 1
         self.table_seq[table] += 1
-        return WriteTicket(table, list(keys), pre, alone)
+        return WriteTicket(table, list(keys), ticket_id, alone)
 
     def end_write(
         self,
@@ -460,33 +468,39 @@ class CacheLayer:
         deleted: Sequence[str] = (),
         ok: bool = True,
     ) -> None:
-        """After commit (``ok``) or failure: bump versions again, then write through or drop."""
+        """After commit (``ok``) or failure: bump the versions, then write through or drop.
+
+        Writes of up to ``write_through`` records install them (they are likely read next);
+        larger batches only invalidate: a bulk load is no evidence of future reads, and filling
+        the cache with it would be the very scan the eviction policy resists.
+        """
         table = ticket.table
         versions = self.versions[table]
         cache = self.records[table]
+        pre_seq, inflight, own = self._pre_seq[table], self._inflight[table], self._own[table]
+        fill = ok and records is not None and len(records) <= self.config.write_through
         by_id = {r.id: r for r in records} if (ok and records) else {}
-        for k in ticket.keys:
+        neg = getattr(self.config, table).negative_ttl
+        my_id = ticket.id
+        for k, alone in zip(ticket.keys, ticket.alone, strict=True):
             versions.bump(k)
             if self._polling and (not ok or (k not in by_id and k not in deleted)):
                 # failed (it may or may not have committed: treat any row as foreign) or
                 # deleted nothing (no row will come)
-                self._unown((table, k))
-            n = self._inflight[(table, k)] - 1
+                self._unown(own, k)
+            n = inflight[k] - 1
+            overlapped = not alone or n > 0 or pre_seq.get(k) != my_id
             if n:
-                self._inflight[(table, k)] = n
+                inflight[k] = n
             else:
-                del self._inflight[(table, k)]
-            overlapped = (
-                not ticket.alone[k] or n > 0 or self._pre_seq.get((table, k)) != ticket.pre[k]
-            )
-            if n == 0:
-                self._pre_seq.pop((table, k), None)
+                del inflight[k]
+                pre_seq.pop(k, None)
             if cache is None:
                 continue
-            if k in by_id and not overlapped:
+            if fill and k in by_id and not overlapped:
                 cache.set(k, by_id[k])
-            elif k in deleted and ok and not overlapped:
-                cache.set(k, NOT_FOUND, ttl=getattr(self.config, table).negative_ttl)
+            elif ok and k in deleted and not overlapped:
+                cache.set(k, NOT_FOUND, ttl=neg)
             elif cache.peek(k, _MISS) is not _MISS:
                 del cache[k]
         self.table_seq[table] += 1
