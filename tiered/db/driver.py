@@ -450,7 +450,23 @@ class HranaWsConnection(_HranaBase):
             conn = self._client._conn
         if conn is not self._ready_conn:
             await self._guard(conn.wait_connected())
+            # libsql-client sets the handshake event before a hello_error becomes the socket's
+            # exception (the receive task's done-callback, queued behind us): yield once so it
+            # lands, then fail with it rather than with the transport error a request would hit.
+            await asyncio.sleep(0)
+            if conn.exception is not None:
+                raise translate(conn.exception, secret=self._token) from conn.exception
             self._ready_conn = conn
+
+    async def _guard(self, coro: Any) -> Any:
+        try:
+            return await super()._guard(coro)
+        except DatabaseUnavailable as e:
+            # a socket that died because the server rejected the handshake: report why
+            err = self._client._conn.exception
+            if isinstance(err, libsql_client.LibsqlError) and err is not e.__cause__:
+                raise translate(err, secret=self._token) from err
+            raise
 
     def _stmt(self, stmt: Statement, args: Sequence[Value], want_rows: bool) -> dict[str, Any]:
         """The Hrana statement for ``stmt``, storing its SQL on this socket the first time."""
