@@ -176,6 +176,9 @@ class QueryCache:
         self.cache = cache
         self.invalidations = 0
         self.by_query: dict[str, list[int]] = {}  # query name -> [hits, misses]
+        # keys per table, so a write looks only at its own table's results (a superset: keys the
+        # cache has since evicted or expired are dropped here when next met)
+        self._by_table: dict[str, set[Hashable]] = {}
 
     def get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
         e = self.cache.get(key)
@@ -187,25 +190,38 @@ class QueryCache:
         return e.result  # type: ignore[no-any-return]
 
     def put(self, key: tuple[Any, ...], entry: _QueryEntry) -> None:
-        self.cache.set(key, entry)
+        if self.cache.set(key, entry):
+            self._by_table.setdefault(entry.table, set()).add(key)
+
+    def _entries(self, table: str) -> list[tuple[Hashable, _QueryEntry]]:
+        """The live entries of ``table`` (pruning keys the cache no longer serves)."""
+        keys = self._by_table.get(table)
+        if not keys:
+            return []
+        out = []
+        for k in list(keys):
+            e = self.cache.peek(k)
+            if e is None:
+                keys.discard(k)
+            else:
+                out.append((k, e))
+        return out
+
+    def _drop(self, table: str, key: Hashable) -> None:
+        del self.cache[key]
+        self._by_table[table].discard(key)
+        self.invalidations += 1
 
     def invalidate(self, table: str, written: Sequence[Any], deleted: Sequence[str]) -> None:
         """Drop the results of ``table`` that the written records or deleted ids could change."""
         ids = {r.id for r in written} | set(deleted)
-        for k in list(self.cache):
-            e = self.cache.peek(k)
-            if e is None or e.table != table:
-                continue
+        for k, e in self._entries(table):
             if not ids.isdisjoint(e.members) or any(e.predicate(r) for r in written):
-                del self.cache[k]
-                self.invalidations += 1
+                self._drop(table, k)
 
     def invalidate_table(self, table: str) -> None:
-        for k in list(self.cache):
-            e = self.cache.peek(k)
-            if e is not None and e.table == table:
-                del self.cache[k]
-                self.invalidations += 1
+        for k, _ in self._entries(table):
+            self._drop(table, k)
 
 
 @dataclass(slots=True)
