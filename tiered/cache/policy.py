@@ -12,10 +12,15 @@ adaptive "hill climbing" window):
   decays (the Rust system's hit counts never did);
 * the window's share of capacity is tuned online, so recency-heavy workloads get a large window
   (LRU-like) and frequency-heavy ones a small one. The default (``adaptive="ghost"``) steers it as
-  ARC steers its lists: a miss on a key that admission turned away grows the window, a miss on a
-  key main evicted shrinks it (ghost lists bounded as in ARC). A shadow LRU (keys only) guards the
-  result: when plain LRU would have missed less over the last ``4 x capacity`` requests, the window
-  grows by half the capacity. ``adaptive="climb"`` is Caffeine's hill climber instead;
+  ARC steers its lists: a miss on a key that admission turned away recently (within twice the
+  window's size of rejections) grows the window by one, a miss on a key main evicted shrinks it by
+  the ghost lists' ratio. Bounding the rejected-key ghost by the window matters: a hit deep in it
+  only says a much larger window would have caught the key, and growing on it made the window
+  LRU-sized on two-pool workloads (LIRS ``2_pools``: 0.74 miss ratio vs 0.55). A shadow LRU (keys
+  only) guards the result: when plain LRU would have missed less over the last ``4 x capacity``
+  requests, the window grows by half the capacity and that size becomes a floor that ghost-driven
+  shrinking cannot cross, halved only after a period in which we beat LRU by 3 %.
+  ``adaptive="climb"`` is Caffeine's hill climber instead;
 * admission requires the candidate's estimated frequency to exceed the victim's by more than one
   (``bias``): the count includes the candidate's own current access, and without the margin the
   periodic halving lets each new key of a loop larger than the cache beat the resident victim, so
@@ -146,6 +151,7 @@ class WTinyLFU:
         self._shadow_cap = capacity // (self._guard_mask + 1)
         self._guard_period = max(500, 4 * self._shadow_cap)
         self._guard_n = self._guard_ours = self._guard_lru = 0
+        self._floor = 1
         self._protected_share = protected
         self.window_max = max(1, round(capacity * window)) if capacity > 1 else 0
         self._resize_main()
@@ -218,7 +224,10 @@ class WTinyLFU:
                     self.window_max = min(
                         self.capacity - 1, self.window_max + max(1, self.capacity // 2)
                     )
+                    self._floor = self.window_max
                     self._resize_main()
+                elif self._guard_ours < 0.97 * self._guard_lru:
+                    self._floor = max(1, self._floor // 2)
                 self._guard_n = self._guard_ours = self._guard_lru = 0
         if self.adaptive == "climb" and self._hits + self._misses >= self._sample:
             self._last_dropped = self._climb()
@@ -243,12 +252,11 @@ class WTinyLFU:
         gw, gm = self._ghost_window, self._ghost_main
         if key in gw:
             del gw[key]
-            step = max(1, len(gm) // max(1, len(gw)))
-            self.window_max = min(self.capacity - 1, self.window_max + step)
+            self.window_max = min(self.capacity - 1, self.window_max + 1)
         elif key in gm:
             del gm[key]
             step = max(1, len(gw) // max(1, len(gm)))
-            self.window_max = max(1, self.window_max - step)
+            self.window_max = max(self._floor, self.window_max - step)
         else:
             return
         self._resize_main()
@@ -310,7 +318,7 @@ class WTinyLFU:
             else:
                 self.admissions_rejected += 1
                 dropped.append(cand)
-                self._ghost(self._ghost_window, cand, self.capacity - self.window_max)
+                self._ghost(self._ghost_window, cand, 2 * self.window_max)
         # main may be over after the window shrank (hill climbing)
         while len(self._probation) + len(self._protected) > self.capacity - self.window_max:
             seg = self._probation if self._probation else self._protected
