@@ -27,8 +27,8 @@ class Gate:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         self.used = False
-        self._orig: Callable[..., Awaitable[Result]] = store._conn.execute
-        store._conn.execute = self.execute  # type: ignore[method-assign]
+        self._orig: Callable[..., Awaitable[Result]] = store._execute
+        store._execute = self.execute  # type: ignore[method-assign]
 
     async def execute(self, stmt: Statement, args: Any = ()) -> Result:
         res = await self._orig(stmt, args)
@@ -248,8 +248,7 @@ async def test_xfetch_refreshes_hot_entries_before_they_expire(url: str) -> None
         timer.advance(59.0)
         for _ in range(20):
             assert await store.get_episode(ep.id) == ep
-        await asyncio.sleep(0)  # let the background refresh run (no time passes)
-        await asyncio.sleep(0)
+        await store._cache.settle()  # let the background refresh finish (no time passes)
         assert store.stats()["cache"]["early_refreshes"] >= 1
         timer.advance(2.0)  # past the original expiry: still a hit after the refresh
         before = reads(store)

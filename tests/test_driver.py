@@ -24,7 +24,8 @@ async def test_token_never_in_repr_or_errors(sqld, caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.DEBUG)
     # sqld without auth ignores the token: the store works and nothing shows it
     store = await Store.open(sqld.primary.ws_url, auth_token=SECRET)
-    texts = [repr(store), repr(store._conn), str(store.stats())]
+    texts = [repr(store), repr(store.pool), str(store.stats())]
+    texts += [repr(s.conn) for s in store.pool._idle]
     await store.close()
     conn = await connect(f"{sqld.primary.http_url}?authToken={SECRET}")
     texts.append(repr(conn))
@@ -75,8 +76,9 @@ async def test_more_shapes_than_stored_sql_slots(sqld) -> None:  # type: ignore[
         for i in range(n):
             got = await s.nearest([1.0, float(i)], 1, model=f"shape-model-{i}")
             assert got[0][0].id == f"v{i}"
-        conn = s._conn
-        assert isinstance(conn, HranaWsConnection) and len(conn._sql_ids) <= MAX_STORED_SQL
+        for slot in s.pool._idle:
+            conn = slot.conn
+            assert isinstance(conn, HranaWsConnection) and len(conn._sql_ids) <= MAX_STORED_SQL
 
 
 async def test_server_gone_mid_session(sqld_binary, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,9 @@ from tiered.errors import (
     DatabaseUnavailable,
     DevServerError,
     PayloadTooLarge,
+    PoolClosed,
+    PoolExhausted,
+    PoolTimeout,
     StoreClosed,
     TieredError,
     ValidationError,
@@ -39,7 +42,8 @@ from tiered.model import (
     from_micros,
     to_micros,
 )
-from tiered.store import Store, StoreConfig, SyncStore, open_store, open_sync
+from tiered.pool import Fixed, Hybrid, Pool, Predictive, Reactive, Schedule
+from tiered.store import PoolConfig, Store, StoreConfig, SyncStore, open_store, open_sync
 
 __version__ = "0.1.0"
 
@@ -65,13 +69,23 @@ __all__ = [
     "Evidence",
     "ExecutionStep",
     "Failure",
+    "Fixed",
     "Heuristic",
+    "Hybrid",
     "PartialSuccess",
     "Pattern",
     "PatternKind",
     "PayloadTooLarge",
+    "Pool",
+    "PoolClosed",
+    "PoolConfig",
+    "PoolExhausted",
+    "PoolTimeout",
+    "Predictive",
+    "Reactive",
     "RecordCacheConfig",
     "Reflection",
+    "Schedule",
     "SqldCluster",
     "SqldProcess",
     "StepResult",

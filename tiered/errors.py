@@ -18,6 +18,9 @@ __all__ = [
     "DatabaseUnavailable",
     "DevServerError",
     "PayloadTooLarge",
+    "PoolClosed",
+    "PoolExhausted",
+    "PoolTimeout",
     "StoreClosed",
     "TieredError",
     "ValidationError",
@@ -70,6 +73,22 @@ class ConstraintError(DatabaseError, ValueError):
 
 class DatabaseUnavailable(DatabaseError, ConnectionError):
     """The database could not be reached (refused, reset, timed out, server gone)."""
+
+
+class PoolTimeout(DatabaseUnavailable, TimeoutError):
+    """No connection became free within the acquire timeout. The message names the pool."""
+
+    def __init__(self, message: str, *, pool: str, code: str = "POOL_TIMEOUT") -> None:
+        super().__init__(message, code=code)
+        self.pool = pool
+
+
+class PoolExhausted(PoolTimeout):
+    """The pool already had ``max_waiting`` requests queued; this one was refused at once."""
+
+
+class PoolClosed(StoreClosed):
+    """The connection pool was closed."""
 
 
 class AuthError(DatabaseError, PermissionError):

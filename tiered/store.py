@@ -25,7 +25,16 @@ import numpy as np
 from tiered.cache.layer import CacheConfig, CacheLayer
 from tiered.compression import Codec
 from tiered.db import statements as q
-from tiered.db.driver import Connection, Statement, Value, backend_of, connect, redact_url
+from tiered.db.driver import (
+    Connection,
+    Result,
+    Statement,
+    StatementStats,
+    Value,
+    backend_of,
+    connect,
+    redact_url,
+)
 from tiered.db.schema import migrate, vector_table_ddl
 from tiered.errors import ConfigError, CorruptPayload, PayloadTooLarge, StoreClosed, ValidationError
 from tiered.model import (
@@ -37,8 +46,18 @@ from tiered.model import (
     PatternKind,
     to_micros,
 )
+from tiered.pool import Pool, Reactive, SizingPolicy
 
-__all__ = ["Clock", "Store", "StoreConfig", "SyncStore", "open_store", "open_sync", "wall_clock_us"]
+__all__ = [
+    "Clock",
+    "PoolConfig",
+    "Store",
+    "StoreConfig",
+    "SyncStore",
+    "open_store",
+    "open_sync",
+    "wall_clock_us",
+]
 
 Clock = Callable[[], int]
 T = TypeVar("T")
@@ -79,6 +98,37 @@ class StoreConfig:
                 f"StoreConfig.max_payload_bytes must be within [1 KiB, 64 MiB], "
                 f"got {self.max_payload_bytes}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """Connection pool settings of a Store (see :class:`tiered.pool.Pool` for each one).
+
+    ``sizing`` is a :mod:`tiered.pool.sizing` policy; ``None`` means :class:`~tiered.pool.Reactive`
+    between ``min_size`` and ``max_size``. ``keepalive`` is ignored for ``file:`` databases (an
+    embedded connection cannot be cut).
+    """
+
+    min_size: int = 1
+    max_size: int = 10
+    timeout: float = 30.0
+    max_waiting: int = 0
+    keepalive: float | None = 5.0
+    check_after: float = 1.0
+    max_idle: float = 600.0
+    max_lifetime: float = 3600.0
+    reconnect_timeout: float = 300.0
+    maintenance_interval: float = 0.5
+    sizing: SizingPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
+            raise ConfigError(
+                "PoolConfig needs 0 <= min_size <= max_size and max_size >= 1, "
+                f"got {self.min_size}..{self.max_size}"
+            )
+        if not self.timeout > 0:
+            raise ConfigError(f"PoolConfig.timeout must be > 0, got {self.timeout}")
 
 
 def _limit(limit: object) -> int:
@@ -128,18 +178,20 @@ class Store:
 
     def __init__(
         self,
-        conn: Connection,
+        pool: Pool[Connection],
+        statements: StatementStats,
         url: str,
         config: StoreConfig,
         clock: Clock,
         cache: CacheLayer,
     ) -> None:
-        self._conn = conn
+        self._pool = pool
+        self._statements = statements
         self._cache = cache
         self._url = url
         self.config = config
         self.clock = clock
-        self.backend = conn.backend
+        self.backend = backend_of(url)
         self.codec = Codec(
             level=config.compression_level,
             min_size=config.compression_min_size,
@@ -159,14 +211,17 @@ class Store:
         auth_token: str | None = None,
         config: StoreConfig | None = None,
         cache: CacheConfig | None = None,
+        pool: PoolConfig | None = None,
         clock: Clock = wall_clock_us,
         timer: Callable[[], float] = time.monotonic,
     ) -> Store:
         """Connect to ``url``, migrate the schema, and return the store.
 
         ``cache`` configures the cache layer (default: on, 1 s staleness across processes;
-        ``CacheConfig(enabled=False)`` turns it off). ``clock`` gives wall-clock microseconds for
-        record timestamps; ``timer`` gives monotonic seconds for cache lifetimes and staleness.
+        ``CacheConfig(enabled=False)`` turns it off); ``pool`` the connection pool (default:
+        1 to 10 connections, sized reactively, keep-alive every 5 s). ``clock`` gives wall-clock
+        microseconds for record timestamps; ``timer`` gives monotonic seconds for cache lifetimes,
+        staleness and the pool.
 
         Raises :class:`ConfigError` for a bad URL, :class:`DatabaseUnavailable` when the server
         cannot be reached, :class:`AuthError` when it rejects ``auth_token``.
@@ -175,24 +230,56 @@ class Store:
             raise ConfigError(
                 "url must be a database URL such as 'file:tiered.db' or 'ws://host:port'"
             )
-        backend_of(url)
+        backend = backend_of(url)
         config = config or StoreConfig()
-        conn = await connect(url, auth_token=auth_token, timeout=config.timeout)
+        pc = pool or PoolConfig()
+        statements = StatementStats()
+
+        async def factory() -> Connection:
+            conn = await connect(url, auth_token=auth_token, timeout=config.timeout)
+            conn.stats = statements  # one view of statement reuse across the pool
+            return conn
+
+        the_pool: Pool[Connection] = Pool(
+            factory,
+            name=f"{backend}:{redact_url(url)}",
+            min_size=pc.min_size,
+            max_size=pc.max_size,
+            timeout=pc.timeout,
+            max_waiting=pc.max_waiting,
+            keepalive=None if backend == "file" else pc.keepalive,
+            check_after=pc.check_after,
+            max_idle=pc.max_idle,
+            max_lifetime=pc.max_lifetime,
+            reconnect_timeout=pc.reconnect_timeout,
+            connect_timeout=config.timeout,
+            maintenance_interval=pc.maintenance_interval,
+            sizing=pc.sizing if pc.sizing is not None else Reactive(clock=timer),
+            clock=timer,
+        )
+        await the_pool.open()
         layer = CacheLayer(cache or CacheConfig(), timer=timer)
         try:
-            await migrate(conn, now_us=clock())
-            # start the change feed at the present: the cache is empty, nothing to invalidate
-            layer.last_change = int((await conn.execute(q.LAST_CHANGE)).rows[0][0] or 0)  # type: ignore[arg-type]
+            async with the_pool.connection() as conn:
+                await migrate(conn, now_us=clock())
+                # start the change feed at the present: the cache is empty, nothing to invalidate
+                layer.last_change = int((await conn.execute(q.LAST_CHANGE)).rows[0][0] or 0)  # type: ignore[arg-type]
         except BaseException:
-            await conn.close()
+            await the_pool.close()
             raise
-        return cls(conn, url, config, clock, layer)
+        return cls(the_pool, statements, url, config, clock, layer)
 
     async def close(self) -> None:
-        """Close the connection; later calls raise :class:`StoreClosed`. Idempotent."""
+        """Close the pool's connections; later calls raise :class:`StoreClosed`. Idempotent."""
         if not self._closed:
             self._closed = True
-            await self._conn.close()
+            await self._cache.settle()
+            await self._pool.close()
+
+    @property
+    def pool(self) -> Pool[Connection]:
+        """The connection pool (its stats, its utilization series, :meth:`Pool.drain`)."""
+        return self._pool
 
     @property
     def closed(self) -> bool:
@@ -210,10 +297,11 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         """Statement reuse, codec and cache statistics (the metrics layer builds on these)."""
-        s, c = self._conn.stats, self.codec.stats
+        s, c = self._statements, self.codec.stats
         return {
             "backend": self.backend,
             "cache": self._cache.snapshot(),
+            "pool": self._pool.get_stats(),
             "statements": {
                 "executions": s.executions,
                 "prepared": s.prepared,
@@ -231,17 +319,23 @@ class Store:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _check(self) -> Connection:
+    def _check(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed; open a new one with Store.open()")
-        return self._conn
+
+    async def _execute(self, stmt: Statement, args: Sequence[Value]) -> Result:
+        self._check()
+        async with self._pool.connection() as conn:
+            return await conn.execute(stmt, args)
 
     async def _rows(self, stmt: Statement, args: Sequence[Value]) -> list[tuple[Value, ...]]:
-        return (await self._check().execute(stmt, args)).rows
+        return (await self._execute(stmt, args)).rows
 
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
         if steps:
-            await self._check().transaction(steps, chunk_bytes=self.config.chunk_bytes)
+            self._check()
+            async with self._pool.connection() as conn:
+                await conn.transaction(steps, chunk_bytes=self.config.chunk_bytes)
 
     async def _cached_write(
         self, table: str, records: Sequence[Any], write: Callable[[], Awaitable[None]]
@@ -403,7 +497,7 @@ class Store:
         self._check()
         ticket = self._cache.begin_write(table, [key])
         try:
-            existed = (await self._check().execute(stmt, (key,))).rows_affected > 0
+            existed = (await self._execute(stmt, (key,))).rows_affected > 0
         except BaseException:
             self._cache.end_write(ticket, None, ok=False)
             raise
@@ -627,7 +721,7 @@ class Store:
         if known is None:
             rows = await self._rows(q.GET_MODEL, (model,))
             if not rows and dim is not None:
-                await self._check().execute(q.REGISTER_MODEL, (model, dim))
+                await self._execute(q.REGISTER_MODEL, (model, dim))
                 rows = await self._rows(q.GET_MODEL, (model,))
             if not rows:
                 return None

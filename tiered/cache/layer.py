@@ -259,6 +259,7 @@ class CacheLayer:
         self.remote_invalidations = 0
         self.db_reads = 0
         self.early_refreshes = 0
+        self._refreshing: set[asyncio.Future[Any]] = set()
         self._load_time: dict[str, float] = dict.fromkeys(TABLES, 0.0)
         self._rng = random.Random(config.seed)
 
@@ -422,7 +423,19 @@ class CacheLayer:
         if self.timer() + gap >= expires and (table, key) not in self.flights._flights:
             self.early_refreshes += 1
             task = asyncio.ensure_future(self._fill(table, key, cache, load))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            # keep a reference (the loop holds tasks weakly) until it is done
+            self._refreshing.add(task)
+            task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Future[Any]) -> None:
+        self._refreshing.discard(task)
+        if not task.cancelled():
+            task.exception()  # a failed refresh only means the entry expires as usual
+
+    async def settle(self) -> None:
+        """Wait for the early refreshes in flight (tests, and a store that is closing)."""
+        while self._refreshing:
+            await asyncio.gather(*self._refreshing, return_exceptions=True)
 
     async def query(
         self,
