@@ -16,9 +16,10 @@ How it behaves, and why:
 * **Keep-alive.** The maintenance task pings connections idle for ``keepalive`` seconds, so
   servers and proxies do not cut them (Hrana-over-HTTP streams on sqld expire after ~10 s idle;
   the default 5 s keeps well inside that).
-* **Recycling.** Idle connections beyond ``min_size`` close after ``max_idle`` seconds; every
-  connection closes after ``max_lifetime`` seconds, jittered down by up to ``lifetime_jitter``
-  so connections opened together do not all reconnect together.
+* **Recycling.** A connection idle for ``max_idle`` seconds, or older than ``max_lifetime``
+  (jittered down by up to ``lifetime_jitter``, so connections opened together do not all
+  reconnect together), is closed at the next maintenance pass and replaced only as far as the
+  sizing target asks.
 * **Outages.** A failed connect puts the pool in an outage: borrowers that find no idle
   connection fail at once with :class:`DatabaseUnavailable` (the cause and how long it has
   lasted) instead of queueing on a dead server, and a background task reconnects with jittered
