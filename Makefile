@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_pool.py
+	$(BIN)/python benchmarks/bench_compression.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .hypothesis

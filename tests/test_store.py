@@ -25,7 +25,7 @@ from tiered import (
 from tiered.cache.layer import CacheConfig
 from tiered.db import connect
 from tiered.db.driver import Statement
-from tiered.db.schema import TABLES
+from tiered.db.schema import MIGRATIONS, TABLES
 from tiered.model import Pattern
 from tiered.sim import (
     generate_embeddings,
@@ -354,8 +354,25 @@ async def test_schema_migrations_are_idempotent(db_url: str) -> None:
     stores = await asyncio.gather(*(Store.open(db_url) for _ in range(3)))
     for s in stores:
         await s.close()
-    rows = await raw(db_url, "SELECT version FROM schema_version")
-    assert rows == [(1,)]
+    rows = await raw(db_url, "SELECT version FROM schema_version ORDER BY version")
+    assert rows == [(v,) for v, _ in MIGRATIONS]
+
+
+async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
+    store = await Store.open(db_url)
+    await store.store_episode(ep(1))
+    await store.close()
+    # make it a v1 database again, with its data
+    await raw(db_url, "DROP TABLE dictionaries")
+    await raw(db_url, "DELETE FROM schema_version WHERE version > 1")
+    store = await Store.open(db_url)
+    try:
+        assert await store.get_episode("ep1") == ep(1)
+    finally:
+        await store.close()
+    assert await raw(db_url, "SELECT count(*) FROM dictionaries") == [(0,)]
+    rows = await raw(db_url, "SELECT version FROM schema_version ORDER BY version")
+    assert rows == [(v,) for v, _ in MIGRATIONS]
 
 
 async def test_change_log_is_written_with_every_write(store: Store, db_url: str) -> None:

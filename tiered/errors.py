@@ -23,6 +23,7 @@ __all__ = [
     "PoolTimeout",
     "StoreClosed",
     "TieredError",
+    "UnknownDictionary",
     "ValidationError",
 ]
 
@@ -53,6 +54,17 @@ class PayloadTooLarge(ValidationError):
 
 class CorruptPayload(TieredError, ValueError):
     """A stored frame cannot be decoded (bad magic, unknown codec, truncated or lying length)."""
+
+
+class UnknownDictionary(CorruptPayload):
+    """A frame names a compression dictionary this codec has not loaded (``dict_id``).
+
+    A Store reloads its dictionaries table and retries once: another process may have trained it.
+    """
+
+    def __init__(self, dict_id: int) -> None:
+        super().__init__(f"frame names compression dictionary {dict_id}, which is not loaded")
+        self.dict_id = dict_id
 
 
 class StoreClosed(TieredError, RuntimeError):

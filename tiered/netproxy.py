@@ -39,7 +39,8 @@ class TcpProxy:
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepted = 0
-        self.bytes_forwarded = 0
+        self.bytes_up = 0  # client -> server, as forwarded
+        self.bytes_down = 0  # server -> client
 
     @property
     def mode(self) -> Mode:
@@ -109,8 +110,8 @@ class TcpProxy:
             return
         link = (writer, up_w)
         self._links.add(link)
-        for src, dst in ((reader, up_w), (up_r, writer)):
-            task = asyncio.get_running_loop().create_task(self._pump(src, dst, link))
+        for src, dst, up in ((reader, up_w, True), (up_r, writer, False)):
+            task = asyncio.get_running_loop().create_task(self._pump(src, dst, link, up))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -119,6 +120,7 @@ class TcpProxy:
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
         link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        up: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         # chunks carry their due time; a second task delivers them in order
@@ -134,7 +136,10 @@ class TcpProxy:
                     await asyncio.sleep(wait)
                 await self._flowing.wait()  # a blackhole holds data back
                 dst.write(data)
-                self.bytes_forwarded += len(data)
+                if up:
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
                 await dst.drain()
 
         sender = loop.create_task(deliver())

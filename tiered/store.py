@@ -11,7 +11,9 @@ size, all-or-nothing. :func:`open_sync` gives the same API to scripts without an
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import random
 import threading
 import time
 from array import array
@@ -36,7 +38,15 @@ from tiered.db.driver import (
     redact_url,
 )
 from tiered.db.schema import migrate, vector_table_ddl
-from tiered.errors import ConfigError, CorruptPayload, PayloadTooLarge, StoreClosed, ValidationError
+from tiered.errors import (
+    ConfigError,
+    CorruptPayload,
+    PayloadTooLarge,
+    StoreClosed,
+    TieredError,
+    UnknownDictionary,
+    ValidationError,
+)
 from tiered.model import (
     MAX_ID_LEN,
     Embedding,
@@ -62,6 +72,15 @@ __all__ = [
 Clock = Callable[[], int]
 T = TypeVar("T")
 
+log = logging.getLogger("tiered.store")
+
+#: record types whose payloads get trained dictionaries, and how to sample their stored payloads
+_DICT_SAMPLES: dict[str, Statement] = {
+    "episodes": q.SAMPLE_EPISODE_PAYLOADS,
+    "patterns": q.SAMPLE_PATTERN_PAYLOADS,
+    "heuristics": q.SAMPLE_HEURISTIC_PAYLOADS,
+}
+
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -79,6 +98,11 @@ class StoreConfig:
     chunk_bytes: a batch is sent in chunks of about this many bytes of arguments (one transaction).
     max_payload_bytes: largest encoded record; larger ones raise :class:`PayloadTooLarge`.
     compression_level / compression_min_size / compress: the payload codec's settings.
+    dictionary_after: after this many records of one type are written through this Store and no
+        dictionary exists for the type, train one from a sample of them (0: only on demand, with
+        :meth:`Store.train_dictionary`).
+    dictionary_size / dictionary_sample: a dictionary's size in bytes, and how many payloads
+        train it.
     """
 
     timeout: float = 30.0
@@ -87,10 +111,20 @@ class StoreConfig:
     compress: bool = True
     compression_level: int = 3
     compression_min_size: int = 256
+    dictionary_after: int = 1000
+    dictionary_size: int = 16384
+    dictionary_sample: int = 1000
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ConfigError(f"StoreConfig.timeout must be > 0 seconds, got {self.timeout}")
+        if self.dictionary_after < 0 or self.dictionary_sample < 20:
+            raise ConfigError("StoreConfig.dictionary_after must be >= 0, dictionary_sample >= 20")
+        if not 1024 <= self.dictionary_size <= 1 << 20:
+            raise ConfigError(
+                f"StoreConfig.dictionary_size must be within [1 KiB, 1 MiB], "
+                f"got {self.dictionary_size}"
+            )
         if self.chunk_bytes < 1024:
             raise ConfigError(f"StoreConfig.chunk_bytes must be >= 1024, got {self.chunk_bytes}")
         if not 1024 <= self.max_payload_bytes <= 64 << 20:
@@ -199,6 +233,13 @@ class Store:
             max_output_size=config.max_payload_bytes * 4,
         )
         self._closed = False
+        # compression dictionaries: a reservoir sample of raw payloads per record type (for the
+        # automatic training), how many were written, and the highest table id loaded
+        self._samples: dict[str, list[bytes]] = {k: [] for k in _DICT_SAMPLES}
+        self._written: dict[str, int] = dict.fromkeys(_DICT_SAMPLES, 0)
+        self._rng = random.Random(0x5EED)
+        self._training: set[str] = set()
+        self._dict_upto = 0
         # model name -> (model id, dim); models are immutable once registered, so this never
         # goes stale.
         self._models: dict[str, tuple[int, int]] = {}
@@ -267,7 +308,13 @@ class Store:
         except BaseException:
             await the_pool.close()
             raise
-        return cls(the_pool, statements, url, config, clock, layer)
+        store = cls(the_pool, statements, url, config, clock, layer)
+        try:
+            await store._load_dictionaries(activate=True)
+        except BaseException:
+            await the_pool.close()
+            raise
+        return store
 
     async def close(self) -> None:
         """Close the pool's connections; later calls raise :class:`StoreClosed`. Idempotent."""
@@ -309,11 +356,9 @@ class Store:
                 "by_name": dict(s.by_name),
             },
             "codec": {
-                "frames_raw": c.frames_raw,
-                "frames_compressed": c.frames_compressed,
-                "bytes_raw": c.bytes_raw,
-                "bytes_stored": c.bytes_stored,
-                "ratio": c.ratio,
+                **c.as_dict(),
+                "dictionaries": self.codec.dictionaries(),
+                "active_dictionaries": {k: self.codec.active_dictionary(k) for k in _DICT_SAMPLES},
             },
         }
 
@@ -349,6 +394,8 @@ class Store:
             self._cache.end_write(ticket, None, ok=False)
             raise
         self._cache.end_write(ticket, records)
+        if table in self._samples:
+            await self._maybe_train(table)
 
     async def _sync(self) -> None:
         self._check()
@@ -378,7 +425,117 @@ class Store:
         self, stmt: Statement, key: str, build: Callable[[Sequence[Value]], T]
     ) -> T | None:
         rows = await self._rows(stmt, (key,))
-        return build(rows[0]) if rows else None
+        return (await self._build(rows[:1], build))[0] if rows else None
+
+    # -- compression dictionaries --------------------------------------------------------------
+
+    async def _load_dictionaries(self, *, activate: bool = False) -> int:
+        """Load dictionaries added to the table since the last load; returns how many.
+
+        With ``activate`` (at open) the newest of each record type is used for new frames;
+        otherwise (a frame named one we lacked) they only become decodable.
+        """
+        rows = await self._rows(q.LOAD_DICTIONARIES, (self._dict_upto,))
+        for dict_id, kind, data in rows:
+            did = int(dict_id)  # type: ignore[arg-type]
+            self._dict_upto = max(self._dict_upto, did)
+            if not self.codec.has_dictionary(did):
+                use = activate or self.codec.active_dictionary(str(kind)) is None
+                self.codec.add_dictionary(did, str(kind), bytes(data), activate=use)  # type: ignore[arg-type]
+        return len(rows)
+
+    async def _build(self, rows: Sequence[Sequence[Value]], build: Callable[[Any], T]) -> list[T]:
+        """Decode rows; a frame naming a dictionary another process trained loads the table
+        once and retries."""
+        try:
+            return [build(r) for r in rows]
+        except UnknownDictionary:
+            await self._load_dictionaries()
+            return [build(r) for r in rows]
+
+    def _sample(self, kind: str, raws: list[bytes]) -> None:
+        """Reservoir-sample raw payloads of ``kind`` while it has no dictionary."""
+        if not self.config.dictionary_after or self.codec.active_dictionary(kind) is not None:
+            return
+        sample, cap = self._samples[kind], self.config.dictionary_sample
+        for raw in raws:
+            self._written[kind] += 1
+            if len(sample) < cap:
+                sample.append(raw)
+            else:
+                j = self._rng.randrange(self._written[kind])
+                if j < cap:
+                    sample[j] = raw
+
+    async def _maybe_train(self, kind: str) -> None:
+        after = self.config.dictionary_after
+        if (
+            not after
+            or self._written[kind] < after
+            or kind in self._training
+            or self.codec.active_dictionary(kind) is not None
+        ):
+            return
+        samples, self._samples[kind] = self._samples[kind], []
+        try:
+            await self._train(kind, samples)
+        except (ValueError, TieredError) as e:
+            # never fail the write that crossed the threshold; try again after as many more
+            log.warning("automatic dictionary training for %s failed: %s", kind, e)
+            self._written[kind] = 0
+
+    async def train_dictionary(self, kind: str, *, sample: int | None = None) -> int | None:
+        # ``sample`` (default ``StoreConfig.dictionary_sample``): how many recent payloads
+        """Train a zstd dictionary for a record type on its most recently stored payloads.
+
+        ``kind`` is ``"episodes"``, ``"patterns"`` or ``"heuristics"``. The dictionary is stored
+        (the ``dictionaries`` table gives its id) and new frames of that type use it; frames
+        written before keep naming the dictionary they were compressed with, so they still
+        decode. Returns the new id, or ``None`` when the dictionary would not shrink held-out
+        records by at least 5 % (then nothing is stored). Raises :class:`ValidationError` for an
+        unknown kind or fewer than 20 stored records.
+        """
+        if kind not in _DICT_SAMPLES:
+            raise ValidationError("kind", f"must be one of {', '.join(_DICT_SAMPLES)}")
+        n = self.config.dictionary_sample if sample is None else sample
+        if isinstance(n, bool) or not isinstance(n, int) or n < 20:
+            raise ValidationError("sample", "must be an integer >= 20")
+        rows = await self._rows(_DICT_SAMPLES[kind], (n,))
+        raws = [self.codec.decode(r[0], kind=kind) for r in rows]  # type: ignore[arg-type]
+        if len(raws) < 20:
+            raise ValidationError(
+                "kind", f"needs at least 20 stored {kind} to train, found {len(raws)}"
+            )
+        return await self._train(kind, raws)
+
+    async def _train(self, kind: str, raws: list[bytes]) -> int | None:
+        self._training.add(kind)
+        try:
+            cut = max(1, len(raws) // 5)
+            held, train = raws[:cut], raws[cut:]
+            data = await asyncio.to_thread(
+                self.codec.train, train, size=self.config.dictionary_size
+            )
+            plain, primed = self.codec.measure(held), self.codec.measure(held, data)
+            if primed > 0.95 * plain:
+                log.info("dictionary for %s not kept: %d vs %d bytes held out", kind, primed, plain)
+                return None
+            rows = await self._rows(
+                q.INSERT_DICTIONARY,
+                (kind, data, len(train), sum(map(len, train)), self.clock()),
+            )
+            dict_id = int(rows[0][0])  # type: ignore[arg-type]
+            self.codec.add_dictionary(dict_id, kind, data, activate=True)
+            log.info(
+                "dictionary %d for %s: held-out records %d -> %d bytes",
+                dict_id,
+                kind,
+                plain,
+                primed,
+            )
+            return dict_id
+        finally:
+            self._training.discard(kind)
 
     def _frames(self, name: str, docs: Sequence[Any]) -> list[bytes]:
         """Encoded frames of ``docs``; an oversized one raises PayloadTooLarge naming its index."""
@@ -389,13 +546,15 @@ class Store:
                 raise PayloadTooLarge(
                     f"{name}[{i}]", f"record serializes to {len(raw)} bytes, above {limit * 4}"
                 )
-        frames = self.codec.encode_many(raws)
+        frames = self.codec.encode_many(raws, kind=name)
         for i, frame in enumerate(frames):
             if len(frame) > limit:
                 raise PayloadTooLarge(
                     f"{name}[{i}]",
                     f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}",
                 )
+        if name in self._samples:
+            self._sample(name, raws)
         return frames
 
     # -- episodes ------------------------------------------------------------------------------
@@ -434,9 +593,9 @@ class Store:
             )
         return upserts + clears + metas
 
-    def _decoded(self, frame: Value, build: Callable[[Any], T]) -> T:
+    def _decoded(self, frame: Value, build: Callable[[Any], T], kind: str) -> T:
         """Decode a payload frame and rebuild its record; anything malformed is CorruptPayload."""
-        doc = self.codec.decode_doc(frame)  # type: ignore[arg-type]
+        doc = self.codec.decode_doc(frame, kind=kind)  # type: ignore[arg-type]
         try:
             return build(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -444,7 +603,7 @@ class Store:
 
     def _episode(self, row: Sequence[Value]) -> Episode:
         outcome, payload = row
-        return self._decoded(payload, lambda d: Episode.from_doc(d, outcome))  # type: ignore[arg-type]
+        return self._decoded(payload, lambda d: Episode.from_doc(d, outcome), "episodes")  # type: ignore[arg-type]
 
     async def store_episode(self, episode: Episode) -> None:
         """Insert or replace one episode (its ``created_at`` is kept on update)."""
@@ -481,8 +640,8 @@ class Store:
             chunk = unique[start : start + q.MAX_IN]
             n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
             padded = chunk + [chunk[-1]] * (n - len(chunk))
-            for row in await self._rows(q.episodes_by_ids(n), padded):
-                ep = self._episode(row)
+            rows = await self._rows(q.episodes_by_ids(n), padded)
+            for ep in await self._build(rows, self._episode):
                 loaded[ep.id] = ep
         if loaded:
             self._cache.fill_many("episodes", loaded, token)
@@ -524,7 +683,7 @@ class Store:
         )
 
     async def _episodes(self, stmt: Statement, args: Sequence[Value]) -> list[Episode]:
-        return [self._episode(r) for r in await self._rows(stmt, args)]
+        return await self._build(await self._rows(stmt, args), self._episode)
 
     async def query_episodes_by_metadata(
         self, key: str, value: str, limit: int = DEFAULT_LIMIT
@@ -581,7 +740,7 @@ class Store:
 
     def _pattern(self, row: Sequence[Value]) -> Pattern:
         kind, payload = row
-        return self._decoded(payload, lambda d: Pattern.from_doc(d, kind))  # type: ignore[arg-type]
+        return self._decoded(payload, lambda d: Pattern.from_doc(d, kind), "patterns")  # type: ignore[arg-type]
 
     async def store_pattern(self, pattern: Pattern) -> None:
         """Insert or replace one pattern."""
@@ -656,7 +815,7 @@ class Store:
             )
 
         async def load() -> list[Pattern]:
-            return [self._pattern(r) for r in await self._rows(stmt, args)]
+            return await self._build(await self._rows(stmt, args), self._pattern)
 
         return await self._query(
             "patterns", ("search_patterns", kind, domain, floor, n), matches, load
@@ -665,7 +824,7 @@ class Store:
     # -- heuristics ----------------------------------------------------------------------------
 
     def _heuristic(self, row: Sequence[Value]) -> Heuristic:
-        return self._decoded(row[0], Heuristic.from_doc)
+        return self._decoded(row[0], Heuristic.from_doc, "heuristics")
 
     async def store_heuristic(self, heuristic: Heuristic) -> None:
         """Insert or replace one heuristic."""
@@ -707,7 +866,7 @@ class Store:
 
         async def load() -> list[Heuristic]:
             rows = await self._rows(q.HEURISTICS_BY_CONFIDENCE, (floor, n))
-            return [self._heuristic(r) for r in rows]
+            return await self._build(rows, self._heuristic)
 
         return await self._query(
             "heuristics", ("list_heuristics", floor, n), lambda h: h.confidence >= floor, load

@@ -8,20 +8,40 @@ A payload is stored raw when it is shorter than ``min_size`` or when compression
 least ``min_saving`` of it, so a stored value is never larger than its raw bytes plus the header.
 Decoding checks every field and bounds memory by ``max_output_size``: a corrupt, truncated or lying
 frame raises :class:`~tiered.errors.CorruptPayload` and never allocates more than the bound.
+
+**Dictionaries.** Agent records are small and alike (the same keys, tools and phrases), which is
+the case zstd dictionaries exist for: a dictionary trained on a sample of one record type
+(:meth:`Codec.train`) primes the compressor with what the records share, so a 200-byte pattern
+compresses instead of being stored raw (``dict_min_size`` replaces ``min_size`` once a kind has a
+dictionary). Each dictionary has an id (the Store's ``dictionaries`` table assigns it); a frame
+names the dictionary it was compressed with, so frames written before a retrain keep decoding, in
+any process that loads the table. A frame naming a dictionary not loaded raises
+:class:`~tiered.errors.UnknownDictionary`.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import zstandard
 
-from tiered.errors import ConfigError, CorruptPayload
+from tiered.errors import ConfigError, CorruptPayload, UnknownDictionary
 
-__all__ = ["CODEC_RAW", "CODEC_ZSTD", "HEADER_SIZE", "MAGIC", "Codec", "CodecStats"]
+__all__ = [
+    "CODEC_RAW",
+    "CODEC_ZSTD",
+    "HEADER_SIZE",
+    "MAGIC",
+    "Codec",
+    "CodecStats",
+    "FrameStats",
+    "frame_dictionary",
+]
 
 MAGIC = 0xA7
 CODEC_RAW = 0
@@ -31,19 +51,84 @@ HEADER_SIZE = _HEADER.size
 
 
 @dataclass(slots=True)
-class CodecStats:
-    """Running totals of what the codec wrote and read."""
+class FrameStats:
+    """Running totals of frames written and read (for everything, a record type, a dictionary)."""
 
     frames_raw: int = 0
     frames_compressed: int = 0
     bytes_raw: int = 0
     bytes_stored: int = 0
     frames_decoded: int = 0
+    encode_ns: int = 0
+    decode_ns: int = 0
 
     @property
     def ratio(self) -> float:
         """Raw bytes per stored byte (1.0 before anything was written)."""
         return self.bytes_raw / self.bytes_stored if self.bytes_stored else 1.0
+
+    def add(self, raw: int, stored: int, compressed: bool) -> None:
+        if compressed:
+            self.frames_compressed += 1
+        else:
+            self.frames_raw += 1
+        self.bytes_raw += raw
+        self.bytes_stored += stored
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames_raw": self.frames_raw,
+            "frames_compressed": self.frames_compressed,
+            "bytes_raw": self.bytes_raw,
+            "bytes_stored": self.bytes_stored,
+            "ratio": self.ratio,
+            "frames_decoded": self.frames_decoded,
+            "encode_ms": self.encode_ns / 1e6,
+            "decode_ms": self.decode_ns / 1e6,
+        }
+
+
+@dataclass(slots=True)
+class CodecStats(FrameStats):
+    """Totals, plus the same per record type (``kind``) and per dictionary id."""
+
+    by_kind: dict[str, FrameStats] = field(default_factory=dict)
+    by_dictionary: dict[int, FrameStats] = field(default_factory=dict)
+
+    def kind(self, kind: str) -> FrameStats:
+        st = self.by_kind.get(kind)
+        if st is None:
+            st = self.by_kind[kind] = FrameStats()
+        return st
+
+    def dictionary(self, dict_id: int) -> FrameStats:
+        st = self.by_dictionary.get(dict_id)
+        if st is None:
+            st = self.by_dictionary[dict_id] = FrameStats()
+        return st
+
+    def as_dict(self) -> dict[str, Any]:
+        out = FrameStats.as_dict(self)
+        out["by_kind"] = {k: v.as_dict() for k, v in sorted(self.by_kind.items())}
+        out["by_dictionary"] = {k: v.as_dict() for k, v in sorted(self.by_dictionary.items())}
+        return out
+
+
+def frame_dictionary(frame: bytes) -> int:
+    """The dictionary id a frame names (0: none), without decoding it."""
+    if len(frame) < HEADER_SIZE or frame[0] != MAGIC:
+        raise CorruptPayload("not a tiered frame")
+    return int(_HEADER.unpack_from(frame)[2])
+
+
+class _Dictionary:
+    __slots__ = ("cctx", "data", "dctx", "id", "kind")
+
+    def __init__(self, dict_id: int, kind: str, data: bytes, level: int) -> None:
+        zd = zstandard.ZstdCompressionDict(data)
+        self.id, self.kind, self.data = dict_id, kind, data
+        self.cctx = zstandard.ZstdCompressor(level=level, dict_data=zd)
+        self.dctx = zstandard.ZstdDecompressor(dict_data=zd)
 
 
 class Codec:
@@ -56,6 +141,7 @@ class Codec:
         max_output_size: largest raw length a frame may declare (default 64 MiB).
         compress: ``False`` stores every frame raw (the "compression off" layer switch).
         threads: cores that compress a batch in parallel (:meth:`encode_many`); 1 disables it.
+        dict_min_size: the ``min_size`` of a record type that has a dictionary (default 64).
     """
 
     def __init__(
@@ -67,6 +153,7 @@ class Codec:
         max_output_size: int = 64 * 1024 * 1024,
         compress: bool = True,
         threads: int = 2,
+        dict_min_size: int = 64,
     ) -> None:
         if not 1 <= level <= 22:
             raise ConfigError(f"Codec level must be within [1, 22], got {level}")
@@ -86,7 +173,10 @@ class Codec:
             raise ConfigError(f"Codec threads must be >= 1, got {threads}")
         self.compress = compress
         self.threads = threads
+        self.dict_min_size = dict_min_size
         self.stats = CodecStats()
+        self._dicts: dict[int, _Dictionary] = {}
+        self._active: dict[str, _Dictionary] = {}  # kind -> the dictionary new frames use
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._dctx = zstandard.ZstdDecompressor()
         # msgspec encodes the record dataclasses directly: ~10x faster than building dicts for
@@ -101,60 +191,146 @@ class Codec:
             f"frames={s.frames_raw + s.frames_compressed} ratio={s.ratio:.2f}>"
         )
 
+    # -- dictionaries --------------------------------------------------------------------------
+
+    def add_dictionary(
+        self, dict_id: int, kind: str, data: bytes, *, activate: bool = True
+    ) -> None:
+        """Load a trained dictionary; with ``activate``, new frames of ``kind`` use it."""
+        if not 0 < dict_id <= 0xFFFFFFFF:
+            raise ConfigError(f"dictionary id must be within [1, 2**32), got {dict_id}")
+        try:
+            d = _Dictionary(dict_id, kind, bytes(data), self.level)
+        except zstandard.ZstdError as e:
+            raise CorruptPayload(f"dictionary {dict_id} does not load: {e}") from e
+        self._dicts[dict_id] = d
+        if activate:
+            self._active[kind] = d
+
+    def dictionaries(self) -> dict[int, str]:
+        """Loaded dictionary ids and their record types."""
+        return {i: d.kind for i, d in self._dicts.items()}
+
+    def active_dictionary(self, kind: str) -> int | None:
+        d = self._active.get(kind)
+        return d.id if d else None
+
+    def has_dictionary(self, dict_id: int) -> bool:
+        return dict_id in self._dicts
+
+    def train(self, samples: Sequence[bytes], *, size: int = 16384) -> bytes:
+        """Train a dictionary of at most ``size`` bytes on raw payloads of one record type.
+
+        zstd needs a few dozen samples at least; fewer (or too little variety) raise
+        :class:`ValueError`.
+        """
+        if len(samples) < 20:
+            raise ValueError(f"training needs at least 20 samples, got {len(samples)}")
+        try:
+            d = zstandard.train_dictionary(size, list(samples), level=self.level)
+        except zstandard.ZstdError as e:
+            raise ValueError(f"zstd could not train a dictionary: {e}") from e
+        return bytes(d.as_bytes())
+
+    def measure(self, samples: Sequence[bytes], dictionary: bytes | None = None) -> int:
+        """Total zstd-compressed size of ``samples`` at this codec's level, optionally primed
+        with ``dictionary`` (to judge a dictionary on held-out records before keeping it)."""
+        if dictionary is None:
+            cctx = self._cctx
+        else:
+            zd = zstandard.ZstdCompressionDict(dictionary)
+            cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zd)
+        return sum(len(cctx.compress(s)) for s in samples)
+
     # -- bytes ---------------------------------------------------------------------------------
 
-    def encode(self, raw: bytes, *, compress: bool = True) -> bytes:
-        """Frame ``raw``; the result is at most ``len(raw) + HEADER_SIZE`` bytes.
+    def _frame(
+        self, raw: bytes, packed: bytes | None, d: _Dictionary | None, kind: str | None
+    ) -> bytes:
+        n = len(raw)
+        compressed = packed is not None and len(packed) <= n * (1.0 - self.min_saving)
+        if compressed:
+            assert packed is not None
+            frame = _HEADER.pack(MAGIC, CODEC_ZSTD, d.id if d else 0, n) + packed
+        else:
+            frame = _HEADER.pack(MAGIC, CODEC_RAW, 0, n) + raw
+        stored = len(frame)
+        self.stats.add(n, stored, compressed)
+        if kind is not None:
+            self.stats.kind(kind).add(n, stored, compressed)
+        if compressed and d is not None:
+            self.stats.dictionary(d.id).add(n, stored, True)
+        return frame
+
+    def _plan(self, kind: str | None) -> tuple[_Dictionary | None, int]:
+        d = self._active.get(kind) if kind is not None else None
+        return d, (min(self.min_size, self.dict_min_size) if d else self.min_size)
+
+    def encode(self, raw: bytes, *, compress: bool = True, kind: str | None = None) -> bytes:
+        """Frame ``raw`` (with ``kind``'s dictionary, if any); the result is at most
+        ``len(raw) + HEADER_SIZE`` bytes.
 
         Raises :class:`ValueError` when ``raw`` is longer than ``max_output_size`` (such a frame
         could never be decoded); callers check sizes first and raise their own typed error.
         """
+        t0 = time.perf_counter_ns()
         n = len(raw)
         if n > self.max_output_size:
             raise ValueError(f"payload of {n} bytes exceeds max_output_size {self.max_output_size}")
-        st = self.stats
-        st.bytes_raw += n
-        if compress and self.compress and n >= self.min_size:
-            packed = self._cctx.compress(raw)
-            if len(packed) <= n * (1.0 - self.min_saving):
-                st.frames_compressed += 1
-                st.bytes_stored += HEADER_SIZE + len(packed)
-                return _HEADER.pack(MAGIC, CODEC_ZSTD, 0, n) + packed
-        st.frames_raw += 1
-        st.bytes_stored += HEADER_SIZE + n
-        return _HEADER.pack(MAGIC, CODEC_RAW, 0, n) + raw
+        d, min_size = self._plan(kind)
+        packed = None
+        if compress and self.compress and n >= min_size:
+            packed = (d.cctx if d else self._cctx).compress(raw)
+        frame = self._frame(raw, packed, d, kind)
+        self._timed_encode(kind, time.perf_counter_ns() - t0)
+        return frame
 
-    def encode_many(self, raws: list[bytes]) -> list[bytes]:
+    def _timed_encode(self, kind: str | None, ns: int) -> None:
+        self.stats.encode_ns += ns
+        if kind is not None:
+            self.stats.kind(kind).encode_ns += ns
+
+    def encode_many(self, raws: list[bytes], *, kind: str | None = None) -> list[bytes]:
         """Frame many payloads; same frames as :meth:`encode`, compressed on ``threads`` cores.
 
         zstd releases the GIL, so a batch compresses in parallel (``multi_compress_to_buffer``);
         small batches take the single-frame path, where thread start-up would cost more.
         """
-        big = [i for i, r in enumerate(raws) if self.compress and len(r) >= self.min_size]
+        d, min_size = self._plan(kind)
+        big = [i for i, r in enumerate(raws) if self.compress and len(r) >= min_size]
         if len(big) < 16 or self.threads == 1:
-            return [self.encode(r) for r in raws]
+            return [self.encode(r, kind=kind) for r in raws]
+        t0 = time.perf_counter_ns()
         for r in raws:
             if len(r) > self.max_output_size:
                 raise ValueError(
                     f"payload of {len(r)} bytes exceeds max_output_size {self.max_output_size}"
                 )
-        packed = self._cctx.multi_compress_to_buffer([raws[i] for i in big], threads=self.threads)
-        out: list[bytes | None] = [None] * len(raws)
-        st = self.stats
+        cctx = d.cctx if d else self._cctx
+        packed = cctx.multi_compress_to_buffer([raws[i] for i in big], threads=self.threads)
+        data: list[bytes | None] = [None] * len(raws)
         for j, i in enumerate(big):
-            raw, data = raws[i], packed[j].tobytes()
-            n = len(raw)
-            if len(data) <= n * (1.0 - self.min_saving):
-                st.frames_compressed += 1
-                st.bytes_raw += n
-                st.bytes_stored += HEADER_SIZE + len(data)
-                out[i] = _HEADER.pack(MAGIC, CODEC_ZSTD, 0, n) + data
-        return [
-            f if f is not None else self.encode(raws[i], compress=False) for i, f in enumerate(out)
-        ]
+            data[i] = packed[j].tobytes()
+        out = [self._frame(r, data[i], d, kind) for i, r in enumerate(raws)]
+        self._timed_encode(kind, time.perf_counter_ns() - t0)
+        return out
 
-    def decode(self, frame: bytes) -> bytes:
-        """The raw bytes of ``frame``; raises :class:`CorruptPayload` for anything malformed."""
+    def decode(self, frame: bytes, *, kind: str | None = None) -> bytes:
+        """The raw bytes of ``frame``; raises :class:`CorruptPayload` for anything malformed
+        (:class:`UnknownDictionary` when it names a dictionary not loaded)."""
+        t0 = time.perf_counter_ns()
+        out = self._decode(frame)
+        ns = time.perf_counter_ns() - t0
+        st = self.stats
+        st.frames_decoded += 1
+        st.decode_ns += ns
+        if kind is not None:
+            ks = st.kind(kind)
+            ks.frames_decoded += 1
+            ks.decode_ns += ns
+        return out
+
+    def _decode(self, frame: bytes) -> bytes:
         if not isinstance(frame, bytes | bytearray | memoryview):
             raise CorruptPayload(f"frame must be bytes, got {type(frame).__name__}")
         if len(frame) < HEADER_SIZE:
@@ -162,10 +338,14 @@ class Codec:
         magic, codec, dict_id, n = _HEADER.unpack_from(frame)
         if magic != MAGIC:
             raise CorruptPayload(f"bad frame magic 0x{magic:02x}")
+        dctx = self._dctx
         if dict_id != 0:
-            raise CorruptPayload(
-                f"frame names dictionary {dict_id}, which this codec does not have"
-            )
+            if codec != CODEC_ZSTD:
+                raise CorruptPayload(f"a codec {codec} frame cannot name dictionary {dict_id}")
+            d = self._dicts.get(dict_id)
+            if d is None:
+                raise UnknownDictionary(dict_id)
+            dctx = d.dctx
         if n > self.max_output_size:
             raise CorruptPayload(
                 f"frame declares {n} bytes, above max_output_size {self.max_output_size}"
@@ -185,14 +365,13 @@ class Codec:
                     f"zstd frame declares {params.content_size} bytes, header says {n}"
                 )
             try:
-                out = self._dctx.decompress(data, max_output_size=n)
+                out = dctx.decompress(data, max_output_size=n)
             except zstandard.ZstdError as e:
                 raise CorruptPayload(f"bad zstd frame: {e}") from e
             if len(out) != n:
                 raise CorruptPayload(f"zstd frame decoded to {len(out)} bytes, header says {n}")
         else:
             raise CorruptPayload(f"unknown codec id {codec}")
-        self.stats.frames_decoded += 1
         return out
 
     # -- documents -----------------------------------------------------------------------------
@@ -201,13 +380,13 @@ class Codec:
         """JSON bytes of a document (JSON values, dataclasses, enums), not yet framed."""
         return self._encoder.encode(doc)
 
-    def encode_doc(self, doc: Any) -> bytes:
+    def encode_doc(self, doc: Any, *, kind: str | None = None) -> bytes:
         """Serialize a document and frame it."""
-        return self.encode(self.serialize(doc))
+        return self.encode(self.serialize(doc), kind=kind)
 
-    def decode_doc(self, frame: bytes) -> Any:
+    def decode_doc(self, frame: bytes, *, kind: str | None = None) -> Any:
         """The JSON document stored in ``frame`` (dataclasses come back as dicts)."""
-        raw = self.decode(frame)
+        raw = self.decode(frame, kind=kind)
         try:
             return self._decoder.decode(raw)
         except msgspec.DecodeError as e:

@@ -118,7 +118,20 @@ _V1: tuple[str, ...] = (
     ),
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1),)
+# v2: trained zstd dictionaries, one row per training; frames name the id they were compressed
+# with, so rows are never updated or deleted while frames may use them.
+_V2: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS dictionaries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        data BLOB NOT NULL,
+        samples INTEGER NOT NULL,
+        sample_bytes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Data tables in dependency order (children first), e.g. for clearing a test database.
 TABLES = (
@@ -129,6 +142,7 @@ TABLES = (
     "heuristics",
     "embeddings",
     "embedding_models",
+    "dictionaries",
 )
 
 _CREATE_VERSION = Statement(

@@ -197,3 +197,29 @@ def all_statements(model_ids: tuple[int, ...] = ()) -> list[Statement]:
         + [nearest_exact(k) for k in (False, True)]
         + [vector_nearest(m) for m in model_ids]
     )
+
+
+# -- compression dictionaries --------------------------------------------------------------------
+# Dictionaries train on the most recently written payloads (rowid order; a rowid range, not a
+# scan): what new frames will look like.
+
+INSERT_DICTIONARY = Statement(
+    "insert_dictionary",
+    "INSERT INTO dictionaries(kind, data, samples, sample_bytes, created_at) "
+    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+)
+LOAD_DICTIONARIES = Statement(
+    "load_dictionaries", "SELECT id, kind, data FROM dictionaries WHERE id > ? ORDER BY id"
+)
+SAMPLE_EPISODE_PAYLOADS = Statement(
+    "sample_episode_payloads",
+    "SELECT payload FROM episodes WHERE rowid > (SELECT max(rowid) FROM episodes) - ?",
+)
+SAMPLE_PATTERN_PAYLOADS = Statement(
+    "sample_pattern_payloads",
+    "SELECT payload FROM patterns WHERE rowid > (SELECT max(rowid) FROM patterns) - ?",
+)
+SAMPLE_HEURISTIC_PAYLOADS = Statement(
+    "sample_heuristic_payloads",
+    "SELECT payload FROM heuristics WHERE rowid > (SELECT max(rowid) FROM heuristics) - ?",
+)
