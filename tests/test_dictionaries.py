@@ -96,7 +96,8 @@ async def test_store_trains_automatically_after_n_records(url: str) -> None:
         await store.store_patterns(pats[:299])
         assert store.stats()["codec"]["active_dictionaries"]["patterns"] is None
         before = store.stats()["codec"]["by_kind"]["patterns"]["ratio"]
-        await store.store_patterns(pats[299:300])  # the 300th record trains
+        await store.store_patterns(pats[299:300])  # the 300th record starts training
+        await store.settle()
         dict_id = store.stats()["codec"]["active_dictionaries"]["patterns"]
         assert dict_id is not None
         await store.store_patterns(pats[300:])

@@ -239,6 +239,7 @@ class Store:
         self._written: dict[str, int] = dict.fromkeys(_DICT_SAMPLES, 0)
         self._rng = random.Random(0x5EED)
         self._training: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._dict_upto = 0
         # model name -> (model id, dim); models are immutable once registered, so this never
         # goes stale.
@@ -319,6 +320,7 @@ class Store:
     async def close(self) -> None:
         """Close the pool's connections; later calls raise :class:`StoreClosed`. Idempotent."""
         if not self._closed:
+            await self.settle()  # a dictionary being trained is stored before the pool closes
             self._closed = True
             await self._cache.settle()
             await self._pool.close()
@@ -395,7 +397,7 @@ class Store:
             raise
         self._cache.end_write(ticket, records)
         if table in self._samples:
-            await self._maybe_train(table)
+            self._maybe_train(table)
 
     async def _sync(self) -> None:
         self._check()
@@ -467,7 +469,12 @@ class Store:
                 if j < cap:
                     sample[j] = raw
 
-    async def _maybe_train(self, kind: str) -> None:
+    def _maybe_train(self, kind: str) -> None:
+        """Start training ``kind``'s dictionary in the background once enough was written.
+
+        The write that crossed the threshold does not wait for it (training takes ~0.1 s and runs
+        in a thread); :meth:`settle` waits for it.
+        """
         after = self.config.dictionary_after
         if (
             not after
@@ -477,12 +484,25 @@ class Store:
         ):
             return
         samples, self._samples[kind] = self._samples[kind], []
-        try:
-            await self._train(kind, samples)
-        except (ValueError, TieredError) as e:
-            # never fail the write that crossed the threshold; try again after as many more
-            log.warning("automatic dictionary training for %s failed: %s", kind, e)
-            self._written[kind] = 0
+        self._training.add(kind)
+
+        async def train() -> None:
+            try:
+                await self._train(kind, samples)
+            except (ValueError, TieredError) as e:
+                # never fails a write; tries again after as many more records
+                log.warning("automatic dictionary training for %s failed: %s", kind, e)
+                self._written[kind] = 0
+
+        task = asyncio.get_running_loop().create_task(train(), name=f"tiered-train-{kind}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait for background work: dictionary training and early cache refreshes."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._cache.settle()
 
     async def train_dictionary(self, kind: str, *, sample: int | None = None) -> int | None:
         # ``sample`` (default ``StoreConfig.dictionary_sample``): how many recent payloads
@@ -509,7 +529,7 @@ class Store:
         return await self._train(kind, raws)
 
     async def _train(self, kind: str, raws: list[bytes]) -> int | None:
-        self._training.add(kind)
+        self._training.add(kind)  # (already there when started by _maybe_train)
         try:
             cut = max(1, len(raws) // 5)
             held, train = raws[:cut], raws[cut:]
