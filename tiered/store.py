@@ -11,6 +11,7 @@ size, all-or-nothing. :func:`open_sync` gives the same API to scripts without an
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -18,6 +19,7 @@ import threading
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -47,6 +49,7 @@ from tiered.errors import (
     UnknownDictionary,
     ValidationError,
 )
+from tiered.metrics import Metrics
 from tiered.model import (
     MAX_ID_LEN,
     Embedding,
@@ -73,6 +76,10 @@ Clock = Callable[[], int]
 T = TypeVar("T")
 
 log = logging.getLogger("tiered.store")
+perf_counter = time.perf_counter
+
+#: the phase times of the Store operation running in this task (see tiered.metrics.registry)
+_PHASES: ContextVar[dict[str, float] | None] = ContextVar("tiered_phases", default=None)
 
 #: record types whose payloads get trained dictionaries, and how to sample their stored payloads
 _DICT_SAMPLES: dict[str, Statement] = {
@@ -241,6 +248,20 @@ class Store:
         self._training: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._dict_upto = 0
+        self._op_seq = 0
+        self._phase_dicts: list[dict[str, float]] = []
+        self.metrics = Metrics(
+            sources={
+                "cache": self._cache.snapshot,
+                "pool": self._pool.get_stats,
+                "codec": lambda: self.codec.stats.as_dict(),
+                "statements": lambda: {
+                    "executions": self._statements.executions,
+                    "prepared": self._statements.prepared,
+                    "reused": self._statements.reused,
+                },
+            }
+        )
         # model name -> (model id, dim); models are immutable once registered, so this never
         # goes stale.
         self._models: dict[str, tuple[int, int]] = {}
@@ -372,8 +393,16 @@ class Store:
 
     async def _execute(self, stmt: Statement, args: Sequence[Value]) -> Result:
         self._check()
+        acc = _PHASES.get()
+        t0 = perf_counter()
         async with self._pool.connection() as conn:
-            return await conn.execute(stmt, args)
+            t1 = perf_counter()
+            res = await conn.execute(stmt, args)
+        if acc is not None:
+            t2 = perf_counter()
+            acc["acquire"] = acc.get("acquire", 0.0) + (t1 - t0)
+            acc["round_trip"] = acc.get("round_trip", 0.0) + (t2 - t1)
+        return res
 
     async def _rows(self, stmt: Statement, args: Sequence[Value]) -> list[tuple[Value, ...]]:
         return (await self._execute(stmt, args)).rows
@@ -381,8 +410,28 @@ class Store:
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
         if steps:
             self._check()
+            acc = _PHASES.get()
+            t0 = perf_counter()
             async with self._pool.connection() as conn:
+                t1 = perf_counter()
                 await conn.transaction(steps, chunk_bytes=self.config.chunk_bytes)
+            if acc is not None:
+                t2 = perf_counter()
+                acc["acquire"] = acc.get("acquire", 0.0) + (t1 - t0)
+                acc["round_trip"] = acc.get("round_trip", 0.0) + (t2 - t1)
+
+    async def _in_cache(self, work: Awaitable[T]) -> T:
+        """Await cache-layer work, adding its time (minus the phases nested in it) to ``cache``."""
+        acc = _PHASES.get()
+        if acc is None:
+            return await work
+        before = sum(acc.values())
+        t0 = perf_counter()
+        try:
+            return await work
+        finally:
+            nested = sum(acc.values()) - before
+            acc["cache"] = acc.get("cache", 0.0) + (perf_counter() - t0 - nested)
 
     async def _cached_write(
         self, table: str, records: Sequence[Any], write: Callable[[], Awaitable[None]]
@@ -409,8 +458,19 @@ class Store:
     async def _read(
         self, table: str, key: str, load: Callable[[], Awaitable[T | None]]
     ) -> T | None:
-        await self._sync()
-        return await self._cache.read(table, key, load)
+        acc = _PHASES.get()
+        if acc is None:
+            await self._sync()
+            return await self._cache.read(table, key, load)
+        # the cache phase: time in the cache layer minus the phases nested in it (its loads)
+        before = sum(acc.values())
+        t0 = perf_counter()
+        try:
+            await self._sync()
+            return await self._cache.read(table, key, load)
+        finally:
+            nested = sum(acc.values()) - before
+            acc["cache"] = acc.get("cache", 0.0) + (perf_counter() - t0 - nested)
 
     async def _query(
         self,
@@ -419,6 +479,16 @@ class Store:
         predicate: Callable[[Any], bool],
         load: Callable[[], Awaitable[list[Any]]],
         member_id: Callable[[Any], str] = lambda r: r.id,
+    ) -> list[Any]:
+        return await self._in_cache(self._sync_query(table, key, predicate, load, member_id))
+
+    async def _sync_query(
+        self,
+        table: str,
+        key: tuple[Any, ...],
+        predicate: Callable[[Any], bool],
+        load: Callable[[], Awaitable[list[Any]]],
+        member_id: Callable[[Any], str],
     ) -> list[Any]:
         await self._sync()
         return await self._cache.query(table, key, predicate, load, member_id)
@@ -449,11 +519,17 @@ class Store:
     async def _build(self, rows: Sequence[Sequence[Value]], build: Callable[[Any], T]) -> list[T]:
         """Decode rows; a frame naming a dictionary another process trained loads the table
         once and retries."""
+        t0 = perf_counter()
         try:
-            return [build(r) for r in rows]
+            out = [build(r) for r in rows]
         except UnknownDictionary:
             await self._load_dictionaries()
-            return [build(r) for r in rows]
+            t0 = perf_counter()
+            out = [build(r) for r in rows]
+        acc = _PHASES.get()
+        if acc is not None:
+            acc["decode"] = acc.get("decode", 0.0) + (perf_counter() - t0)
+        return out
 
     def _sample(self, kind: str, raws: list[bytes]) -> None:
         """Reservoir-sample raw payloads of ``kind`` while it has no dictionary."""
@@ -559,6 +635,15 @@ class Store:
 
     def _frames(self, name: str, docs: Sequence[Any]) -> list[bytes]:
         """Encoded frames of ``docs``; an oversized one raises PayloadTooLarge naming its index."""
+        t0 = perf_counter()
+        try:
+            return self._encode_frames(name, docs)
+        finally:
+            acc = _PHASES.get()
+            if acc is not None:
+                acc["encode"] = acc.get("encode", 0.0) + (perf_counter() - t0)
+
+    def _encode_frames(self, name: str, docs: Sequence[Any]) -> list[bytes]:
         limit = self.config.max_payload_bytes
         raws = [self.codec.serialize(d) for d in docs]
         for i, raw in enumerate(raws):
@@ -1063,6 +1148,85 @@ def _rank(cands: list[Embedding], probe: array, k: int) -> list[tuple[Embedding,
     dist = [1.0 - float(s) for s in sim]
     order = sorted(range(len(cands)), key=lambda i: (dist[i], cands[i].id))
     return [(cands[i], dist[i] if math.isfinite(dist[i]) else 1.0) for i in order[:k]]
+
+
+#: Store operations measured by ``store.metrics`` (latency, phases, errors).
+OPERATIONS = (
+    "store_episode",
+    "store_episodes",
+    "get_episode",
+    "get_episodes",
+    "delete_episode",
+    "query_episodes_since",
+    "query_episodes_by_metadata",
+    "query_episodes",
+    "store_pattern",
+    "store_patterns",
+    "get_pattern",
+    "delete_pattern",
+    "search_patterns",
+    "store_heuristic",
+    "store_heuristics",
+    "get_heuristic",
+    "delete_heuristic",
+    "list_heuristics",
+    "store_embedding",
+    "store_embeddings",
+    "get_embedding",
+    "delete_embedding",
+    "nearest",
+    "train_dictionary",
+)
+
+
+def _measured(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Wrap a Store method: time it, collect its phases, count its errors.
+
+    An operation called from inside another (``store_episode`` -> ``store_episodes``) is part of
+    the outer one and is not recorded twice.
+    """
+
+    @functools.wraps(fn)
+    async def op(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if _PHASES.get() is not None:
+            return await fn(self, *args, **kwargs)
+        metrics = self.metrics
+        self._op_seq += 1
+        if self._op_seq % metrics.phase_every:
+            # not sampled for phases: time and errors only
+            t0 = perf_counter()
+            try:
+                result = await fn(self, *args, **kwargs)
+            except BaseException as e:
+                metrics.observe(name, perf_counter() - t0, None, type(e).__name__)
+                raise
+            metrics.observe(name, perf_counter() - t0)
+            return result
+        # phase dicts are reused (a fresh dict per operation made the garbage collector run
+        # often enough to show in the p99 of cached reads)
+        free = self._phase_dicts
+        acc: dict[str, float] = free.pop() if free else {}
+        token = _PHASES.set(acc)
+        t0 = perf_counter()
+        try:
+            result = await fn(self, *args, **kwargs)
+        except BaseException as e:
+            metrics.observe(name, perf_counter() - t0, acc, type(e).__name__)
+            acc.clear()
+            free.append(acc)
+            raise
+        finally:
+            _PHASES.reset(token)
+        metrics.observe(name, perf_counter() - t0, acc)
+        acc.clear()
+        free.append(acc)
+        return result
+
+    return op
+
+
+for _name in OPERATIONS:
+    setattr(Store, _name, _measured(_name, getattr(Store, _name)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,12 @@
-"""Metrics: latency histograms (more of the observability layer lands here)."""
+"""Metrics: latency histograms, the per-operation registry with its phases, and exporters."""
 
 from tiered.metrics.histogram import Histogram
+from tiered.metrics.registry import (
+    PHASES,
+    QUANTILES,
+    Metrics,
+    OperationSnapshot,
+    PhaseSnapshot,
+)
 
-__all__ = ["Histogram"]
+__all__ = ["PHASES", "QUANTILES", "Histogram", "Metrics", "OperationSnapshot", "PhaseSnapshot"]

@@ -7,8 +7,10 @@ sub-buckets. A quantile is reported as the midpoint of its bucket: the relative 
 promises. Values are seconds (any unit works: the error is relative). Zero and negative values
 (a clock that did not move) are counted in a zero bucket.
 
-Recording is one ``math.frexp``, a multiply and a dict update (~0.2 µs). Two histograms merge by
-adding their counts, so per-connection or per-process histograms add up exactly.
+Recording appends to a buffer (~40 ns); the buffer is folded into the buckets with numpy every
+``4096`` values and before any read, at ~20 ns a value — which keeps instrumentation off the
+operation's latency path. Two histograms merge by adding their counts, so per-connection or
+per-process histograms add up exactly.
 """
 
 from __future__ import annotations
@@ -16,43 +18,78 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 
+import numpy as np
+
 __all__ = ["Histogram"]
 
 SUB_BITS = 7
 _SUB = 1 << SUB_BITS
 _ZERO = -(1 << 30)  # the bucket of values <= 0
+_FLUSH_AT = 4096
 
 
 class Histogram:
     """Counts of values in log-linear buckets, with count, sum, min and max kept exactly."""
 
-    __slots__ = ("_buckets", "count", "max", "min", "sum")
+    __slots__ = ("_buckets", "_count", "_max", "_min", "_pending", "_sum")
 
     def __init__(self) -> None:
         self._buckets: dict[int, int] = {}
-        self.count = 0
-        self.sum = 0.0
-        self.min = math.inf
-        self.max = -math.inf
+        self._pending: list[float] = []
+        self._count = 0
+        self._sum = 0.0
+        self._min = math.inf
+        self._max = -math.inf
 
     def record(self, value: float) -> None:
-        if value > 0:
-            m, e = math.frexp(value)  # value = m * 2**e, 0.5 <= m < 1
-            b = e * _SUB + int((m - 0.5) * 2 * _SUB)
-        else:
-            b = _ZERO
-        buckets = self._buckets
-        buckets[b] = buckets.get(b, 0) + 1
-        self.count += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= _FLUSH_AT:
+            self._flush()
 
     def record_many(self, values: Iterable[float]) -> None:
-        for v in values:
-            self.record(v)
+        self._pending.extend(values)
+        self._flush()
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        arr = np.asarray(pending, dtype=np.float64)
+        pos = arr > 0
+        m, e = np.frexp(arr[pos])  # value = m * 2**e, 0.5 <= m < 1
+        idx = e.astype(np.int64) * _SUB + ((m - 0.5) * (2 * _SUB)).astype(np.int64)
+        keys, counts = np.unique(idx, return_counts=True)
+        buckets = self._buckets
+        for k, n in zip(keys.tolist(), counts.tolist(), strict=True):
+            buckets[k] = buckets.get(k, 0) + n
+        zeros = len(arr) - int(pos.sum())
+        if zeros:
+            buckets[_ZERO] = buckets.get(_ZERO, 0) + zeros
+        self._count += len(arr)
+        self._sum += float(arr.sum())
+        self._min = min(self._min, float(arr.min()))
+        self._max = max(self._max, float(arr.max()))
+
+    @property
+    def count(self) -> int:
+        return self._count + len(self._pending)
+
+    @property
+    def sum(self) -> float:
+        self._flush()
+        return self._sum
+
+    @property
+    def min(self) -> float:
+        self._flush()
+        return self._min
+
+    @property
+    def max(self) -> float:
+        self._flush()
+        return self._max
 
     @staticmethod
     def _mid(b: int) -> float:
@@ -67,7 +104,8 @@ class Histogram:
         """The value below which a fraction ``q`` of recorded values fall (NaN when empty)."""
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be within [0, 1], got {q}")
-        if not self.count:
+        self._flush()
+        if not self._count:
             return math.nan
         if q == 0.0:
             return self.min
@@ -91,12 +129,14 @@ class Histogram:
 
     def merge(self, other: Histogram) -> None:
         """Add ``other``'s counts into this histogram."""
+        self._flush()
+        other._flush()
         for b, n in other._buckets.items():
             self._buckets[b] = self._buckets.get(b, 0) + n
-        self.count += other.count
-        self.sum += other.sum
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
+        self._count += other._count
+        self._sum += other._sum
+        self._min = min(self._min, other._min)
+        self._max = max(self._max, other._max)
 
     def copy(self) -> Histogram:
         h = Histogram()
@@ -105,6 +145,7 @@ class Histogram:
 
     def buckets(self) -> Iterator[tuple[float, int]]:
         """``(bucket midpoint, count)`` in increasing order."""
+        self._flush()
         for b in sorted(self._buckets):
             yield self._mid(b), self._buckets[b]
 
