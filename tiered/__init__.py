@@ -17,8 +17,10 @@ from tiered.errors import (
     PoolTimeout,
     StoreClosed,
     TieredError,
+    UnknownDictionary,
     ValidationError,
 )
+from tiered.metrics import Histogram, Metrics
 from tiered.model import (
     Abstained,
     Complexity,
@@ -42,6 +44,7 @@ from tiered.model import (
     from_micros,
     to_micros,
 )
+from tiered.netproxy import TcpProxy
 from tiered.pool import Fixed, Hybrid, Pool, Predictive, Reactive, Schedule
 from tiered.store import PoolConfig, Store, StoreConfig, SyncStore, open_store, open_sync
 
@@ -71,7 +74,9 @@ __all__ = [
     "Failure",
     "Fixed",
     "Heuristic",
+    "Histogram",
     "Hybrid",
+    "Metrics",
     "PartialSuccess",
     "Pattern",
     "PatternKind",
@@ -96,8 +101,10 @@ __all__ = [
     "SyncStore",
     "TTLRule",
     "TaskContext",
+    "TcpProxy",
     "TieredError",
     "ToolSequence",
+    "UnknownDictionary",
     "ValidationError",
     "__version__",
     "find_sqld",
