@@ -81,6 +81,27 @@ perf_counter = time.perf_counter
 #: the phase times of the Store operation running in this task (see tiered.metrics.registry)
 _PHASES: ContextVar[dict[str, float] | None] = ContextVar("tiered_phases", default=None)
 
+
+def _add_phase(name: str, seconds: float) -> None:
+    """Add time to a phase of the measured operation running in this task (if any)."""
+    acc = _PHASES.get()
+    if acc is not None:
+        acc[name] = acc.get(name, 0.0) + seconds
+
+
+def _cache_mark() -> tuple[dict[str, float], float, float] | None:
+    """Start timing the cache phase: the phases so far and the time, or None when unmeasured."""
+    acc = _PHASES.get()
+    return None if acc is None else (acc, sum(acc.values()), perf_counter())
+
+
+def _cache_done(mark: tuple[dict[str, float], float, float]) -> None:
+    """End the cache phase: its time minus the phases nested in it (the loads it ran)."""
+    acc, before, t0 = mark
+    nested = sum(acc.values()) - before
+    acc["cache"] = acc.get("cache", 0.0) + (perf_counter() - t0 - nested)
+
+
 #: record types whose payloads get trained dictionaries, and how to sample their stored payloads
 _DICT_SAMPLES: dict[str, Statement] = {
     "episodes": q.SAMPLE_EPISODE_PAYLOADS,
@@ -255,11 +276,7 @@ class Store:
                 "cache": self._cache.snapshot,
                 "pool": self._pool.get_stats,
                 "codec": lambda: self.codec.stats.as_dict(),
-                "statements": lambda: {
-                    "executions": self._statements.executions,
-                    "prepared": self._statements.prepared,
-                    "reused": self._statements.reused,
-                },
+                "statements": self._statement_stats,
             }
         )
         # model name -> (model id, dim); models are immutable once registered, so this never
@@ -343,7 +360,6 @@ class Store:
         if not self._closed:
             await self.settle()  # a dictionary being trained is stored before the pool closes
             self._closed = True
-            await self._cache.settle()
             await self._pool.close()
 
     @property
@@ -367,22 +383,26 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         """Statement reuse, codec and cache statistics (the metrics layer builds on these)."""
-        s, c = self._statements, self.codec.stats
+        c = self.codec.stats
         return {
             "backend": self.backend,
             "cache": self._cache.snapshot(),
             "pool": self._pool.get_stats(),
-            "statements": {
-                "executions": s.executions,
-                "prepared": s.prepared,
-                "reused": s.reused,
-                "by_name": dict(s.by_name),
-            },
+            "statements": self._statement_stats(),
             "codec": {
                 **c.as_dict(),
                 "dictionaries": self.codec.dictionaries(),
                 "active_dictionaries": {k: self.codec.active_dictionary(k) for k in _DICT_SAMPLES},
             },
+        }
+
+    def _statement_stats(self) -> dict[str, Any]:
+        s = self._statements
+        return {
+            "executions": s.executions,
+            "prepared": s.prepared,
+            "reused": s.reused,
+            "by_name": dict(s.by_name),
         }
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -391,47 +411,28 @@ class Store:
         if self._closed:
             raise StoreClosed("the store is closed; open a new one with Store.open()")
 
-    async def _execute(self, stmt: Statement, args: Sequence[Value]) -> Result:
+    async def _on_connection(self, call: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``call`` on a pooled connection, timing the acquire and round-trip phases."""
         self._check()
-        acc = _PHASES.get()
         t0 = perf_counter()
         async with self._pool.connection() as conn:
             t1 = perf_counter()
-            res = await conn.execute(stmt, args)
-        if acc is not None:
-            t2 = perf_counter()
-            acc["acquire"] = acc.get("acquire", 0.0) + (t1 - t0)
-            acc["round_trip"] = acc.get("round_trip", 0.0) + (t2 - t1)
+            res = await call(conn)
+        t2 = perf_counter()
+        _add_phase("acquire", t1 - t0)
+        _add_phase("round_trip", t2 - t1)
         return res
+
+    async def _execute(self, stmt: Statement, args: Sequence[Value]) -> Result:
+        return await self._on_connection(lambda conn: conn.execute(stmt, args))
 
     async def _rows(self, stmt: Statement, args: Sequence[Value]) -> list[tuple[Value, ...]]:
         return (await self._execute(stmt, args)).rows
 
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
         if steps:
-            self._check()
-            acc = _PHASES.get()
-            t0 = perf_counter()
-            async with self._pool.connection() as conn:
-                t1 = perf_counter()
-                await conn.transaction(steps, chunk_bytes=self.config.chunk_bytes)
-            if acc is not None:
-                t2 = perf_counter()
-                acc["acquire"] = acc.get("acquire", 0.0) + (t1 - t0)
-                acc["round_trip"] = acc.get("round_trip", 0.0) + (t2 - t1)
-
-    async def _in_cache(self, work: Awaitable[T]) -> T:
-        """Await cache-layer work, adding its time (minus the phases nested in it) to ``cache``."""
-        acc = _PHASES.get()
-        if acc is None:
-            return await work
-        before = sum(acc.values())
-        t0 = perf_counter()
-        try:
-            return await work
-        finally:
-            nested = sum(acc.values()) - before
-            acc["cache"] = acc.get("cache", 0.0) + (perf_counter() - t0 - nested)
+            chunk = self.config.chunk_bytes
+            await self._on_connection(lambda conn: conn.transaction(steps, chunk_bytes=chunk))
 
     async def _cached_write(
         self, table: str, records: Sequence[Any], write: Callable[[], Awaitable[None]]
@@ -458,19 +459,13 @@ class Store:
     async def _read(
         self, table: str, key: str, load: Callable[[], Awaitable[T | None]]
     ) -> T | None:
-        acc = _PHASES.get()
-        if acc is None:
-            await self._sync()
-            return await self._cache.read(table, key, load)
-        # the cache phase: time in the cache layer minus the phases nested in it (its loads)
-        before = sum(acc.values())
-        t0 = perf_counter()
+        mark = _cache_mark()
         try:
             await self._sync()
             return await self._cache.read(table, key, load)
         finally:
-            nested = sum(acc.values()) - before
-            acc["cache"] = acc.get("cache", 0.0) + (perf_counter() - t0 - nested)
+            if mark is not None:
+                _cache_done(mark)
 
     async def _query(
         self,
@@ -480,18 +475,13 @@ class Store:
         load: Callable[[], Awaitable[list[Any]]],
         member_id: Callable[[Any], str] = lambda r: r.id,
     ) -> list[Any]:
-        return await self._in_cache(self._sync_query(table, key, predicate, load, member_id))
-
-    async def _sync_query(
-        self,
-        table: str,
-        key: tuple[Any, ...],
-        predicate: Callable[[Any], bool],
-        load: Callable[[], Awaitable[list[Any]]],
-        member_id: Callable[[Any], str],
-    ) -> list[Any]:
-        await self._sync()
-        return await self._cache.query(table, key, predicate, load, member_id)
+        mark = _cache_mark()
+        try:
+            await self._sync()
+            return await self._cache.query(table, key, predicate, load, member_id)
+        finally:
+            if mark is not None:
+                _cache_done(mark)
 
     async def _one(
         self, stmt: Statement, key: str, build: Callable[[Sequence[Value]], T]
@@ -526,9 +516,7 @@ class Store:
             await self._load_dictionaries()
             t0 = perf_counter()
             out = [build(r) for r in rows]
-        acc = _PHASES.get()
-        if acc is not None:
-            acc["decode"] = acc.get("decode", 0.0) + (perf_counter() - t0)
+        _add_phase("decode", perf_counter() - t0)
         return out
 
     def _sample(self, kind: str, raws: list[bytes]) -> None:
@@ -581,11 +569,11 @@ class Store:
         await self._cache.settle()
 
     async def train_dictionary(self, kind: str, *, sample: int | None = None) -> int | None:
-        # ``sample`` (default ``StoreConfig.dictionary_sample``): how many recent payloads
         """Train a zstd dictionary for a record type on its most recently stored payloads.
 
-        ``kind`` is ``"episodes"``, ``"patterns"`` or ``"heuristics"``. The dictionary is stored
-        (the ``dictionaries`` table gives its id) and new frames of that type use it; frames
+        ``kind`` is ``"episodes"``, ``"patterns"`` or ``"heuristics"``; ``sample`` how many
+        recent payloads train it (default ``StoreConfig.dictionary_sample``). The dictionary is
+        stored (the ``dictionaries`` table gives its id) and new frames of that type use it; frames
         written before keep naming the dictionary they were compressed with, so they still
         decode. Returns the new id, or ``None`` when the dictionary would not shrink held-out
         records by at least 5 % (then nothing is stored). Raises :class:`ValidationError` for an
@@ -639,9 +627,7 @@ class Store:
         try:
             return self._encode_frames(name, docs)
         finally:
-            acc = _PHASES.get()
-            if acc is not None:
-                acc["encode"] = acc.get("encode", 0.0) + (perf_counter() - t0)
+            _add_phase("encode", perf_counter() - t0)
 
     def _encode_frames(self, name: str, docs: Sequence[Any]) -> list[bytes]:
         limit = self.config.max_payload_bytes

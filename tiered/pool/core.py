@@ -430,13 +430,13 @@ class Pool(Generic[C]):
             self._discard(slot)
             self._grow()
             return
+        stale = slot.gen != self._gen or now >= slot.expires  # drained, or past its lifetime
         if (
             self._closed
-            or slot.gen != self._gen
-            or now >= slot.expires
+            or stale
             or self.size > max(self._target, self.min_size) + len(self._waiters)
         ):
-            if not self._closed and (slot.gen != self._gen or now >= slot.expires):
+            if stale and not self._closed:
                 self._stats["connections_recycled"] += 1
             self._discard(slot)
             self._grow()
