@@ -414,3 +414,28 @@ async def test_reactive_pool_grows_under_queued_requests(tmp_path: Path) -> None
             await lease.__aexit__(None, None, None)
     finally:
         await p.close()
+
+
+async def test_without_reuse_every_borrow_opens_and_every_return_closes(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with pytest.raises(ConfigError, match="min_size must be 0"):
+        make_pool(tmp_path, clock, min_size=1, reuse=False)
+    p = make_pool(tmp_path, clock, min_size=0, max_size=3, reuse=False, keepalive=None)
+    await p.open(background=False)
+    assert p.size == 0
+    seen: list[Connection] = []
+
+    async def use() -> None:
+        async with p.connection() as c:
+            seen.append(c)
+            assert (await c.execute(SELECT)).rows == [(1,)]
+            assert p.size <= 3
+
+    await asyncio.gather(*(use() for _ in range(12)))
+    await p.maintain()
+    s = p.get_stats()
+    assert len({id(c) for c in seen}) == 12 and s["connections_num"] == 12
+    assert p.size == 0 and s["pool_available"] == 0
+    await p.close()
+    assert p.get_stats()["connections_closed"] == 12

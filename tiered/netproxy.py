@@ -4,6 +4,9 @@
 
 * add a one-way ``delay`` to each chunk in each direction (so a request/response pays about
   ``2 x delay``: ``tiered bench --rtt MS`` uses ``delay = MS / 2``), preserving order;
+* limit each connection's ``bandwidth`` (bytes per second, each direction): a chunk is
+  serialized after the ones before it, so large responses pay ``size / bandwidth`` as on a real
+  link (what compression saves over a remote link);
 * :meth:`cut` every open connection (a server's or proxy's idle cut, a NAT timeout);
 * ``mode = "blackhole"``: accept and keep connections but forward nothing (a half-open link:
   the client sees silence, not an error); ``mode = "refuse"``: close new connections at once.
@@ -25,10 +28,19 @@ Mode = Literal["forward", "blackhole", "refuse"]
 
 class TcpProxy:
     def __init__(
-        self, target_host: str, target_port: int, *, delay: float = 0.0, port: int = 0
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        delay: float = 0.0,
+        bandwidth: float | None = None,
+        port: int = 0,
     ) -> None:
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay}")
+        if bandwidth is not None and not bandwidth > 0:
+            raise ValueError(f"bandwidth must be > 0 bytes/s or None, got {bandwidth}")
+        self.bandwidth = bandwidth
         self.target = (target_host, target_port)
         self.delay = delay
         self._mode: Mode = "forward"
@@ -143,10 +155,15 @@ class TcpProxy:
                 await dst.drain()
 
         sender = loop.create_task(deliver())
+        free_at = 0.0  # when the simulated link finishes sending what it already has
         try:
             while True:
                 data = await src.read(65536)
-                await queue.put((loop.time() + self.delay, data))
+                now = loop.time()
+                if self.bandwidth:
+                    free_at = max(free_at, now) + len(data) / self.bandwidth
+                    now = free_at
+                await queue.put((now + self.delay, data))
                 if not data:
                     break
             await sender

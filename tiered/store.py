@@ -168,7 +168,8 @@ class PoolConfig:
 
     ``sizing`` is a :mod:`tiered.pool.sizing` policy; ``None`` means :class:`~tiered.pool.Reactive`
     between ``min_size`` and ``max_size``. ``keepalive`` is ignored for ``file:`` databases (an
-    embedded connection cannot be cut).
+    embedded connection cannot be cut). ``reuse=False`` opens a new connection for every call and
+    closes it after (no pooling: the baseline ``tiered bench --layers`` compares against).
     """
 
     min_size: int = 1
@@ -182,6 +183,7 @@ class PoolConfig:
     reconnect_timeout: float = 300.0
     maintenance_interval: float = 0.5
     sizing: SizingPolicy | None = None
+    reuse: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
@@ -323,11 +325,11 @@ class Store:
         the_pool: Pool[Connection] = Pool(
             factory,
             name=f"{backend}:{redact_url(url)}",
-            min_size=pc.min_size,
+            min_size=pc.min_size if pc.reuse else 0,
             max_size=pc.max_size,
             timeout=pc.timeout,
             max_waiting=pc.max_waiting,
-            keepalive=None if backend == "file" else pc.keepalive,
+            keepalive=None if backend == "file" or not pc.reuse else pc.keepalive,
             check_after=pc.check_after,
             max_idle=pc.max_idle,
             max_lifetime=pc.max_lifetime,
@@ -336,6 +338,7 @@ class Store:
             maintenance_interval=pc.maintenance_interval,
             sizing=pc.sizing if pc.sizing is not None else Reactive(clock=timer),
             clock=timer,
+            reuse=pc.reuse,
         )
         await the_pool.open()
         layer = CacheLayer(cache or CacheConfig(), timer=timer)

@@ -29,6 +29,9 @@ How it behaves, and why:
 * **Cancellation-safe.** A task cancelled while waiting never takes a connection with it (a
   connection handed to it at that instant goes back); one cancelled while using a connection
   gives that connection up (closed, not reused: a request may still be in flight on it).
+* **No reuse** (``reuse=False``): every borrow opens a new connection and every return closes
+  it, under the same ``max_size`` bound and stats -- the baseline that shows what pooling saves
+  (``tiered bench --layers``).
 * **Sizing** is delegated to a :mod:`~tiered.pool.sizing` policy, consulted at every
   maintenance tick and whenever a request has to queue; new connections open (and are pinged)
   in the background and go straight to the first waiter.
@@ -176,6 +179,7 @@ class Pool(Generic[C]):
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         seed: int | None = None,
         history: int = 3600,
+        reuse: bool = True,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ConfigError(
@@ -200,7 +204,10 @@ class Pool(Generic[C]):
             raise ConfigError(f"pool {name!r}: lifetime_jitter must be within [0, 1)")
         if not 0 < backoff_base <= backoff_max:
             raise ConfigError(f"pool {name!r}: need 0 < backoff_base <= backoff_max")
+        if not reuse and min_size:
+            raise ConfigError(f"pool {name!r}: reuse=False keeps no connections: min_size must be 0")
         self.name = name
+        self.reuse = reuse
         self.min_size, self.max_size = min_size, max_size
         self.timeout = timeout
         self.max_waiting = max_waiting
@@ -432,7 +439,8 @@ class Pool(Generic[C]):
             return
         stale = slot.gen != self._gen or now >= slot.expires  # drained, or past its lifetime
         if (
-            self._closed
+            not self.reuse
+            or self._closed
             or stale
             or self.size > max(self._target, self.min_size) + len(self._waiters)
         ):
@@ -599,9 +607,12 @@ class Pool(Generic[C]):
             if self._outage is not None and self._waiters:
                 self._ensure_reconnect()
             return
-        # the policy's target; a queued request is worth one connection even at target 0
-        want = max(self._target, self.min_size, 1 if self._waiters else 0)
-        missing = want - self.size
+        if self.reuse:
+            # the policy's target; a queued request is worth one connection even at target 0
+            want = max(self._target, self.min_size, 1 if self._waiters else 0)
+            missing = want - self.size
+        else:  # one new connection per queued request, none kept in advance
+            missing = min(len(self._waiters) - self._opening, self.max_size - self.size)
         for _ in range(max(0, missing)):
             self._opening += 1  # counted now, so the next request sees it and does not re-open
             self._spawn(self._open_one())
