@@ -198,12 +198,12 @@ async def test_lifetime_is_jittered_and_expired_connections_are_recycled(
     try:
         lifetimes = sorted(s.expires - s.created for s in p._idle)
         assert all(50.0 <= t <= 100.0 for t in lifetimes) and len(set(lifetimes)) == 3
-        before = {id(s.conn) for s in p._idle}
+        before = [s.conn for s in p._idle]  # held, so their ids cannot be reused
         clock.advance(100.0)
         await p.maintain()
         await p.wait()
         assert p.get_stats()["connections_recycled"] == 3 and p.size == 3
-        assert not before & {id(s.conn) for s in p._idle}
+        assert not {id(c) for c in before} & {id(s.conn) for s in p._idle}
     finally:
         await p.close()
 

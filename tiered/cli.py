@@ -1,4 +1,4 @@
-"""``tiered`` command line: ``report`` (the main job) and ``dev-server``.
+"""``tiered`` command line: ``report`` (the main job), ``bench`` and ``dev-server``.
 
 ``tiered report`` currently runs the storage core end to end on the embedded default: it writes
 a seeded corpus of realistic episodes, patterns, heuristics and embeddings in batches, reads them
@@ -19,33 +19,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tiered.devserver import SqldCluster
+from tiered.errors import ConfigError, TieredError
+from tiered.progress import Progress
 from tiered.store import Store, StoreConfig
 
 __all__ = ["main"]
-
-
-class Progress:
-    """A one-line progress bar on a terminal; plain milestone lines otherwise (CI logs)."""
-
-    def __init__(self, total: int, label: str, out: TextIO = sys.stderr) -> None:
-        self.total, self.label, self.out = max(total, 1), label, out
-        self.done = 0
-        self.tty = out.isatty()
-        self._last_pct = -1
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        pct = min(100, self.done * 100 // self.total)
-        if self.tty:
-            bar = "#" * (pct // 4) + "." * (25 - pct // 4)
-            self.out.write(f"\r  {self.label:<24} [{bar}] {pct:3d}%")
-            if self.done >= self.total:
-                self.out.write("\n")
-            self.out.flush()
-        elif pct // 25 != self._last_pct // 25 or self.done >= self.total:
-            self.out.write(f"  {self.label}: {pct}%\n")
-            self.out.flush()
-        self._last_pct = pct
 
 
 async def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
@@ -181,6 +159,55 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tiered.bench import Layers, Link, Workload, format_report, run_bench, write_results
+
+    try:
+        mbps = args.mbps if args.mbps is not None else (100.0 if args.rtt else 0.0)
+        link = Link(rtt_ms=args.rtt, mbps=mbps or None)
+        spec = args.layers or ("compare" if link.active else "all")
+        layers = Layers.parse(spec)
+        trace = None
+        if args.trace:
+            trace = _read_trace(Path(args.trace))
+        workload = Workload(
+            ops=args.ops,
+            concurrency=args.concurrency,
+            records=args.records,
+            zipf=args.zipf,
+            batch=args.batch,
+            rate=args.rate,
+            trace=trace,
+            trace_step=args.trace_step,
+            seed=args.seed,
+        )
+        result = asyncio.run(
+            run_bench(args.url, layers, workload, link=link, sqld=args.sqld, progress=True)
+        )
+    except TieredError as e:
+        print(f"tiered bench: {e}", file=sys.stderr)
+        return 2
+    print(format_report(result))
+    paths = write_results(result, args.out)
+    print(f"\nresults: {paths['requests']} (+ {paths['phases'].name}, {paths['summary'].name})")
+    return 0
+
+
+def _read_trace(path: Path) -> list[float]:
+    """A request-rate series: a parquet or CSV file whose ``requests`` column (or last column)
+    holds the relative rate per step."""
+    import polars as pl
+
+    if not path.exists():
+        raise ConfigError(f"--trace: no such file: {path}")
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    col = "requests" if "requests" in frame.columns else frame.columns[-1]
+    try:
+        return frame[col].cast(pl.Float64).to_list()
+    except pl.exceptions.PolarsError as e:
+        raise ConfigError(f"--trace: column {col!r} of {path} is not numeric") from e
+
+
 def _cmd_dev_server(args: argparse.Namespace) -> int:
     cluster = SqldCluster(replicas=args.replicas, data_dir=args.data_dir)
     stop = False
@@ -214,6 +241,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--batch", type=int, default=500)
     rep.add_argument("--seed", type=int, default=0)
     rep.set_defaults(func=_cmd_report)
+    b = sub.add_parser(
+        "bench",
+        help="run a mixed workload with layers on/off and print the latency breakdown",
+        description="A realistic mixed workload (Zipf-keyed reads, queries, batched appends) "
+        "against a Store; prints throughput, latency quantiles, the phase breakdown and what "
+        "each layer removes; writes parquet results. Default: an embedded database in a "
+        "temporary folder. Example over a simulated remote link: tiered bench --rtt 20",
+    )
+    b.add_argument("--url", help="database URL (default: a fresh embedded file per config)")
+    b.add_argument("--sqld", action="store_true", help="start a local sqld per config (ws)")
+    b.add_argument(
+        "--layers",
+        help="configs to run: all, off, compare (off, each layer alone, all), or e.g. "
+        "cache+pool,compression (default: all; compare when --rtt/--mbps is set)",
+    )
+    b.add_argument(
+        "--rtt",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="round-trip time of a delay proxy on 127.0.0.1 in front of sqld",
+    )
+    b.add_argument(
+        "--mbps",
+        type=float,
+        default=None,
+        metavar="MBIT",
+        help="link bandwidth each way (default with --rtt: 100; 0 = unlimited)",
+    )
+    b.add_argument("--ops", type=int, default=2000, help="requests per config (default 2000)")
+    b.add_argument("--concurrency", type=int, default=4, help="closed-loop workers (default 4)")
+    b.add_argument("--records", type=int, default=2000, help="episodes written first")
+    b.add_argument("--zipf", type=float, default=1.0, help="key skew of reads (default 1.0)")
+    b.add_argument("--batch", type=int, default=10, help="episodes per store_episodes")
+    b.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    b.add_argument("--trace", help="open loop: parquet/CSV request-rate series shaping --rate")
+    b.add_argument("--trace-step", type=float, default=1.0, help="seconds per trace point")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="reports/bench.parquet", help="requests parquet file")
+    b.set_defaults(func=_cmd_bench)
     dev = sub.add_parser("dev-server", help="run sqld on 127.0.0.1 until interrupted")
     dev.add_argument("--replicas", type=int, default=0)
     dev.add_argument("--data-dir", default=None, help="keep data here (default: a temp folder)")

@@ -205,7 +205,9 @@ class Pool(Generic[C]):
         if not 0 < backoff_base <= backoff_max:
             raise ConfigError(f"pool {name!r}: need 0 < backoff_base <= backoff_max")
         if not reuse and min_size:
-            raise ConfigError(f"pool {name!r}: reuse=False keeps no connections: min_size must be 0")
+            raise ConfigError(
+                f"pool {name!r}: reuse=False keeps no connections: min_size must be 0"
+            )
         self.name = name
         self.reuse = reuse
         self.min_size, self.max_size = min_size, max_size
@@ -235,6 +237,7 @@ class Pool(Generic[C]):
         self._closed = False
         self._opened = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()
         self._maint_task: asyncio.Task[None] | None = None
         self._all_back: asyncio.Event | None = None  # set when the last lent one is back
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -306,6 +309,8 @@ class Pool(Generic[C]):
                     await self._all_back.wait()
         lent, self._lent = list(self._lent), set()
         await self._close_all([s.conn for s in lent])
+        if self._closing:  # connections discarded earlier, still closing
+            await asyncio.wait(list(self._closing), timeout=timeout)
 
     async def drain(self) -> None:
         """Replace every connection: idle ones close now, lent ones when they come back, and the
@@ -590,16 +595,19 @@ class Pool(Generic[C]):
 
     def _discard(self, slot: _Slot[C]) -> None:
         self._stats["connections_closed"] += 1
-        self._spawn(_close_quietly(slot.conn))
+        self._spawn(_close_quietly(slot.conn), closing=True)
 
     async def _close_all(self, conns: list[C]) -> None:
         self._stats["connections_closed"] += len(conns)
         await asyncio.gather(*(_close_quietly(c) for c in conns))
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any], *, closing: bool = False) -> None:
+        """Run ``coro`` in the background; ``closing`` tasks (a connection being closed) are
+        awaited by :meth:`close`, the others cancelled."""
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._closing if closing else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _grow(self) -> None:
         """Open connections in the background up to the target (and the queue's needs)."""
