@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -32,6 +31,7 @@ from typing import Any
 
 import cachetools
 import numpy as np
+from _common import log, p50_p99, quantile
 
 from tiered import Store
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
@@ -47,15 +47,6 @@ from tiered.sim.traces import (
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "cache"
 SIZES = (0.001, 0.01, 0.1)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def q(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(p * len(s)))]
 
 
 # -- 1. latency ----------------------------------------------------------------------------------
@@ -98,10 +89,10 @@ async def latency(n: int = 50_000) -> dict[str, Any]:
         get(k)
     rate = len(seq) / (time.perf_counter() - t0)
     return {
-        "store_get_episode_cached_us": {"p50": q(ours, 0.5) / 1e3, "p99": q(ours, 0.99) / 1e3},
-        "bare_ttlcache_coroutine_us": {"p50": q(base, 0.5) / 1e3, "p99": q(base, 0.99) / 1e3},
-        "ratio_p50": q(ours, 0.5) / q(base, 0.5),
-        "ratio_p99": q(ours, 0.99) / q(base, 0.99),
+        "store_get_episode_cached_us": p50_p99(ours, 1e-3),
+        "bare_ttlcache_coroutine_us": p50_p99(base, 1e-3),
+        "ratio_p50": quantile(ours, 0.5) / quantile(base, 0.5),
+        "ratio_p99": quantile(ours, 0.99) / quantile(base, 0.99),
         "target_ratio": 3.0,
         "adaptive_cache_gets_per_s": rate,
         "target_gets_per_s": 500_000,

@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import zstandard
+from _common import log
 
 from tiered import Codec, Store, StoreConfig
 from tiered.cache import CacheConfig
@@ -42,10 +42,6 @@ from tiered.sim import (
 )
 
 SMALL = 2048
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def corpus(n: int, seed: int) -> dict[str, list[Any]]:

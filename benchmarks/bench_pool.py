@@ -19,13 +19,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import libsql_client
+from _common import log, p50_p99, quantile
 
 from tiered import Store
 from tiered.cache import CacheConfig
@@ -35,15 +35,6 @@ from tiered.devserver import SqldProcess, find_sqld, free_port
 from tiered.netproxy import TcpProxy
 from tiered.pool import Fixed, Pool
 from tiered.sim import generate_episodes
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(p * len(s)))]
 
 
 async def acquire_overhead(tmp: Path, n: int = 20_000) -> dict[str, float]:
@@ -59,7 +50,7 @@ async def acquire_overhead(tmp: Path, n: int = 20_000) -> dict[str, float]:
             pass
         ts.append(pc() - t)
     await pool.close()
-    return {"p50_us": pct(ts, 0.5) / 1e3, "p99_us": pct(ts, 0.99) / 1e3, "samples": n}
+    return {"p50_us": quantile(ts, 0.5) / 1e3, "p99_us": quantile(ts, 0.99) / 1e3, "samples": n}
 
 
 async def per_op(url: str, ep_id: str, rounds: int, block: int) -> dict[str, Any]:
@@ -91,8 +82,8 @@ async def per_op(url: str, ep_id: str, rounds: int, block: int) -> dict[str, Any
         await pool.close()
     p50p, p50f = statistics.median(pooled), statistics.median(fresh)
     return {
-        "pooled_us": {"p50": p50p * 1e6, "p99": pct(pooled, 0.99) * 1e6, "n": len(pooled)},
-        "new_client_us": {"p50": p50f * 1e6, "p99": pct(fresh, 0.99) * 1e6, "n": len(fresh)},
+        "pooled_us": {"p50": p50p * 1e6, "p99": quantile(pooled, 0.99) * 1e6, "n": len(pooled)},
+        "new_client_us": {"p50": p50f * 1e6, "p99": quantile(fresh, 0.99) * 1e6, "n": len(fresh)},
         "ratio_p50": p50p / p50f,
     }
 
@@ -157,8 +148,8 @@ async def throughput(
         "single_connection_ops_per_s": single_ops,
         "speedup": pool_ops / single_ops,
         "point_read_ms": {
-            "pool": {"p50": pct(pool_lat, 0.5) * 1e3, "p99": pct(pool_lat, 0.99) * 1e3},
-            "single": {"p50": pct(single_lat, 0.5) * 1e3, "p99": pct(single_lat, 0.99) * 1e3},
+            "pool": p50_p99(pool_lat, 1e3),
+            "single": p50_p99(single_lat, 1e3),
         },
     }
 

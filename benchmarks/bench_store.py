@@ -23,14 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import quantile
+
 from tiered import SqldCluster, Store
 from tiered.db import statements as q
 from tiered.sim import generate_episodes
-
-
-def percentile(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def fresh_schema(path: Path) -> None:
@@ -112,7 +109,7 @@ async def read_latency(url: str, ids: list[str], n: int) -> dict[str, float]:
             t = time.perf_counter()
             await s.get_episode(ids[k % len(ids)])
             lat.append((time.perf_counter() - t) * 1e6)
-    return {"p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99), "n": n}
+    return {"p50_us": quantile(lat, 0.50), "p99_us": quantile(lat, 0.99), "n": n}
 
 
 async def main(episodes: int, rounds: int, batch: int, reads: int) -> dict[str, object]:
