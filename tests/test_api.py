@@ -35,6 +35,7 @@ EXPECTED = [
     "Histogram",
     "Hybrid",
     "Metrics",
+    "MetricsServer",
     "PartialSuccess",
     "Pattern",
     "PatternKind",
@@ -69,6 +70,7 @@ EXPECTED = [
     "from_micros",
     "open_store",
     "open_sync",
+    "serve_metrics",
     "to_micros",
 ]
 

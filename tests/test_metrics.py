@@ -144,3 +144,47 @@ async def test_metrics_survive_concurrent_use(tmp_path: Path) -> None:
         }
     finally:
         await store.close()
+
+
+async def _http(port: int, request: bytes) -> tuple[str, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.decode().split("\r\n")[0], body
+
+
+async def test_metrics_endpoint_serves_the_exposition_on_loopback_only(tmp_path: Path) -> None:
+    from tiered.errors import ConfigError
+    from tiered.metrics import serve_metrics
+
+    async with await Store.open(f"file:{tmp_path / 'm.db'}") as store:
+        await store.store_episodes(generate_episodes(5, seed=2))
+        for e in generate_episodes(5, seed=2):
+            await store.get_episode(e.id)
+        with pytest.raises(ConfigError, match="loopback"):
+            await serve_metrics(store.metrics, host="0.0.0.0")
+        async with await serve_metrics(store.metrics) as server:
+            assert server.url.startswith("http://127.0.0.1:")
+            status, body = await _http(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status == "HTTP/1.1 200 OK"
+            families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+            counts = {
+                s.labels["op"]: s.value
+                for s in families["tiered_operation_seconds"].samples
+                if s.name.endswith("_count")
+            }
+            assert counts["get_episode"] == 5 and counts["store_episodes"] == 1
+            assert (await _http(server.port, b"GET /other HTTP/1.1\r\n\r\n"))[0].endswith(
+                "404 Not Found"
+            )
+            assert "405" in (await _http(server.port, b"POST /metrics HTTP/1.1\r\n\r\n"))[0]
+            assert "400" in (await _http(server.port, b"garbage\r\n\r\n"))[0]
+            assert server.scrapes == 1
+        # the pool's utilization series, as a frame
+        await store.pool.maintain()
+        frame = store.pool.series_frame()
+        assert frame.height >= 1 and frame["size"][-1] >= 1
+        assert frame.columns == ["t", "size", "in_use", "idle", "waiting", "utilization", "target"]

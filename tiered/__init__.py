@@ -20,7 +20,7 @@ from tiered.errors import (
     UnknownDictionary,
     ValidationError,
 )
-from tiered.metrics import Histogram, Metrics
+from tiered.metrics import Histogram, Metrics, MetricsServer, serve_metrics
 from tiered.model import (
     Abstained,
     Complexity,
@@ -77,6 +77,7 @@ __all__ = [
     "Histogram",
     "Hybrid",
     "Metrics",
+    "MetricsServer",
     "PartialSuccess",
     "Pattern",
     "PatternKind",
@@ -111,5 +112,6 @@ __all__ = [
     "from_micros",
     "open_store",
     "open_sync",
+    "serve_metrics",
     "to_micros",
 ]

@@ -51,7 +51,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import polars as pl
 
 from tiered.errors import (
     AuthError,
@@ -761,6 +764,16 @@ class Pool(Generic[C]):
         for q in (0.5, 0.9, 0.99):
             s[f"wait_p{round(q * 100)}_ms"] = h.quantile(q) * 1000 if h.count else 0.0
         return s
+
+    def series_frame(self) -> pl.DataFrame:
+        """The utilization series (one row per maintenance tick) as a polars frame:
+        ``t, size, in_use, idle, waiting, utilization, target``."""
+        import polars as pl
+
+        cols = ("t", "size", "in_use", "idle", "waiting", "utilization", "target")
+        types = (pl.Float64, pl.Int64, pl.Int64, pl.Int64, pl.Int64, pl.Float64, pl.Int64)
+        rows = [tuple(getattr(p, c) for c in cols) for p in self.series]
+        return pl.DataFrame(rows, schema=dict(zip(cols, types, strict=True)), orient="row")
 
     def pop_stats(self) -> dict[str, Any]:
         """:meth:`get_stats`, then reset the counters and the wait histogram."""
