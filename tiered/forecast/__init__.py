@@ -1,0 +1,59 @@
+"""Traffic models and capacity planning: traces, forecasting models, rolling-origin backtests,
+and Erlang C pool plans that the predictive pool policies consume."""
+
+from tiered.forecast.backtest import backtest, metrics, select_model, summarize_backtest
+from tiered.forecast.capacity import (
+    CapacityPlan,
+    erlang_b,
+    erlang_c,
+    plan_pool,
+    servers_needed,
+    wait_probability,
+    wait_quantile,
+)
+from tiered.forecast.models import (
+    ETS,
+    Combination,
+    Forecast,
+    MSTLModel,
+    SarimaxFourier,
+    SeasonalNaive,
+    SeasonalProfile,
+    default_models,
+)
+from tiered.forecast.traces import (
+    REAL_TRACES,
+    load_trace,
+    resample,
+    synthetic_trace,
+    trace_from_bench,
+    trace_source,
+)
+
+__all__ = [
+    "ETS",
+    "REAL_TRACES",
+    "CapacityPlan",
+    "Combination",
+    "Forecast",
+    "MSTLModel",
+    "SarimaxFourier",
+    "SeasonalNaive",
+    "SeasonalProfile",
+    "backtest",
+    "default_models",
+    "erlang_b",
+    "erlang_c",
+    "load_trace",
+    "metrics",
+    "plan_pool",
+    "resample",
+    "select_model",
+    "servers_needed",
+    "summarize_backtest",
+    "synthetic_trace",
+    "trace_from_bench",
+    "trace_source",
+    "wait_probability",
+    "wait_quantile",
+]

@@ -1,0 +1,131 @@
+"""Rolling-origin backtests: how well each model forecasts data it has not seen.
+
+At each origin ``o`` a model is fitted on ``y[:o]`` only, forecasts the longest horizon once,
+and is scored on ``y[o : o + h]`` for each horizon ``h`` (a 24 h score is the first 24 hours of
+the 168 h forecast, as a planner would use it). Metrics (Hyndman & Koehler 2006; Gneiting &
+Raftery 2007):
+
+* **MASE**: mean absolute error over the in-sample mean absolute error of the seasonal naive of
+  period ``m`` (168: weekly) on the training data -- below 1 beats last week's in-sample;
+* **sMAPE**: mean of ``2|y - f| / (|y| + |f|)`` (terms with both 0 count 0), in percent;
+* **coverage** of the 80 % and 95 % intervals (the share of actuals inside);
+* **pinball**: the quantile loss averaged over the forecast's quantiles, scaled like MASE.
+
+:func:`select_model` picks by backtest MASE, never by in-sample fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from tiered.errors import ConfigError
+from tiered.forecast.models import DEFAULT_QUANTILES, Forecast, Model
+
+__all__ = ["backtest", "metrics", "origins", "select_model", "summarize_backtest"]
+
+
+def origins(n: int, *, horizon: int, count: int, step: int, min_train: int) -> list[int]:
+    """The last ``count`` origins, ``step`` apart, that leave ``horizon`` points to score."""
+    last = n - horizon
+    out = [o for o in range(last, min_train - 1, -step)][:count]
+    if not out:
+        raise ConfigError(
+            f"series of {n} points is too short for min_train={min_train} and horizon={horizon}"
+        )
+    return sorted(out)
+
+
+def metrics(actual: np.ndarray, fc: Forecast, train: np.ndarray, m: int = 168) -> dict[str, float]:
+    """Scores of one forecast (its first ``len(actual)`` points) against ``actual``."""
+    h = len(actual)
+    f = fc.mean[:h]
+    scale = float(np.mean(np.abs(train[m:] - train[:-m]))) if len(train) > m else np.nan
+    if not scale > 0:
+        scale = float(np.mean(np.abs(np.diff(train)))) or 1.0
+    err = np.abs(actual - f)
+    denom = np.abs(actual) + np.abs(f)
+    smape = np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0)
+    out = {"mase": float(err.mean() / scale), "smape": float(100 * smape.mean())}
+    for cov in (0.8, 0.95):
+        try:
+            lo, hi = fc.interval(cov)
+        except ConfigError:
+            continue
+        out[f"coverage{round(cov * 100)}"] = float(np.mean((actual >= lo[:h]) & (actual <= hi[:h])))
+    losses = []
+    for q, v in fc.quantiles.items():
+        d = actual - v[:h]
+        losses.append(np.mean(np.maximum(q * d, (q - 1) * d)))
+    out["pinball"] = float(np.mean(losses) / scale) if losses else np.nan
+    return out
+
+
+def backtest(
+    y: np.ndarray,
+    models: Sequence[Model],
+    *,
+    horizons: Sequence[int] = (24, 168),
+    count: int = 8,
+    step: int = 197,
+    min_train: int = 24 * 7 * 5,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    m: int = 168,
+    on_fit: Callable[[str, int, float], None] | None = None,
+) -> pl.DataFrame:
+    """Backtest ``models`` on ``y`` at ``count`` origins ``step`` points apart (197 h by
+    default: not a multiple of a day or a week, so the origins fall on different hours and
+    weekdays). One row per model, origin and horizon: ``model, origin, horizon, mase, smape,
+    coverage80, coverage95, pinball, fit_s``. ``on_fit(model, origin, seconds)`` is called after
+    each fit (a progress display)."""
+    import time
+
+    y = np.asarray(y, dtype=float)
+    hmax = max(horizons)
+    rows = []
+    for o in origins(len(y), horizon=hmax, count=count, step=step, min_train=min_train):
+        train = y[:o]  # the model sees nothing at or after the origin
+        for model in models:
+            t0 = time.perf_counter()
+            fc = model.fit(train.copy()).forecast(hmax, quantiles)
+            secs = time.perf_counter() - t0
+            if on_fit is not None:
+                on_fit(model.name, o, secs)
+            for h in horizons:
+                rows.append(
+                    {
+                        "model": model.name,
+                        "origin": o,
+                        "horizon": h,
+                        **metrics(y[o : o + h], fc, train, m),
+                        "fit_s": secs,
+                    }
+                )
+    return pl.DataFrame(rows)
+
+
+def summarize_backtest(results: pl.DataFrame, baseline: str = "snaive_weekly") -> pl.DataFrame:
+    """Mean scores per model and horizon, with MASE relative to ``baseline`` (below 1: better)."""
+    metric_cols = [c for c in ("mase", "smape", "coverage80", "coverage95", "pinball", "fit_s")
+                   if c in results.columns]  # fmt: skip
+    s = results.group_by("model", "horizon").agg(
+        *[pl.col(c).mean() for c in metric_cols], pl.len().alias("origins")
+    )
+    base = s.filter(pl.col("model") == baseline).select("horizon", base_mase="mase")
+    if base.height:
+        s = (
+            s.join(base, on="horizon", how="left")
+            .with_columns(relative_mase=pl.col("mase") / pl.col("base_mase"))
+            .drop("base_mase")
+        )
+    return s.sort("horizon", "mase")
+
+
+def select_model(results: pl.DataFrame, horizon: int) -> str:
+    """The model with the lowest mean backtest MASE at ``horizon``."""
+    s = summarize_backtest(results).filter(pl.col("horizon") == horizon)
+    if s.height == 0:
+        raise ConfigError(f"no backtest results at horizon {horizon}")
+    return str(s.sort("mase")["model"][0])
