@@ -12,9 +12,12 @@ so two processes opening the same database at once both succeed.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Sequence
 
 from tiered.db.driver import Connection, Statement
+from tiered.errors import DatabaseError, TieredError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "migrate", "vector_table_ddl"]
 
@@ -161,8 +164,32 @@ _MARK_VERSION = Statement(
 )
 
 
-async def migrate(conn: Connection, *, now_us: int) -> int:
-    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before."""
+def _busy(exc: TieredError) -> bool:
+    code = str(getattr(exc, "code", "") or "")
+    return code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "SQLITE_BUSY" in str(exc)
+
+
+async def migrate(conn: Connection, *, now_us: int, busy_timeout: float = 10.0) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before.
+
+    Processes opening one database at the same time race to migrate it: one wins, the others
+    see the database locked (``SQLITE_BUSY``) and retry with jittered backoff -- re-reading the
+    version, so a migration is never applied twice -- for up to ``busy_timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + busy_timeout
+    delay = 0.01
+    while True:
+        try:
+            return await _migrate_once(conn, now_us)
+        except DatabaseError as e:
+            if not _busy(e) or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.5)
+
+
+async def _migrate_once(conn: Connection, now_us: int) -> int:
     await conn.execute(_CREATE_VERSION)
     rows = (await conn.execute(_READ_VERSION)).rows
     current = int(rows[0][0] or 0)
