@@ -370,7 +370,7 @@ async def run_bench(
     if url is not None and backend_of(url) == "file" and (link.active or sqld):
         raise ConfigError("--rtt/--mbps/--sqld need a server: leave --url unset or give ws://...")
     own_sqld = url is None and (sqld or link.active)
-    plans_info: dict[str, Any] = {
+    info: dict[str, Any] = {
         "url": url or ("local sqld (ws)" if own_sqld else "embedded file (temporary)"),
         "link": str(link),
         "workload": {
@@ -422,12 +422,12 @@ async def run_bench(
                 ).with_columns(config=pl.lit(cfg.name), wall_s=pl.lit(wall))
                 request_frames.append(frame)
                 phase_frames.append(store.metrics.to_polars().with_columns(config=pl.lit(cfg.name)))
-                plans_info.setdefault("stats", {})[cfg.name] = _layer_stats(store.stats())
+                info.setdefault("stats", {})[cfg.name] = _layer_stats(store.stats())
     requests = pl.concat(request_frames).select(
         "config", "op", "start_s", "latency_s", "ok", "error", "wall_s"
     )
     phases = pl.concat(phase_frames).select("config", "op", "phase", "stat", "value")
-    return BenchResult(requests, phases, summarize(requests, phases), plans_info)
+    return BenchResult(requests, phases, summarize(requests, phases), info)
 
 
 def _layer_stats(stats: dict[str, Any]) -> dict[str, Any]:
