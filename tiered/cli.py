@@ -156,6 +156,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     path = outdir / "store-run.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     print(f"  results: {path}")
+
+    # the bench workload on the embedded default, each layer switched on in turn
+    from tiered.bench import Layers, Workload, format_report, run_bench, write_results
+
+    print("\nMixed workload, each layer on in turn (tiered bench --layers compare)")
+    bench = asyncio.run(
+        run_bench(None, Layers.parse("compare"), Workload(ops=1000, seed=args.seed))
+    )
+    print(format_report(bench))
+    paths = write_results(bench, outdir / "bench.parquet")
+    print(f"  results: {paths['requests']} (+ {paths['phases'].name}, {paths['summary'].name})")
     return 0
 
 
