@@ -16,12 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tiered.devserver import SqldCluster
 from tiered.errors import ConfigError, TieredError
 from tiered.progress import Progress
 from tiered.store import Store, StoreConfig
+
+if TYPE_CHECKING:
+    from tiered.bench import BenchResult
 
 __all__ = ["main"]
 
@@ -158,20 +161,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"  results: {path}")
 
     # the bench workload on the embedded default, each layer switched on in turn
-    from tiered.bench import Layers, Workload, format_report, run_bench, write_results
+    from tiered.bench import Layers, Workload, run_bench
 
     print("\nMixed workload, each layer on in turn (tiered bench --layers compare)")
     bench = asyncio.run(
         run_bench(None, Layers.parse("compare"), Workload(ops=1000, seed=args.seed))
     )
-    print(format_report(bench))
-    paths = write_results(bench, outdir / "bench.parquet")
-    print(f"  results: {paths['requests']} (+ {paths['phases'].name}, {paths['summary'].name})")
+    _print_bench(bench, outdir / "bench.parquet")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tiered.bench import Layers, Link, Workload, format_report, run_bench, write_results
+    from tiered.bench import Layers, Link, Workload, run_bench
 
     try:
         mbps = args.mbps if args.mbps is not None else (100.0 if args.rtt else 0.0)
@@ -198,10 +199,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except TieredError as e:
         print(f"tiered bench: {e}", file=sys.stderr)
         return 2
-    print(format_report(result))
-    paths = write_results(result, args.out)
-    print(f"\nresults: {paths['requests']} (+ {paths['phases'].name}, {paths['summary'].name})")
+    _print_bench(result, Path(args.out))
     return 0
+
+
+def _print_bench(result: BenchResult, out: Path) -> None:
+    """Print a bench run's tables and write its parquet files to ``out`` (and siblings)."""
+    from tiered.bench import format_report, write_results
+
+    print(format_report(result))
+    paths = write_results(result, out)
+    print(f"\nresults: {paths['requests']} (+ {paths['phases'].name}, {paths['summary'].name})")
 
 
 def _read_trace(path: Path) -> list[float]:

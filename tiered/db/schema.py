@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 
 from tiered.db.driver import Connection, Statement
-from tiered.errors import DatabaseError, TieredError
+from tiered.errors import DatabaseError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "migrate", "vector_table_ddl"]
 
@@ -164,9 +164,8 @@ _MARK_VERSION = Statement(
 )
 
 
-def _busy(exc: TieredError) -> bool:
-    code = str(getattr(exc, "code", "") or "")
-    return code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "SQLITE_BUSY" in str(exc)
+def _busy(exc: DatabaseError) -> bool:
+    return exc.code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "SQLITE_BUSY" in str(exc)
 
 
 async def migrate(conn: Connection, *, now_us: int, busy_timeout: float = 10.0) -> int:

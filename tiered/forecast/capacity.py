@@ -150,15 +150,11 @@ class CapacityPlan:
         actual = np.asarray(actual_rate, dtype=float)
         if actual.shape != self.sizes.shape:
             raise ConfigError("actual_rate must have one value per planned interval")
-        late = np.array([
-            wait_probability(int(c), r, self.service_s, self.max_wait_s, service_cv=service_cv)
-            for c, r in zip(self.sizes, actual, strict=True)
-        ])  # fmt: skip
-        missed = np.array([
-            wait_quantile(int(c), r, self.service_s, self.quantile, service_cv=service_cv)
-            > self.max_wait_s
-            for c, r in zip(self.sizes, actual, strict=True)
-        ])  # fmt: skip
+        late, missed = np.zeros(actual.size), np.zeros(actual.size, dtype=bool)
+        for i, (c, r) in enumerate(zip(self.sizes.tolist(), actual.tolist(), strict=True)):
+            kw = {"service_cv": service_cv}
+            late[i] = wait_probability(c, r, self.service_s, self.max_wait_s, **kw)
+            missed[i] = wait_quantile(c, r, self.service_s, self.quantile, **kw) > self.max_wait_s
         requests = actual * self.interval_s
         return {
             "requests": float(requests.sum()),
