@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from tiered.cache import predicates
 from tiered.cache.layer import CacheConfig, CacheLayer
 from tiered.compression import Codec
 from tiered.db import statements as q
@@ -772,7 +773,7 @@ class Store:
         return await self._query(
             "episodes",
             ("query_episodes_since", t0, n),
-            lambda e: e.start_time >= t0,
+            predicates.episodes_since(t0),
             lambda: self._episodes(q.EPISODES_SINCE, (t0, n)),
         )
 
@@ -793,7 +794,7 @@ class Store:
         return await self._query(
             "episodes",
             ("query_episodes_by_metadata", key, value, n),
-            lambda e: e.metadata.get(key) == value,
+            predicates.episodes_by_metadata(key, value),
             lambda: self._episodes(q.EPISODES_BY_METADATA, (key, value, n)),
         )
 
@@ -815,18 +816,10 @@ class Store:
         args: list[Value] = [f for f in filters if f is not None]
         n = _limit(limit)
         args.append(n)
-
-        def matches(e: Episode) -> bool:
-            return (
-                (task_type is None or e.task_type == task_type)
-                and (domain is None or e.context.domain == domain)
-                and (language is None or e.context.language == language)
-            )
-
         return await self._query(
             "episodes",
             ("query_episodes", task_type, domain, language, n),
-            matches,
+            predicates.episodes_matching(task_type, domain, language),
             lambda: self._episodes(stmt, args),
         )
 
@@ -900,13 +893,7 @@ class Store:
         args: list[Value] = [a for a in (kind and kind.value, domain) if a is not None]
         n, floor = _limit(limit), float(min_success_rate)
         args += [floor, n]
-
-        def matches(p: Pattern) -> bool:
-            return (
-                (kind is None or p.kind is kind)
-                and (domain is None or p.domain == domain)
-                and p.success_rate >= floor
-            )
+        matches = predicates.patterns_matching(kind, domain, floor)
 
         async def load() -> list[Pattern]:
             return await self._build(await self._rows(stmt, args), self._pattern)

@@ -1,0 +1,505 @@
+"""Simulate a connection pool under a traffic series, driving a real sizing policy.
+
+The pool model follows :class:`tiered.pool.Pool` rule for rule: requests take an idle connection
+or queue (FIFO); a queued request makes the pool consult its policy and open what the target
+asks (at least one connection while anyone waits); a new connection is ready ``connect_s`` later
+(open + ping: warm); a returned connection goes to the first waiter, or is closed if the pool is
+above its target, or goes idle; every ``maintenance_interval`` the pool consults the policy with
+a :class:`~tiered.pool.PoolLoad` (time-weighted utilization, requests, waits since the previous
+decision), closes idle connections above the target and opens up to it. The policy is the
+library's own object (:class:`~tiered.pool.Reactive`, :class:`~tiered.pool.Predictive`,
+:class:`~tiered.pool.Hybrid`, :class:`~tiered.pool.Fixed`), built on the simulator's clock.
+
+Arrivals are a non-homogeneous Poisson process: ``rate[i]`` requests/s, constant within interval
+``i`` (an hourly series gives Poisson arrivals within each hour). Hold times are drawn from a
+measured sample (:class:`HoldTimes`, e.g. the round-trip phase of the Store's metrics).
+
+Two modes:
+
+* ``"requests"``: every request is an event (:class:`~tiered.sim.engine.Simulator`); exact for
+  the model, a few µs per request, so a week at hundreds of requests/s is too slow.
+* ``"fluid"``: steps of ``maintenance_interval``; within a step the pool is an M/G/c queue in
+  steady state (Erlang C with the Allen-Cunneen correction for the measured hold-time variation)
+  while it keeps up, and a fluid queue (backlog grows at ``lam - c/s``, drains at ``c/s - lam``)
+  while it does not. Arrivals per step are Poisson draws; the policy sees a PoolLoad built from
+  those figures (``waiting`` is drawn from the probability that the queue is not empty). Validated
+  against ``"requests"`` on a day of traffic (``simulations/pool_policies.py``, notebook 03).
+
+``mode="auto"`` takes ``"requests"`` when the series has at most ``max_requests`` expected
+arrivals, and ``"fluid"`` above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from tiered.errors import ConfigError
+from tiered.forecast.capacity import erlang_c
+from tiered.pool.sizing import PoolLoad, SizingPolicy
+from tiered.sim.engine import Simulator
+
+__all__ = ["HoldTimes", "PoolRun", "PoolScenario", "RequestPool", "simulate_pool"]
+
+Clock = Callable[[], float]
+PolicyFactory = Callable[[Clock], SizingPolicy]
+Mode = Literal["auto", "requests", "fluid"]
+
+
+@dataclass(frozen=True)
+class HoldTimes:
+    """A measured sample of how long a request holds a connection (seconds)."""
+
+    samples: np.ndarray
+
+    def __post_init__(self) -> None:
+        s = np.asarray(self.samples, dtype=float)
+        if s.ndim != 1 or s.size == 0 or not np.isfinite(s).all() or (s <= 0).any():
+            raise ConfigError("HoldTimes needs a non-empty sample of positive, finite seconds")
+        object.__setattr__(self, "samples", s)
+
+    @property
+    def mean(self) -> float:
+        return float(self.samples.mean())
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation (std / mean)."""
+        return float(self.samples.std() / self.samples.mean())
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.choice(self.samples, size=n)  # type: ignore[no-any-return]
+
+    def scaled(self, factor: float) -> HoldTimes:
+        return HoldTimes(self.samples * factor)
+
+
+@dataclass(frozen=True)
+class PoolScenario:
+    """Traffic, service and pool bounds of one simulated run (times in seconds)."""
+
+    rate: np.ndarray  # requests/s per interval
+    hold: HoldTimes
+    connect_s: float
+    interval_s: float = 3600.0
+    min_size: int = 1
+    max_size: int = 100
+    maintenance_interval: float = 0.5
+    late_s: float = 0.010  # a request waiting longer than this for a connection is "late"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        r = np.asarray(self.rate, dtype=float)
+        if r.ndim != 1 or r.size == 0 or not np.isfinite(r).all() or (r < 0).any():
+            raise ConfigError("PoolScenario.rate must be a non-empty 1-D series of rates >= 0")
+        object.__setattr__(self, "rate", r)
+        if self.connect_s < 0 or self.interval_s <= 0 or self.maintenance_interval <= 0:
+            raise ConfigError("PoolScenario needs connect_s >= 0 and positive intervals")
+        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
+            raise ConfigError("PoolScenario needs 0 <= min_size <= max_size, max_size >= 1")
+
+    @property
+    def duration(self) -> float:
+        return self.rate.size * self.interval_s
+
+    @property
+    def expected_requests(self) -> float:
+        return float(self.rate.sum() * self.interval_s)
+
+    def window(self, first: int, count: int) -> PoolScenario:
+        """The same scenario on intervals ``first .. first + count - 1``."""
+        return _replace(self, rate=self.rate[first : first + count])
+
+
+def _replace(s: PoolScenario, **kw: Any) -> PoolScenario:
+    import dataclasses
+
+    return dataclasses.replace(s, **kw)
+
+
+@dataclass
+class PoolRun:
+    """What one run produced: a summary, the pool's series (one row per maintenance tick, or
+    per step in fluid mode) and, in request mode, the wait of every request."""
+
+    mode: str
+    summary: dict[str, float]
+    series: pl.DataFrame
+    waits: np.ndarray | None = field(default=None, repr=False)
+
+
+def simulate_pool(
+    scenario: PoolScenario,
+    policy: PolicyFactory,
+    *,
+    mode: Mode = "auto",
+    max_requests: float = 2_000_000,
+) -> PoolRun:
+    """Run ``scenario`` with the sizing policy ``policy(clock)`` built on the simulated clock."""
+    if mode == "auto":
+        mode = "requests" if scenario.expected_requests <= max_requests else "fluid"
+    if mode == "requests":
+        return RequestPool(scenario, policy).run()
+    if mode == "fluid":
+        return _FluidPool(scenario, policy).run()
+    raise ConfigError(f"mode must be 'auto', 'requests' or 'fluid', got {mode!r}")
+
+
+_SERIES = ("t", "size", "in_use", "waiting", "utilization", "target", "rate")
+
+
+class RequestPool:
+    """The request-level pool model on a :class:`Simulator` (``sim``: share one to put other
+    models on the same clock, as :mod:`tiered.sim.replay` does)."""
+
+    def __init__(
+        self, sc: PoolScenario, policy: PolicyFactory, sim: Simulator | None = None
+    ) -> None:
+        self.sc = sc
+        self.sim = sim or Simulator()
+        self.policy = policy(self.sim.now)
+        self.rng = np.random.default_rng(sc.seed)
+        self.idle = self.busy = self.opening = 0
+        # queued requests: (arrival time, hold time or None = draw one, callback when done)
+        self.waiters: deque[tuple[float, float | None, Callable[[], None] | None]] = deque()
+        self.target = max(sc.min_size, 1) if sc.min_size else 0
+        self.acc_t = self.acc_busy = self.acc_size = 0.0
+        self.conn_seconds = 0.0
+        self.tick_requests = self.tick_waited = 0
+        self.tick_wait_sum = 0.0
+        self.waits: list[float] = []
+        self.series: list[tuple[float, ...]] = []
+        self.opened = self.resizes = 0
+        self.hold_buf = np.empty(0)
+        self.hold_i = 0
+
+    @property
+    def size(self) -> int:
+        return self.idle + self.busy + self.opening
+
+    def _hold(self) -> float:
+        if self.hold_i >= self.hold_buf.size:
+            self.hold_buf = self.sc.hold.draw(self.rng, 65536)
+            self.hold_i = 0
+        self.hold_i += 1
+        return float(self.hold_buf[self.hold_i - 1])
+
+    def _account(self) -> None:
+        now = self.sim.now()
+        dt = now - self.acc_t
+        if dt > 0:
+            self.acc_busy += self.busy * dt
+            size = self.size
+            self.acc_size += size * dt
+            self.conn_seconds += size * dt
+            self.acc_t = now
+
+    def _consult(self, sample: bool) -> None:
+        self._account()
+        sc = self.sc
+        util = self.acc_busy / self.acc_size if self.acc_size > 0 else (1.0 if self.busy else 0.0)
+        load = PoolLoad(
+            size=self.size,
+            in_use=self.busy,
+            idle=self.idle,
+            waiting=len(self.waiters),
+            utilization=min(1.0, util),
+            requests=self.tick_requests,
+            waited=self.tick_waited,
+            wait_mean=self.tick_wait_sum / self.tick_waited if self.tick_waited else 0.0,
+            min_size=sc.min_size,
+            max_size=sc.max_size,
+        )
+        self.acc_busy = self.acc_size = 0.0
+        self.tick_requests = self.tick_waited = 0
+        self.tick_wait_sum = 0.0
+        target = min(sc.max_size, max(sc.min_size, self.policy.decide(load).target))
+        if target != self.target:
+            self.resizes += 1
+        self.target = target
+        if sample:
+            now = self.sim.now()
+            rate = float(sc.rate[min(int(now // sc.interval_s), sc.rate.size - 1)])
+            self.series.append(
+                (now, load.size, load.in_use, load.waiting, load.utilization, target, rate)
+            )
+
+    def _grow(self) -> None:
+        want = max(self.target, self.sc.min_size, 1 if self.waiters else 0)
+        for _ in range(want - self.size):
+            self._account()
+            self.opening += 1
+            self.opened += 1
+            self.sim.after(self.sc.connect_s, self._opened)
+
+    def _opened(self) -> None:
+        self._account()
+        self.opening -= 1
+        self._put()
+
+    def _put(self) -> None:
+        if self.waiters:
+            arrived, hold, done = self.waiters.popleft()
+            self._start(self.sim.now() - arrived, hold, done)
+        else:
+            self.idle += 1
+
+    def _start(self, waited: float, hold: float | None, done: Callable[[], None] | None) -> None:
+        self.busy += 1
+        self.waits.append(waited)
+        if waited > 0:
+            self.tick_waited += 1
+            self.tick_wait_sum += waited
+        self.sim.after(self._hold() if hold is None else hold, self._done, done)
+
+    def request(self, hold: float | None = None, done: Callable[[], None] | None = None) -> None:
+        """A request arrives now: it holds a connection for ``hold`` seconds (None: drawn from
+        the scenario's hold times) and ``done()`` runs when it gives the connection back."""
+        self.tick_requests += 1
+        if self.idle:
+            self._account()
+            self.idle -= 1
+            self._start(0.0, hold, done)
+            return
+        self.waiters.append((self.sim.now(), hold, done))
+        self._consult(sample=False)
+        self._grow()
+
+    def _done(self, done: Callable[[], None] | None) -> None:
+        self._account()
+        self.busy -= 1
+        if self.size >= max(self.target, self.sc.min_size) + len(self.waiters) + 1:
+            self._grow()  # the connection closes (the pool is above its target)
+        else:
+            self._put()
+        if done is not None:
+            done()
+
+    def _maintain(self) -> None:
+        self._consult(sample=True)
+        while self.size > self.target and self.idle:
+            self._account()
+            self.idle -= 1
+        self._grow()
+
+    def _arrivals(self) -> None:
+        """Schedule each interval's Poisson arrivals, chained (one pending event at a time)."""
+        sc = self.sc
+        rng = np.random.default_rng(sc.seed + 1)
+
+        def interval(i: int) -> None:
+            if i >= sc.rate.size:
+                return
+            n = int(rng.poisson(sc.rate[i] * sc.interval_s))
+            times = np.sort(rng.uniform(0.0, sc.interval_s, size=n)) + i * sc.interval_s
+            if i + 1 < sc.rate.size:
+                self.sim.at((i + 1) * sc.interval_s, interval, i + 1)
+            if n:
+                chain(times.tolist(), 0)
+
+        def chain(times: list[float], j: int) -> None:
+            if j:
+                self.request()
+            if j < len(times):
+                self.sim.at(times[j], chain, times, j + 1)
+
+        self.sim.at(0.0, interval, 0)
+
+    def start(self) -> None:
+        """Open the initial connections and schedule the maintenance ticks."""
+        self.sim.at(self.sim.now(), self._grow)
+        self.sim.every(self.sc.maintenance_interval, self._maintain, until=self.sc.duration)
+
+    def result(self) -> PoolRun:
+        self._account()
+        waits = np.asarray(self.waits)
+        return PoolRun("requests", self._summary(waits), _series(self.series), waits)
+
+    def run(self) -> PoolRun:
+        """Run the scenario's own arrivals to its end."""
+        self.start()
+        self._arrivals()
+        self.sim.run(until=self.sc.duration)
+        return self.result()
+
+    def _summary(self, waits: np.ndarray) -> dict[str, float]:
+        n = waits.size
+        late = int((waits > self.sc.late_s).sum())
+        return {
+            "requests": float(n),
+            "late": float(late),
+            "late_share": late / n if n else 0.0,
+            "waited_share": float((waits > 0).mean()) if n else 0.0,
+            "wait_p99_ms": float(np.quantile(waits, 0.99) * 1000) if n else 0.0,
+            "wait_mean_ms": float(waits.mean() * 1000) if n else 0.0,
+            "connection_hours": self.conn_seconds / 3600,
+            "max_size": float(max((r[1] for r in self.series), default=self.size)),
+            "opened": float(self.opened),
+            "resizes": float(self.resizes),
+            "events": float(self.sim.events),
+        }
+
+
+def _series(rows: Sequence[tuple[float, ...]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=list(_SERIES), orient="row").cast(
+        {"size": pl.Int32, "in_use": pl.Int32, "waiting": pl.Int32, "target": pl.Int32}
+    )
+
+
+class _FluidPool:
+    """Per-step queueing approximation (see the module docstring)."""
+
+    def __init__(self, sc: PoolScenario, policy: PolicyFactory) -> None:
+        self.sc = sc
+        self.t = 0.0
+        self.policy = policy(lambda: self.t)
+        self.rng = np.random.default_rng(sc.seed)
+        s = sc.hold.mean
+        self.s = s
+        self.f = (1 + sc.hold.cv**2) / 2  # Allen-Cunneen factor (Poisson arrivals)
+        self._cache: dict[tuple[int, float], tuple[float, float, float]] = {}
+
+    def _steady(self, c: int, lam: float) -> tuple[float, float, float]:
+        """(P(wait), P(wait > late), mean wait of those who wait) for c ready connections."""
+        key = (c, lam)
+        got = self._cache.get(key)
+        if got is None:
+            a = lam * self.s
+            pw = erlang_c(c, a) if c > 0 else 1.0
+            if c <= a:
+                got = (1.0, 1.0, math.inf)
+            else:
+                rate = (c - a) / (self.s * self.f)  # decay rate of the wait tail
+                got = (pw, pw * math.exp(-rate * self.sc.late_s), 1.0 / rate)
+            self._cache[key] = got
+        return got
+
+    def run(self) -> PoolRun:
+        sc, rng, s = self.sc, self.rng, self.s
+        dt = sc.maintenance_interval
+        steps = round(sc.duration / dt)
+        target = max(sc.min_size, 1) if sc.min_size else 0
+        ready = 0
+        opening: deque[tuple[float, int]] = deque()  # (ready at, count)
+        n_opening = 0
+        backlog = 0.0
+        conn_seconds = 0.0
+        requests = late = waited_total = 0.0
+        wait_sum = 0.0
+        opened = resizes = 0
+        # per-step expected late requests and tail rates, for the p99 of the whole run
+        tails: list[tuple[float, float, float]] = []  # (arrivals, P(wait), tail rate or -backlog)
+        rows: list[tuple[float, ...]] = []
+        # initial open
+        if target:
+            opening.append((sc.connect_s, target))
+            n_opening, opened = target, target
+        for k in range(steps):
+            t0 = k * dt
+            self.t = t0
+            while opening and opening[0][0] <= t0:
+                _, n = opening.popleft()
+                n_opening -= n
+                ready += n
+            lam = float(sc.rate[min(int(t0 // sc.interval_s), sc.rate.size - 1)])
+            arrivals = float(rng.poisson(lam * dt))
+            cap = ready / s  # completions per second at full use
+            if backlog > 0 or lam >= cap:
+                # overloaded: everyone waits for the backlog ahead to drain
+                backlog = max(0.0, backlog + (lam - cap) * dt)
+                w = (backlog / cap if cap > 0 else math.inf) + 0.5 * s
+                p_wait, p_late, w_mean = 1.0, 1.0 if w > sc.late_s else 0.0, w
+                waiting = max(1, round(backlog))
+                util = 1.0 if ready else 0.0
+                tails.append((arrivals, 1.0, -w))
+            else:
+                p_wait, p_late, w_mean = self._steady(ready, lam)
+                a = lam * s
+                waiting = int(rng.random() < p_wait * a / ready) if ready else 0
+                util = a / ready if ready else 0.0
+                tails.append((arrivals, p_wait, 1.0 / w_mean if w_mean > 0 else math.inf))
+            waited = float(rng.binomial(int(arrivals), min(1.0, p_wait))) if arrivals else 0.0
+            requests += arrivals
+            late += arrivals * p_late
+            waited_total += waited
+            wait_sum += waited * (w_mean if math.isfinite(w_mean) else 0.0)
+            size = ready + n_opening
+            conn_seconds += size * dt
+            # the policy decides at the end of the step, seeing the step's load
+            self.t = t0 + dt
+            in_use = min(ready, round(lam * s)) if ready else 0
+            load = PoolLoad(
+                size=size,
+                in_use=in_use,
+                idle=max(0, ready - in_use),
+                waiting=waiting,
+                utilization=min(1.0, util),
+                requests=int(arrivals),
+                waited=int(waited),
+                wait_mean=w_mean if waited and math.isfinite(w_mean) else 0.0,
+                min_size=sc.min_size,
+                max_size=sc.max_size,
+            )
+            new = min(sc.max_size, max(sc.min_size, self.policy.decide(load).target))
+            if waiting:
+                new = max(new, 1)
+            if new != target:
+                resizes += 1
+            target = new
+            rows.append((self.t, size, in_use, waiting, min(1.0, util), target, lam))
+            if size > target:  # close idle connections above the target
+                drop = min(size - target, max(0, ready - in_use))
+                ready -= drop
+            elif size < target:
+                n = target - size
+                opening.append((self.t + sc.connect_s, n))
+                n_opening += n
+                opened += n
+        summary = {
+            "requests": requests,
+            "late": late,
+            "late_share": late / requests if requests else 0.0,
+            "waited_share": waited_total / requests if requests else 0.0,
+            "wait_p99_ms": _mixture_quantile(tails, 0.99) * 1000,
+            "wait_mean_ms": wait_sum / requests * 1000 if requests else 0.0,
+            "connection_hours": conn_seconds / 3600,
+            "max_size": float(max((r[1] for r in rows), default=0)),
+            "opened": float(opened),
+            "resizes": float(resizes),
+            "events": float(steps),
+        }
+        return PoolRun("fluid", summary, _series(rows))
+
+
+def _mixture_quantile(tails: list[tuple[float, float, float]], q: float) -> float:
+    """The ``q`` quantile of the wait over all steps: each step is a point mass at 0 plus an
+    exponential tail (``(arrivals, P(wait), rate)``), or a fixed wait (rate < 0: ``-wait``)."""
+    if not tails:
+        return 0.0
+    arr = np.array(tails)
+    n, pw, rate = arr[:, 0], arr[:, 1], arr[:, 2]
+    total = n.sum()
+    if total <= 0:
+        return 0.0
+    fixed = rate < 0
+
+    def exceed(t: float) -> float:
+        with np.errstate(over="ignore", invalid="ignore"):
+            tail = np.where(fixed, (-rate > t).astype(float), pw * np.exp(-np.abs(rate) * t))
+        return float((n * tail).sum() / total)
+
+    if exceed(0.0) <= 1 - q:
+        return 0.0
+    lo, hi = 0.0, 1e-3
+    while exceed(hi) > 1 - q and hi < 1e6:
+        hi *= 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if exceed(mid) > 1 - q else (lo, mid)
+    return hi
