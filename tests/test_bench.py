@@ -13,9 +13,9 @@ from tiered.bench import (
     Layers,
     Link,
     Workload,
-    _corpus,
     arrival_times,
     format_report,
+    make_corpus,
     plan_requests,
     run_bench,
     write_results,
@@ -50,7 +50,7 @@ def test_workload_validation() -> None:
 
 def test_plan_is_seeded_and_follows_the_mix() -> None:
     w = Workload(ops=4000, records=500, seed=3)
-    a, b = plan_requests(w, _corpus(w, "x")), plan_requests(w, _corpus(w, "x"))
+    a, b = plan_requests(w, make_corpus(w, "x")), plan_requests(w, make_corpus(w, "x"))
     assert a == b
     ops = pl.Series([op for op, _ in a]).value_counts(normalize=True)
     share = dict(ops.rows())
@@ -59,7 +59,7 @@ def test_plan_is_seeded_and_follows_the_mix() -> None:
     # reads are skewed: the most read key is read far more than a uniform share
     keys = pl.Series([args[0] for op, args in a if op == "get_episode"]).value_counts()
     assert keys["count"].max() > 10 * len(keys) / w.records  # type: ignore[operator]
-    assert plan_requests(Workload(ops=4000, records=500, seed=4), _corpus(w, "x")) != a
+    assert plan_requests(Workload(ops=4000, records=500, seed=4), make_corpus(w, "x")) != a
 
 
 def test_open_loop_arrivals_follow_rate_and_trace() -> None:

@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from tiered.cache.layer import CacheConfig
-from tiered.db.driver import backend_of
+from tiered.db.driver import backend_of, connect
 from tiered.errors import ConfigError
 from tiered.metrics import PHASES
 from tiered.model import Episode
@@ -197,14 +197,14 @@ Request = tuple[str, tuple[Any, ...]]
 
 
 @dataclass(slots=True)
-class _Corpus:
+class Corpus:
     """Everything a plan refers to: the preloaded records and the episodes appended later."""
 
     episodes: list[Episode]
     appends: list[Episode]
 
 
-def _corpus(w: Workload, prefix: str) -> _Corpus:
+def make_corpus(w: Workload, prefix: str) -> Corpus:
     eps = generate_episodes(w.records, seed=w.seed, id_prefix=f"{prefix}e")
     n_writes = math.ceil(w.ops * w.mix.get("store_episodes", 0) / sum(w.mix.values()) * 1.5) + 1
     appends = generate_episodes(
@@ -213,10 +213,10 @@ def _corpus(w: Workload, prefix: str) -> _Corpus:
         id_prefix=f"{prefix}n",
         start_time=eps[-1].start_time + 1,
     )
-    return _Corpus(eps, appends)
+    return Corpus(eps, appends)
 
 
-def plan_requests(w: Workload, corpus: _Corpus) -> list[Request]:
+def plan_requests(w: Workload, corpus: Corpus) -> list[Request]:
     """The seeded list of requests: ``(operation, arguments)``."""
     rng = np.random.default_rng(w.seed)
     ops = sorted(w.mix)
@@ -295,9 +295,12 @@ class BenchResult:
     phases: pl.DataFrame
     summary: pl.DataFrame
     info: dict[str, Any]
+    #: with ``record=True``: every operation's time and phases (one row each), and the time to
+    #: open a connection (``op == "connect"``): what :class:`tiered.sim.ServiceModel` is built from
+    samples: pl.DataFrame | None = None
 
 
-async def _preload(url: str, layers: Layers, corpus: _Corpus, seed: int) -> None:
+async def _preload(url: str, layers: Layers, corpus: Corpus, seed: int) -> None:
     async with await Store.open(url, **layers.store_options()) as store:
         for i in range(0, len(corpus.episodes), 500):
             await store.store_episodes(corpus.episodes[i : i + 500])
@@ -305,7 +308,7 @@ async def _preload(url: str, layers: Layers, corpus: _Corpus, seed: int) -> None
         await store.store_heuristics(generate_heuristics(100, seed=seed))
 
 
-Row = tuple[str, float, float, bool, str | None]
+Row = tuple[str, float, float, bool, str | None, float]
 
 
 async def _run_plan(store: Store, plan: list[Request], w: Workload, bar: Progress) -> list[Row]:
@@ -315,11 +318,13 @@ async def _run_plan(store: Store, plan: list[Request], w: Workload, bar: Progres
     async def one(i: int, scheduled: float) -> None:
         op, args = plan[i]
         err: str | None = None
+        began = time.perf_counter() - t0  # lag_s: how late the harness started it
         try:
             await _call(store, op, args)
         except Exception as e:  # recorded per request: the table reports errors by type
             err = type(e).__name__
-        rows[i] = (op, scheduled, time.perf_counter() - t0 - scheduled, err is None, err)
+        end = time.perf_counter() - t0
+        rows[i] = (op, scheduled, end - scheduled, err is None, err, began - scheduled)
         bar.advance()
 
     arrivals = arrival_times(w)
@@ -356,6 +361,7 @@ async def run_bench(
     link: Link = Link(),
     sqld: bool = False,
     progress: bool = True,
+    record: bool = False,
 ) -> BenchResult:
     """Run ``workload`` once per configuration in ``layers`` and collect the results.
 
@@ -363,7 +369,8 @@ async def run_bench(
     configuration in a temporary folder, or a fresh local sqld per configuration when ``sqld`` or
     an active ``link`` asks for a server). A ``link`` puts a delay/bandwidth proxy in front of
     the server. With a given server URL every configuration writes its own records (ids prefixed
-    ``bench<seed>c<i>``) into that database; they are left there.
+    ``bench<seed>c<i>``) into that database; they are left there. ``record`` keeps every
+    operation's phases and times ``connects`` fresh connections (:attr:`BenchResult.samples`).
     """
     if not layers:
         raise ConfigError("run_bench needs at least one layer configuration")
@@ -378,11 +385,11 @@ async def run_bench(
         },
         "configs": [c.name for c in layers],
     }
-    request_frames, phase_frames = [], []
+    request_frames, phase_frames, sample_frames = [], [], []
     with TemporaryDirectory(prefix="tiered-bench-") as tmp:
         for ci, cfg in enumerate(layers):
             prefix = f"bench{workload.seed}c{ci}" if url else "b"
-            corpus = _corpus(workload, prefix)
+            corpus = make_corpus(workload, prefix)
             plan = plan_requests(workload, corpus)
             async with AsyncExitStack() as stack:
                 target = url or f"file:{Path(tmp) / f'{ci}-{cfg.name}.db'}"
@@ -405,6 +412,8 @@ async def run_bench(
                     target = _proxied(target, proxy)
                 store = await Store.open(target, **cfg.store_options())
                 stack.push_async_callback(store.close)
+                if record:
+                    store.metrics.keep_samples()
                 bar = Progress(len(plan), cfg.name, enabled=progress)
                 t0 = time.perf_counter()
                 rows = await _run_plan(store, plan, workload, bar)
@@ -417,27 +426,55 @@ async def run_bench(
                         "latency_s": pl.Float64,
                         "ok": pl.Boolean,
                         "error": pl.Utf8,
+                        "lag_s": pl.Float64,
                     },
                     orient="row",
                 ).with_columns(config=pl.lit(cfg.name), wall_s=pl.lit(wall))
                 request_frames.append(frame)
                 phase_frames.append(store.metrics.to_polars().with_columns(config=pl.lit(cfg.name)))
                 info.setdefault("stats", {})[cfg.name] = _layer_stats(store.stats())
+                if record:
+                    sample_frames.append(
+                        (await _samples(store, target)).with_columns(config=pl.lit(cfg.name))
+                    )
     requests = pl.concat(request_frames).select(
-        "config", "op", "start_s", "latency_s", "ok", "error", "wall_s"
+        "config", "op", "start_s", "latency_s", "ok", "error", "lag_s", "wall_s"
     )
     phases = pl.concat(phase_frames).select("config", "op", "phase", "stat", "value")
-    return BenchResult(requests, phases, summarize(requests, phases), info)
+    samples = pl.concat(sample_frames) if sample_frames else None
+    return BenchResult(requests, phases, summarize(requests, phases), info, samples)
+
+
+SAMPLE_PHASES = tuple(p for p in PHASES if p != "other")
+
+
+async def _samples(store: Store, url: str, connects: int = 20) -> pl.DataFrame:
+    """The store's recorded operations, plus ``connects`` timed connection opens."""
+    rows = [
+        (op, total, *(ph.get(p, 0.0) for p in SAMPLE_PHASES))
+        for op, total, ph in store.metrics.samples or []
+    ]
+    for _ in range(connects):
+        t0 = time.perf_counter()
+        conn = await connect(url)
+        rows.append(("connect", time.perf_counter() - t0, *(0.0 for _ in SAMPLE_PHASES)))
+        await conn.close()
+    schema = {"op": pl.Utf8, "total_s": pl.Float64} | {f"{p}_s": pl.Float64 for p in SAMPLE_PHASES}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def cache_hit_ratio(snapshot: dict[str, Any]) -> float:
+    """Hits / lookups over every cache of a cache layer snapshot (records and queries)."""
+    hits = sum(v.get("hits", 0) for v in snapshot.values() if isinstance(v, dict))
+    misses = sum(v.get("misses", 0) for v in snapshot.values() if isinstance(v, dict))
+    return hits / (hits + misses) if hits + misses else 0.0
 
 
 def _layer_stats(stats: dict[str, Any]) -> dict[str, Any]:
     """The few layer figures the report prints (cache hit ratio, connections, bytes stored)."""
-    cache = stats["cache"]
-    hits = sum(v.get("hits", 0) for v in cache.values() if isinstance(v, dict))
-    misses = sum(v.get("misses", 0) for v in cache.values() if isinstance(v, dict))
     codec, pool = stats["codec"], stats["pool"]
     return {
-        "cache_hit_ratio": hits / (hits + misses) if hits + misses else 0.0,
+        "cache_hit_ratio": cache_hit_ratio(stats["cache"]),
         "connections_opened": pool["connections_num"],
         "statements": stats["statements"]["executions"],
         "bytes_raw": codec["bytes_raw"],

@@ -106,6 +106,17 @@ class Metrics:
         self._unflushed = 0
         #: named callables returning nested dicts of numbers (layer stats) for the exporters
         self.sources = dict(sources or {})
+        #: when a list, every phased observation is also kept raw, as ``(op, seconds, phases)``
+        #: (see :meth:`keep_samples`; the simulator's service model is built from these)
+        self.samples: list[tuple[str, float, dict[str, float]]] | None = None
+        self._max_samples = 0
+
+    def keep_samples(self, limit: int = 1_000_000) -> None:
+        """Keep the raw time and phases of every operation (up to ``limit``), and measure the
+        phases of every operation instead of one in ``phase_every``."""
+        self.samples = []
+        self._max_samples = limit
+        self.phase_every = 1
 
     def observe(
         self,
@@ -122,6 +133,8 @@ class Metrics:
         if error is not None:
             o.errors[error] = o.errors.get(error, 0) + 1
         if phases is not None:
+            if self.samples is not None and len(self.samples) < self._max_samples:
+                self.samples.append((op, seconds, dict(phases)))
             o.phased_sum += seconds
             rest = seconds
             pp = o.pending_phases

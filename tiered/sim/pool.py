@@ -162,7 +162,7 @@ class RequestPool:
         self, sc: PoolScenario, policy: PolicyFactory, sim: Simulator | None = None
     ) -> None:
         self.sc = sc
-        self.sim = sim or Simulator()
+        self.sim = sim if sim is not None else Simulator()
         self.policy = policy(self.sim.now)
         self.rng = np.random.default_rng(sc.seed)
         self.idle = self.busy = self.opening = 0

@@ -1,0 +1,261 @@
+"""Replay a ``tiered bench`` workload in the simulator, and calibrate against the real stack.
+
+:func:`replay` takes the same seeded plan and open-loop arrival times as ``tiered bench`` and
+runs it on the virtual clock through
+
+* the library's **real** cache layer objects (:class:`~tiered.cache.CacheLayer`: the adaptive
+  W-TinyLFU record caches and the query-result cache, with the Store's own query predicates from
+  :mod:`tiered.cache.predicates` and its write-through/invalidation rule), on the simulated
+  clock; single-flight: a miss on a key already being loaded waits for that load;
+* the request-level pool model (:class:`~tiered.sim.pool.RequestPool`) with the Store's default
+  sizing policy (:class:`~tiered.pool.Reactive`) or a given one;
+* a :class:`~tiered.sim.service.ServiceModel` measured on the real stack: a cache hit costs a
+  measured hit time; a database call holds a connection for a measured round trip and costs a
+  measured time around it.
+
+Not modelled: the change-log poll as its own call (its cost is inside the measured database
+samples, as it happened during the measurement), and CPU contention between requests on the
+event loop beyond what the measurement saw.
+
+:func:`calibrate` measures a service model on one seed, runs the real stack on another seed and
+the simulator on that same plan, and compares latency quantiles and hit ratio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tiered.bench import (
+    Layers,
+    Link,
+    Workload,
+    arrival_times,
+    cache_hit_ratio,
+    make_corpus,
+    plan_requests,
+)
+from tiered.cache import predicates
+from tiered.cache.layer import CacheConfig, CacheLayer, _QueryEntry
+from tiered.errors import ConfigError
+from tiered.pool.sizing import Reactive
+from tiered.sim.engine import Simulator
+from tiered.sim.pool import PolicyFactory, PoolScenario, RequestPool
+from tiered.sim.service import ServiceModel, measure_service
+
+__all__ = ["Calibration", "ReplayResult", "calibrate", "replay"]
+
+_READS = {"get_episode", "get_episodes", "query_episodes_since", "query_episodes_by_metadata",
+          "query_episodes", "search_patterns"}  # fmt: skip
+
+
+@dataclass
+class ReplayResult:
+    requests: pl.DataFrame  # op, start_s, latency_s, path (hit / db / joined)
+    hit_ratio: float
+    pool: dict[str, float]
+    pool_series: pl.DataFrame
+
+
+def _query(op: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...], Callable[[Any], bool]]:
+    """The table, cache key and predicate of a planned query (as the Store builds them)."""
+    if op == "query_episodes_since":
+        return "episodes", (op, *args), predicates.episodes_since(args[0])
+    if op == "query_episodes_by_metadata":
+        return "episodes", (op, *args), predicates.episodes_by_metadata(args[0], args[1])
+    if op == "query_episodes":
+        return "episodes", (op, *args), predicates.episodes_matching(None, args[0], args[1])
+    if op == "search_patterns":
+        return "patterns", (op, *args), predicates.patterns_matching(None, None, args[0])
+    raise ConfigError(f"not a query: {op!r}")
+
+
+def replay(
+    workload: Workload,
+    model: ServiceModel,
+    *,
+    layers: Layers | None = None,
+    cache: CacheConfig | None = None,
+    sizing: PolicyFactory | None = None,
+    min_size: int = 1,
+    max_size: int = 10,
+    seed: int = 0,
+) -> ReplayResult:
+    """Simulate ``workload`` (open loop: ``workload.rate`` must be set) with ``model``."""
+    if workload.rate is None:
+        raise ConfigError("replay needs an open-loop workload (Workload(rate=...))")
+    layers = layers or Layers()
+    cfg = dataclasses.replace(cache or CacheConfig(), enabled=layers.cache)
+    arrivals = arrival_times(workload)
+    assert arrivals is not None
+    corpus = make_corpus(workload, "b")
+    plan = plan_requests(workload, corpus)
+    sim = Simulator()
+    rng = np.random.default_rng(seed)
+    duration = float(arrivals[-1]) + 60.0
+    opens = model.connect_times()
+    scenario = PoolScenario(
+        rate=np.array([workload.rate]),
+        hold=model.hold_times(),
+        connect_s=float(np.median(opens)),
+        interval_s=duration,
+        min_size=min_size,
+        max_size=max_size,
+    )
+    pool = RequestPool(scenario, sizing or (lambda clock: Reactive(clock=clock)), sim)
+    pool.start()
+    layer = CacheLayer(cfg, timer=sim.now)
+    episodes = layer.records["episodes"]
+    queries = layer.queries
+    n = len(plan)
+    latency = np.zeros(n)
+    path = [""] * n
+    flights: dict[Hashable, list[int]] = {}
+    write_through = cfg.write_through
+
+    def finish(i: int, at: float, how: str) -> None:
+        latency[i] = at - float(arrivals[i])
+        path[i] = how
+
+    def hit(i: int, op: str) -> None:
+        rest, _ = model.draw(rng, op, "hit")
+        finish(i, sim.now() + rest, "hit")
+
+    def db(i: int, op: str, then: Callable[[], None] | None = None, key: Hashable = None) -> None:
+        rest, rt = model.draw(rng, op, "db")
+
+        def done() -> None:
+            end = sim.now()
+            if then is not None:
+                then()
+            finish(i, end + rest, "db")
+            for j in flights.pop(key, []) if key is not None else []:
+                jrest = model.draw(rng, plan[j][0], "hit")[0] if model.has(plan[j][0], "hit") else 0
+                finish(j, end + rest + jrest, "joined")
+
+        if key is not None:
+            flights[key] = []
+        if layers.pool:
+            pool.request(rt, done)
+        else:  # a new connection per call: open it, then the round trip
+            sim.after(float(rng.choice(opens)) + rt, done)
+
+    def handle(i: int) -> None:
+        op, args = plan[i]
+        if op == "store_episodes":
+            batch = args[0]
+
+            def written() -> None:
+                if episodes is not None and len(batch) <= write_through:
+                    for e in batch:
+                        episodes.set(e.id, e)
+                if queries is not None:
+                    queries.invalidate("episodes", batch, [])
+
+            db(i, op, written)
+            return
+        if op not in _READS:
+            raise ConfigError(f"replay does not model {op!r}")
+        if op == "get_episode" and episodes is not None:
+            (eid,) = args
+            if episodes.get(eid) is not None:
+                return hit(i, op)
+            key: Hashable = ("episodes", eid)
+            if key in flights:
+                flights[key].append(i)
+                return None
+            return db(i, op, lambda: episodes.set(eid, corpus_by_id[eid]), key)
+        if op == "get_episodes" and episodes is not None:
+            missing = [k for k in dict.fromkeys(args[0]) if episodes.get(k) is None]
+            if not missing:
+                return hit(i, op)
+
+            def fill() -> None:
+                for k in missing:
+                    episodes.set(k, corpus_by_id[k])
+
+            return db(i, op, fill)
+        if op.startswith(("query_", "search_")) and queries is not None:
+            table, qkey, pred = _query(op, args)
+            if queries.get(qkey) is not None:
+                return hit(i, op)
+            if qkey in flights:
+                flights[qkey].append(i)
+                return None
+            entry = _QueryEntry(table, (), frozenset(), pred)
+            return db(i, op, lambda: queries.put(qkey, entry), qkey)
+        return db(i, op)
+
+    corpus_by_id = {e.id: e for e in corpus.episodes}
+    for i, t in enumerate(arrivals.tolist()):
+        sim.at(t + model.draw_lag(rng), handle, i)
+    sim.run(until=duration)
+    if any(not p for p in path):
+        raise ConfigError("replay ended with requests still in flight (raise the duration)")
+    frame = pl.DataFrame(
+        {
+            "op": [op for op, _ in plan],
+            "start_s": arrivals,
+            "latency_s": latency,
+            "path": path,
+        }
+    )
+    run = pool.result()
+    return ReplayResult(frame, cache_hit_ratio(layer.snapshot()), run.summary, run.series)
+
+
+@dataclass
+class Calibration:
+    """Measured vs simulated, side by side (``table``: one row per operation and quantile)."""
+
+    table: pl.DataFrame
+    measured: pl.DataFrame
+    simulated: pl.DataFrame
+    model: ServiceModel
+
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def compare(
+    measured: pl.DataFrame, simulated: pl.DataFrame, hit: tuple[float, float]
+) -> pl.DataFrame:
+    """Latency quantiles (ms) per operation and overall, and the hit ratio, side by side."""
+    rows: list[tuple[str, str, float, float]] = []
+    for op in ["all", *sorted(set(measured["op"]))]:
+        m = measured if op == "all" else measured.filter(pl.col("op") == op)
+        s = simulated if op == "all" else simulated.filter(pl.col("op") == op)
+        for q in QUANTILES:
+            rows.append((op, f"p{round(q * 100)}_ms",
+                         float(np.quantile(m["latency_s"].to_numpy(), q) * 1000),
+                         float(np.quantile(s["latency_s"].to_numpy(), q) * 1000)))  # fmt: skip
+    rows.append(("all", "hit_ratio", hit[0], hit[1]))
+    return pl.DataFrame(
+        rows, schema=["op", "stat", "measured", "simulated"], orient="row"
+    ).with_columns(rel_error=(pl.col("simulated") - pl.col("measured")) / pl.col("measured"))
+
+
+def calibrate(
+    workload: Workload,
+    *,
+    link: Link | None = None,
+    layers: Layers | None = None,
+    progress: bool = True,
+) -> Calibration:
+    """Measure a service model on seed ``workload.seed + 100``, then run ``workload`` on the
+    real stack (a local sqld behind ``link``) and in the simulator, and compare."""
+    if workload.rate is None:
+        raise ConfigError("calibrate needs an open-loop workload (Workload(rate=...))")
+    layers = layers or Layers()
+    other = dataclasses.replace(workload, seed=workload.seed + 100)
+    model, _ = measure_service(other, layers=layers, link=link, progress=progress)
+    truth, measured = measure_service(workload, layers=layers, link=link, progress=progress)
+    sim = replay(workload, model, layers=layers)
+    hit = (float(truth.info["stats"]["cache_hit_ratio"]), sim.hit_ratio)
+    table = compare(measured.filter(pl.col("ok")), sim.requests, hit)
+    return Calibration(table, measured, sim.requests, model)
