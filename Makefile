@@ -24,7 +24,8 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check tiered tests benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax \
+		--nbval-sanitize-with notebooks/sanitize.cfg
 
 lint: $(STAMP)
 	$(BIN)/ruff check tiered tests benchmarks
@@ -37,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pool.py
 	$(BIN)/python benchmarks/bench_compression.py
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_forecast.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .hypothesis

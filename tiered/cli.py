@@ -1,9 +1,11 @@
 """``tiered`` command line: ``report`` (the main job), ``bench`` and ``dev-server``.
 
-``tiered report`` currently runs the storage core end to end on the embedded default: it writes
+``tiered report`` runs the storage core end to end on the embedded default, the bench workload
+with each layer in turn, the simulation scenarios (:mod:`tiered.sim.scenarios`), every notebook,
+and writes ``reports/index.html`` (:mod:`tiered.report`). The store run writes
 a seeded corpus of realistic episodes, patterns, heuristics and embeddings in batches, reads them
 back through every query path, prints what it did with timings, and saves
-``reports/store-run.json``. Later layers (cache, pool, metrics, simulation, notebooks) extend it.
+``reports/store-run.json``.
 """
 
 from __future__ import annotations
@@ -168,6 +170,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
         run_bench(None, Layers.parse("compare"), Workload(ops=1000, seed=args.seed))
     )
     _print_bench(bench, outdir / "bench.parquet")
+    if args.quick:
+        return 0
+
+    from tiered import report
+
+    if not args.skip_scenarios:
+        report.run_scenarios()
+    print("\n== notebooks", flush=True)
+    pages = report.run_notebooks(outdir)
+    index = report.build_index(outdir, pages=pages)
+    print(f"\nreport: {index}")
+    shot = report.screenshot(index)
+    if shot is not None:
+        print(f"screenshot (headless Chromium): {shot}")
     return 0
 
 
@@ -259,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("--episodes", type=int, default=5000)
     rep.add_argument("--batch", type=int, default=500)
     rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--quick", action="store_true", help="only the store run and the bench")
+    rep.add_argument(
+        "--skip-scenarios",
+        action="store_true",
+        help="reuse data/results/ instead of re-running the simulation scenarios",
+    )
     rep.set_defaults(func=_cmd_report)
     b = sub.add_parser(
         "bench",

@@ -62,7 +62,7 @@ class ServiceModel:
             - pl.col("acquire_s")
             + pl.col("acquire_s").clip(upper_bound=acq),
         )
-        for (op, path), g in ops.group_by(["op", "path"]):
+        for (op, path), g in ops.group_by(["op", "path"], maintain_order=True):
             self._groups[(str(op), str(path))] = g.select("rest_s", "round_trip_s").to_numpy()
         for path in ("hit", "db"):
             pooled = [g for (_, p), g in self._groups.items() if p == path]

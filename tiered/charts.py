@@ -1,0 +1,133 @@
+"""Altair charts of the results frames, shared by the notebooks and ``tiered report``.
+
+Each function takes a frame as written to ``data/results/`` and returns an ``alt.Chart``; the
+notebooks display them, the report also renders them to PNG with vl-convert.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+
+__all__ = [
+    "calibration_chart",
+    "forecast_chart",
+    "hit_ratio_chart",
+    "phase_chart",
+    "policy_chart",
+    "pool_chart",
+]
+
+PHASE_ORDER = ["cache", "acquire", "encode", "round_trip", "decode", "other"]
+
+
+def _data(frame: pl.DataFrame) -> alt.Data:
+    return alt.Data(values=frame.to_dicts())
+
+
+def phase_chart(phases: pl.DataFrame, *, title: str = "Where the time goes") -> alt.Chart:
+    """Stacked bars of mean ms per phase, per operation, one panel per configuration
+    (``phases``: a ``tiered bench`` ``-phases`` frame)."""
+    mean = phases.filter((pl.col("stat") == "mean_ms") & (pl.col("phase") != "total"))
+    return (
+        alt.Chart(_data(mean), title=title)
+        .mark_bar()
+        .encode(
+            y=alt.Y("op:N", title=None),
+            x=alt.X("value:Q", title="mean ms per call", stack="zero"),
+            color=alt.Color("phase:N", sort=PHASE_ORDER),
+            order=alt.Order("phase_order:Q"),
+            row=alt.Row("config:N", title=None),
+            tooltip=["config:N", "op:N", "phase:N", alt.Tooltip("value:Q", format=".2f")],
+        )
+        .transform_calculate(
+            phase_order=" + ".join(
+                f"(datum.phase == '{p}') * {i}" for i, p in enumerate(PHASE_ORDER)
+            )
+        )
+        .properties(width=420, height=140)
+    )
+
+
+def forecast_chart(forecast: pl.DataFrame, *, title: str = "Forecast vs actual") -> alt.LayerChart:
+    """Actual requests/s, the point forecast and its 10-90 % interval (``pool_forecast``)."""
+    base = alt.Chart(_data(forecast), title=title).encode(x=alt.X("hour:Q", title="hour"))
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q", title="requests/s"), y2="hi:Q")
+    mean = base.mark_line(strokeDash=[4, 2]).encode(y="mean:Q")
+    actual = base.mark_line(color="black").encode(y="actual:Q")
+    return (band + mean + actual).properties(width=640, height=220)
+
+
+def pool_chart(series: pl.DataFrame, *, title: str = "Pool size vs demand") -> alt.LayerChart:
+    """Mean pool size per minute for each policy, and the demand (offered connections)."""
+    base = alt.Chart(_data(series), title=title).encode(x=alt.X("minute:Q", title="minute"))
+    size = base.mark_line().encode(
+        y=alt.Y("size:Q", title="connections"), color=alt.Color("policy:N")
+    )
+    need = (
+        base.transform_filter("datum.policy == 'reactive'")
+        .mark_area(opacity=0.15, color="gray")
+        .encode(y="offered:Q")
+    )
+    return (need + size).properties(width=640, height=240)
+
+
+def policy_chart(summary: pl.DataFrame) -> alt.HConcatChart:
+    """Late requests (waiting > 10 ms) and connection-hours per policy, per trace."""
+    late = (
+        alt.Chart(_data(summary), title="Requests waiting > 10 ms")
+        .mark_bar()
+        .encode(
+            x=alt.X("late:Q", title="requests", scale=alt.Scale(type="symlog")),
+            y=alt.Y("policy:N", title=None),
+            row=alt.Row("trace:N", title=None),
+            color="policy:N",
+        )
+        .properties(width=260, height=110)
+    )
+    hours = (
+        alt.Chart(_data(summary), title="Connection-hours")
+        .mark_bar()
+        .encode(
+            x=alt.X("connection_hours:Q", title="connection-hours"),
+            y=alt.Y("policy:N", title=None),
+            row=alt.Row("trace:N", title=None),
+            color="policy:N",
+        )
+        .properties(width=260, height=110)
+    )
+    return alt.hconcat(late, hours)
+
+
+def hit_ratio_chart(sizes: pl.DataFrame) -> alt.Chart:
+    """Hit ratio by episode-cache size, per eviction policy (``cache_sizes``)."""
+    return (
+        alt.Chart(_data(sizes), title="Hit ratio by cache size")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("size:Q", title="episode cache entries", scale=alt.Scale(type="log")),
+            y=alt.Y("hit_ratio:Q", title="hit ratio"),
+            color="policy:N",
+            tooltip=["policy:N", "size:Q", alt.Tooltip("hit_ratio:Q", format=".3f")],
+        )
+        .properties(width=420, height=240)
+    )
+
+
+def calibration_chart(table: pl.DataFrame) -> alt.Chart:
+    """Measured vs simulated latency quantiles (ms) overall and per operation."""
+    long = table.filter(pl.col("stat") != "hit_ratio").unpivot(
+        index=["op", "stat"], on=["measured", "simulated"], variable_name="source"
+    )
+    return (
+        alt.Chart(_data(long), title="Simulated vs measured latency")
+        .mark_bar()
+        .encode(
+            x=alt.X("source:N", title=None),
+            y=alt.Y("value:Q", title="ms"),
+            color="source:N",
+            column=alt.Column("stat:N", title=None),
+            row=alt.Row("op:N", title=None),
+        )
+        .properties(width=60, height=70)
+    )
