@@ -14,6 +14,7 @@ __all__ = [
     "forecast_chart",
     "hit_ratio_chart",
     "phase_chart",
+    "phase_means",
     "policy_chart",
     "pool_chart",
 ]
@@ -25,10 +26,23 @@ def _data(frame: pl.DataFrame) -> alt.Data:
     return alt.Data(values=frame.to_dicts())
 
 
+def phase_means(phases: pl.DataFrame) -> pl.DataFrame:
+    """Mean ms per call of each phase, per configuration and operation (``phases``: a
+    ``tiered bench`` ``-phases`` frame; every measured call has an ``other`` phase, so its count
+    is the number of calls whose phases were measured)."""
+    sums = phases.filter((pl.col("stat") == "sum_s") & (pl.col("phase") != "total"))
+    calls = phases.filter((pl.col("stat") == "count") & (pl.col("phase") == "other")).select(
+        "config", "op", calls=pl.col("value")
+    )
+    return sums.join(calls, on=["config", "op"]).select(
+        "config", "op", "phase", value=pl.col("value") / pl.col("calls") * 1000
+    )
+
+
 def phase_chart(phases: pl.DataFrame, *, title: str = "Where the time goes") -> alt.Chart:
-    """Stacked bars of mean ms per phase, per operation, one panel per configuration
-    (``phases``: a ``tiered bench`` ``-phases`` frame)."""
-    mean = phases.filter((pl.col("stat") == "mean_ms") & (pl.col("phase") != "total"))
+    """Stacked bars of mean ms per call of each phase, per operation, one panel per
+    configuration (``phases``: a ``tiered bench`` ``-phases`` frame)."""
+    mean = phase_means(phases)
     return (
         alt.Chart(_data(mean), title=title)
         .mark_bar()
