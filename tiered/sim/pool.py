@@ -35,7 +35,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -111,16 +111,6 @@ class PoolScenario:
     @property
     def expected_requests(self) -> float:
         return float(self.rate.sum() * self.interval_s)
-
-    def window(self, first: int, count: int) -> PoolScenario:
-        """The same scenario on intervals ``first .. first + count - 1``."""
-        return _replace(self, rate=self.rate[first : first + count])
-
-
-def _replace(s: PoolScenario, **kw: Any) -> PoolScenario:
-    import dataclasses
-
-    return dataclasses.replace(s, **kw)
 
 
 @dataclass

@@ -95,6 +95,7 @@ def replay(
     assert arrivals is not None
     corpus = make_corpus(workload, "b")
     plan = plan_requests(workload, corpus)
+    corpus_by_id = {e.id: e for e in corpus.episodes}
     sim = Simulator()
     rng = np.random.default_rng(seed)
     duration = float(arrivals[-1]) + 60.0
@@ -191,7 +192,6 @@ def replay(
             return db(i, op, lambda: queries.put(qkey, entry), qkey)
         return db(i, op)
 
-    corpus_by_id = {e.id: e for e in corpus.episodes}
     for i, t in enumerate(arrivals.tolist()):
         sim.at(t + model.draw_lag(rng), handle, i)
     sim.run(until=duration)

