@@ -15,7 +15,7 @@ from tests.fakes import FakeClock
 from tiered import Episode, Store
 from tiered.cache.adaptive import TTLRule
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
-from tiered.db.driver import Result, Statement
+from tiered.db.driver import Statement
 from tiered.sim import generate_episodes
 
 
@@ -27,11 +27,11 @@ class Gate:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         self.used = False
-        self._orig: Callable[..., Awaitable[Result]] = store._execute
-        store._execute = self.execute  # type: ignore[method-assign]
+        self._orig: Callable[..., Awaitable[list[Any]]] = store._rows
+        store._rows = self.rows  # type: ignore[method-assign]
 
-    async def execute(self, stmt: Statement, args: Any = ()) -> Result:
-        res = await self._orig(stmt, args)
+    async def rows(self, stmt: Statement, args: Any = (), **kw: Any) -> list[Any]:
+        res = await self._orig(stmt, args, **kw)
         if stmt.name == self.name and not self.used:
             self.used = True
             self.reached.set()

@@ -10,7 +10,9 @@ ports, waits until each answers ``/health``, and stops them all — whoever star
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from tiered.errors import DevServerError
 
-__all__ = ["SqldCluster", "SqldProcess", "find_sqld", "free_port"]
+__all__ = ["JwtKey", "SqldCluster", "SqldProcess", "find_sqld", "free_port"]
 
 _LOOPBACK = "127.0.0.1"
 
@@ -237,6 +239,49 @@ class SqldProcess:
         self._proc = None
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+class JwtKey:
+    """An Ed25519 key pair for sqld's JWT auth (``--auth-jwt-key-file``), for tests and dev.
+
+    :meth:`write_public` writes the public key in the form sqld reads (raw, URL-safe base64);
+    :meth:`token` mints an EdDSA-signed JWT (claim ``a``: ``"rw"`` read-write, ``"ro"``
+    read-only). Needs the ``cryptography`` package (the ``dev`` extra). The private key never
+    leaves this object and is not part of its repr.
+    """
+
+    def __init__(self) -> None:
+        try:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        except ImportError as e:  # pragma: no cover - the dev extra installs it
+            raise DevServerError(
+                "JwtKey needs the cryptography package (pip install tiered[dev])"
+            ) from e
+        self._key = Ed25519PrivateKey.generate()
+        raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        self.public = _b64url(self._key.public_key().public_bytes(*raw))
+
+    def __repr__(self) -> str:
+        return f"<JwtKey public={self.public[:8]}...>"
+
+    def write_public(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(self.public)
+        return p
+
+    def token(self, access: str | None = "rw", **claims: object) -> str:
+        body = dict(claims)
+        if access is not None:
+            body["a"] = access
+        head = _b64url(json.dumps({"alg": "EdDSA", "typ": "JWT"}).encode())
+        payload = _b64url(json.dumps(body).encode())
+        signature = self._key.sign(f"{head}.{payload}".encode())
+        return f"{head}.{payload}.{_b64url(signature)}"
+
+
 class SqldCluster:
     """A primary sqld and ``replicas`` replicas on loopback, with data in ``data_dir``.
 
@@ -267,17 +312,28 @@ class SqldCluster:
             auth_jwt_key_file=key,
             log_path=self.data_dir / "primary.log",
         )
-        self.replicas = [
-            SqldProcess(
-                exe,
-                self.data_dir / f"replica{i}",
-                free_port(),
-                primary_grpc_url=self.primary.grpc_url,
-                auth_jwt_key_file=key,
-                log_path=self.data_dir / f"replica{i}.log",
-            )
-            for i in range(replicas)
-        ]
+        self._binary, self._key = exe, key
+        self.replicas: list[SqldProcess] = []
+        for _ in range(replicas):
+            self.add_replica()
+
+    def add_replica(self, *, primary_grpc_url: str | None = None) -> SqldProcess:
+        """A new replica of the primary (not started: call its ``start``, or the cluster's).
+
+        ``primary_grpc_url`` replaces the primary's gRPC address, e.g. with a
+        :class:`tiered.netproxy.TcpProxy` in front of it to delay or freeze replication.
+        """
+        i = len(self.replicas)
+        replica = SqldProcess(
+            self._binary,
+            self.data_dir / f"replica{i}",
+            free_port(),
+            primary_grpc_url=primary_grpc_url or self.primary.grpc_url,
+            auth_jwt_key_file=self._key,
+            log_path=self.data_dir / f"replica{i}.log",
+        )
+        self.replicas.append(replica)
+        return replica
 
     def __repr__(self) -> str:
         return f"<SqldCluster primary={self.primary.http_url} replicas={len(self.replicas)}>"

@@ -40,6 +40,7 @@ from tiered.db.driver import (
     connect,
     redact_url,
 )
+from tiered.db.router import Router, RouterConfig
 from tiered.db.schema import migrate, vector_table_ddl
 from tiered.errors import (
     ConfigError,
@@ -249,8 +250,15 @@ class Store:
         config: StoreConfig,
         clock: Clock,
         cache: CacheLayer,
+        router: Router | None = None,
     ) -> None:
         self._pool = pool
+        self._router = router
+        # read-your-writes: the primary's position after this store's acknowledged writes (see
+        # tiered.db.router); reads need a node at least this new. While a write's position is
+        # unknown (its read failed), reads go to the primary.
+        self._written_at = 0
+        self._position_unknown = False
         self._statements = statements
         self._cache = cache
         self._url = url
@@ -280,6 +288,7 @@ class Store:
                 "pool": self._pool.get_stats,
                 "codec": lambda: self.codec.stats.as_dict(),
                 "statements": self._statement_stats,
+                **({"router": router.stats} if router is not None else {}),
             }
         )
         # model name -> (model id, dim); models are immutable once registered, so this never
@@ -295,10 +304,17 @@ class Store:
         config: StoreConfig | None = None,
         cache: CacheConfig | None = None,
         pool: PoolConfig | None = None,
+        replicas: Sequence[str] = (),
+        routing: RouterConfig | None = None,
         clock: Clock = wall_clock_us,
         timer: Callable[[], float] = time.monotonic,
     ) -> Store:
         """Connect to ``url``, migrate the schema, and return the store.
+
+        ``replicas`` are URLs of read replicas of ``url`` (sqld started with
+        ``--primary-grpc-url``; same ``auth_token``): reads are spread over them with
+        read-your-writes, writes go to ``url`` (see :mod:`tiered.db.router`; ``routing`` tunes
+        it). A replica that is down at open is retried in the background.
 
         ``cache`` configures the cache layer (default: on, 1 s staleness across processes;
         ``CacheConfig(enabled=False)`` turns it off); ``pool`` the connection pool (default:
@@ -314,48 +330,74 @@ class Store:
                 "url must be a database URL such as 'file:tiered.db' or 'ws://host:port'"
             )
         backend = backend_of(url)
+        if isinstance(replicas, str) or not all(isinstance(r, str) for r in replicas):
+            raise ConfigError("replicas must be a sequence of database URLs")
+        if replicas and backend == "file":
+            raise ConfigError("an embedded file: database has no replicas")
+        for r in replicas:
+            if backend_of(r) == "file":
+                raise ConfigError(f"replica {redact_url(r)!r} must be a ws:// or http:// URL")
         config = config or StoreConfig()
+        routing = routing or RouterConfig()  # validated before any I/O
         pc = pool or PoolConfig()
         statements = StatementStats()
 
-        async def factory() -> Connection:
-            conn = await connect(url, auth_token=auth_token, timeout=config.timeout)
-            conn.stats = statements  # one view of statement reuse across the pool
-            return conn
+        def make_pool(node_url: str, role: str) -> Pool[Connection]:
+            async def factory() -> Connection:
+                conn = await connect(node_url, auth_token=auth_token, timeout=config.timeout)
+                conn.stats = statements  # one view of statement reuse across the pools
+                return conn
 
-        the_pool: Pool[Connection] = Pool(
-            factory,
-            name=f"{backend}:{redact_url(url)}",
-            min_size=pc.min_size if pc.reuse else 0,
-            max_size=pc.max_size,
-            timeout=pc.timeout,
-            max_waiting=pc.max_waiting,
-            keepalive=None if backend == "file" or not pc.reuse else pc.keepalive,
-            check_after=pc.check_after,
-            max_idle=pc.max_idle,
-            max_lifetime=pc.max_lifetime,
-            reconnect_timeout=pc.reconnect_timeout,
-            connect_timeout=config.timeout,
-            maintenance_interval=pc.maintenance_interval,
-            sizing=pc.sizing if pc.sizing is not None else Reactive(clock=timer),
-            clock=timer,
-            reuse=pc.reuse,
-        )
+            node_backend = backend_of(node_url)
+            return Pool(
+                factory,
+                name=f"{role}{node_backend}:{redact_url(node_url)}",
+                min_size=pc.min_size if pc.reuse else 0,
+                max_size=pc.max_size,
+                timeout=pc.timeout,
+                max_waiting=pc.max_waiting,
+                keepalive=None if node_backend == "file" or not pc.reuse else pc.keepalive,
+                check_after=pc.check_after,
+                max_idle=pc.max_idle,
+                max_lifetime=pc.max_lifetime,
+                reconnect_timeout=pc.reconnect_timeout,
+                connect_timeout=config.timeout,
+                maintenance_interval=pc.maintenance_interval,
+                sizing=pc.sizing if pc.sizing is not None else Reactive(clock=timer),
+                clock=timer,
+                reuse=pc.reuse,
+            )
+
+        the_pool = make_pool(url, "")
         await the_pool.open()
         layer = CacheLayer(cache or CacheConfig(), timer=timer)
+        router: Router | None = None
         try:
             async with the_pool.connection() as conn:
                 await migrate(conn, now_us=clock())
                 # start the change feed at the present: the cache is empty, nothing to invalidate
                 layer.last_change = int((await conn.execute(q.LAST_CHANGE)).rows[0][0] or 0)  # type: ignore[arg-type]
+            if replicas:
+                nodes = [
+                    (f"replica{i}", make_pool(r, f"replica{i}:")) for i, r in enumerate(replicas)
+                ]
+                # a replica that is down now must not stop the store: its pool reconnects
+                for _, p in nodes:
+                    await p.open(wait=False)
+                router = Router(the_pool, nodes, config=routing, timer=timer, phase=_add_phase)
+                router.note_primary(layer.last_change)
+                await router.poll()
+                router.start()
         except BaseException:
+            if router is not None:
+                await router.close()
             await the_pool.close()
             raise
-        store = cls(the_pool, statements, url, config, clock, layer)
+        store = cls(the_pool, statements, url, config, clock, layer, router)
         try:
             await store._load_dictionaries(activate=True)
         except BaseException:
-            await the_pool.close()
+            await store.close()
             raise
         return store
 
@@ -364,12 +406,19 @@ class Store:
         if not self._closed:
             await self.settle()  # a dictionary being trained is stored before the pool closes
             self._closed = True
+            if self._router is not None:
+                await self._router.close()
             await self._pool.close()
 
     @property
     def pool(self) -> Pool[Connection]:
         """The connection pool (its stats, its utilization series, :meth:`Pool.drain`)."""
         return self._pool
+
+    @property
+    def router(self) -> Router | None:
+        """The read router when the store has replicas (its per-replica stats), else ``None``."""
+        return self._router
 
     @property
     def closed(self) -> bool:
@@ -393,6 +442,7 @@ class Store:
             "cache": self._cache.snapshot(),
             "pool": self._pool.get_stats(),
             "statements": self._statement_stats(),
+            **({"router": self._router.stats()} if self._router is not None else {}),
             "codec": {
                 **c.as_dict(),
                 "dictionaries": self.codec.dictionaries(),
@@ -428,15 +478,55 @@ class Store:
         return res
 
     async def _execute(self, stmt: Statement, args: Sequence[Value]) -> Result:
-        return await self._on_connection(lambda conn: conn.execute(stmt, args))
+        """One write statement on the primary (and, with replicas, its position after it)."""
 
-    async def _rows(self, stmt: Statement, args: Sequence[Value]) -> list[tuple[Value, ...]]:
-        return (await self._execute(stmt, args)).rows
+        async def run(conn: Connection) -> Result:
+            res = await conn.execute(stmt, args)
+            await self._note_write(conn)
+            return res
+
+        return await self._on_connection(run)
+
+    async def _rows(
+        self, stmt: Statement, args: Sequence[Value], *, primary: bool = False
+    ) -> list[tuple[Value, ...]]:
+        """Rows of a read: from a replica that has this store's writes and everything the
+        cache's change feed has seen, else (or with ``primary``) from the primary."""
+        router = self._router
+        if router is not None and not primary and not self._position_unknown:
+            rows = await router.read(stmt, args, max(self._written_at, self._cache.last_change))
+            if rows is not None:
+                return rows
+        return (await self._on_connection(lambda conn: conn.execute(stmt, args))).rows
 
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
         if steps:
             chunk = self.config.chunk_bytes
-            await self._on_connection(lambda conn: conn.transaction(steps, chunk_bytes=chunk))
+
+            async def run(conn: Connection) -> None:
+                await conn.transaction(steps, chunk_bytes=chunk)
+                await self._note_write(conn)
+
+            await self._on_connection(run)
+
+    async def _note_write(self, conn: Connection) -> None:
+        """With replicas: remember the primary's position after a committed write (on the
+        connection that wrote it), so later reads need a node at least that new."""
+        router = self._router
+        if router is None:
+            return
+        try:
+            position = int((await conn.execute(q.LAST_CHANGE)).rows[0][0] or 0)  # type: ignore[arg-type]
+        except TieredError:
+            # the write committed; its position is unknown, so the primary serves reads until
+            # a later write's position is known
+            self._position_unknown = True
+            log.warning("position after a write is unknown; reading from the primary")
+            return
+        router.note_primary(position)
+        # max: concurrent writes may learn their positions out of order
+        self._written_at = max(self._written_at, position)
+        self._position_unknown = False
 
     async def _cached_write(
         self, table: str, records: Sequence[Any], write: Callable[[], Awaitable[None]]
@@ -458,7 +548,11 @@ class Store:
         await self._cache.sync(self._changes)
 
     async def _changes(self, since: int) -> list[tuple[Value, ...]]:
-        return await self._rows(q.CHANGES_SINCE, (since, 1000))
+        # the feed reads the primary: it is the floor replicas are measured against
+        rows = await self._rows(q.CHANGES_SINCE, (since, 1000), primary=True)
+        if self._router is not None and rows:
+            self._router.note_primary(int(rows[-1][0]))  # type: ignore[arg-type]
+        return rows
 
     async def _read(
         self, table: str, key: str, load: Callable[[], Awaitable[T | None]]
@@ -608,10 +702,12 @@ class Store:
             if primed > 0.95 * plain:
                 log.info("dictionary for %s not kept: %d vs %d bytes held out", kind, primed, plain)
                 return None
-            rows = await self._rows(
-                q.INSERT_DICTIONARY,
-                (kind, data, len(train), sum(map(len, train)), self.clock()),
-            )
+            rows = (
+                await self._execute(
+                    q.INSERT_DICTIONARY,
+                    (kind, data, len(train), sum(map(len, train)), self.clock()),
+                )
+            ).rows
             dict_id = int(rows[0][0])  # type: ignore[arg-type]
             self.codec.add_dictionary(dict_id, kind, data, activate=True)
             log.info(
@@ -959,10 +1055,13 @@ class Store:
         """``(model id, dim)`` of a model, registering it with ``dim`` if given and new."""
         known = self._models.get(model)
         if known is None:
-            rows = await self._rows(q.GET_MODEL, (model,))
+            # the model registry is read from the primary: it is small, read once per model,
+            # and a replica may not have a model registered a moment ago
+            rows = await self._rows(q.GET_MODEL, (model,), primary=True)
             if not rows and dim is not None:
-                await self._execute(q.REGISTER_MODEL, (model, dim))
-                rows = await self._rows(q.GET_MODEL, (model,))
+                mark = (q.LOG_MARK, ("embedding_models", model, self.clock()))
+                await self._write([(q.REGISTER_MODEL, (model, dim)), mark])
+                rows = await self._rows(q.GET_MODEL, (model,), primary=True)
             if not rows:
                 return None
             known = (int(rows[0][0]), int(rows[0][1]))  # type: ignore[arg-type]
@@ -971,6 +1070,7 @@ class Store:
                 ddl = vector_table_ddl(*known)
                 await self._write(
                     [(Statement("vector_table_ddl", sql, reuse=False), ()) for sql in ddl]
+                    + [(q.LOG_MARK, ("embedding_models", model, self.clock()))]
                 )
             self._models[model] = known
         return known
@@ -1062,7 +1162,7 @@ class Store:
             if model is not None:
                 model_ids = [self._models[model][0]]
             else:
-                rows = await self._rows(q.MODELS_BY_DIM, (dim,))
+                rows = await self._rows(q.MODELS_BY_DIM, (dim,), primary=True)
                 model_ids = [int(r[0]) for r in rows]  # type: ignore[arg-type]
                 for _, name in rows:
                     await self._model(name, None)  # type: ignore[arg-type]

@@ -199,6 +199,11 @@ class Connection(ABC):
     async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None: ...
 
     @abstractmethod
+    async def execute_many(self, steps: Sequence[Step]) -> list[Result]:
+        """Run ``steps`` in order in one round trip, each in autocommit (no transaction);
+        the first failing step raises. Used for reads that need several answers at once."""
+
+    @abstractmethod
     async def ping(self) -> None:
         """A cheap round trip (``SELECT 1``) that proves the connection works."""
 
@@ -291,6 +296,9 @@ class EmbeddedConnection(Connection):
                 raise
         except sqlite3.Error as e:
             raise translate(e) from e
+
+    async def execute_many(self, steps: Sequence[Step]) -> list[Result]:
+        return [await self.execute(stmt, args) for stmt, args in steps]
 
     async def ping(self) -> None:
         self._check_open()
@@ -430,6 +438,7 @@ class HranaWsConnection(_HranaBase):
             raise translate(e, secret=auth_token) from e
         assert isinstance(client, HranaClient)
         self._client = client
+        self._received_error: BaseException | None = None
         self._sql_conn: object | None = None
         self._sql_ids: dict[str, int] = {}
         self._ready_conn: object | None = None
@@ -451,21 +460,44 @@ class HranaWsConnection(_HranaBase):
                 raise translate(e, secret=self._token) from e
             conn = self._client._conn
         if conn is not self._ready_conn:
+            self._watch(conn)
             await self._guard(conn.wait_connected())
             # libsql-client sets the handshake event before a hello_error becomes the socket's
             # exception (the receive task's done-callback, queued behind us): yield once so it
             # lands, then fail with it rather than with the transport error a request would hit.
             await asyncio.sleep(0)
             if conn.exception is not None:
-                raise translate(conn.exception, secret=self._token) from conn.exception
+                err = self._received_error or conn.exception
+                raise translate(err, secret=self._token) from err
             self._ready_conn = conn
+
+    def _watch(self, conn: Any) -> None:
+        """Remember the error the server's messages raised on ``conn`` (a ``hello_error``: a
+        rejected token). libsql-client keeps only the socket's *first* failure, and a request
+        written while the server closes the socket can fail first with a transport error; the
+        server's own answer is the one to report. Called before any await on a new socket, so
+        no message can have arrived yet."""
+        if getattr(conn, "_tiered_watched", False):
+            return
+        receive = conn._receive
+        self._received_error = None
+
+        def watched(text: str) -> None:
+            try:
+                receive(text)
+            except libsql_client.LibsqlError as e:
+                self._received_error = e
+                raise
+
+        conn._receive = watched
+        conn._tiered_watched = True
 
     async def _guard(self, coro: Any) -> Any:
         try:
             return await super()._guard(coro)
         except DatabaseUnavailable as e:
             # a socket that died because the server rejected the handshake: report why
-            err = self._client._conn.exception
+            err = self._received_error or self._client._conn.exception
             if isinstance(err, libsql_client.LibsqlError) and err is not e.__cause__:
                 raise translate(err, secret=self._token) from err
             raise
@@ -561,6 +593,19 @@ class HranaWsConnection(_HranaBase):
 
         await self._guard(one() if len(chunks) == 1 else interactive())
 
+    async def execute_many(self, steps: Sequence[Step]) -> list[Result]:
+        self._check_open()
+        await self._ready()
+
+        async def run() -> list[Result]:
+            batch = {"steps": [{"stmt": self._stmt(st, a, True)} for st, a in steps]}
+            res = await self._main_stream().batch(batch)
+            _check_batch(res)  # type: ignore[arg-type]
+            return [_result(r) for r in res["step_results"]]  # type: ignore[index, arg-type]
+
+        results: list[Result] = await self._guard(run())
+        return results
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -642,6 +687,21 @@ class HranaHttpConnection(_HranaBase):
             _check_batch(res["result"])
 
         await self._guard(run())
+
+    async def execute_many(self, steps: Sequence[Step]) -> list[Result]:
+        self._check_open()
+        stmts = []
+        for st, a in steps:
+            self.stats.count(st, 1, False)
+            stmts.append({"stmt": {"sql": st.sql, "args": [_to_proto(x) for x in a]}})
+
+        async def run() -> list[Result]:
+            res = (await self._post("v1/batch", {"batch": {"steps": stmts}}))["result"]
+            _check_batch(res)
+            return [_result(r) for r in res["step_results"]]
+
+        results: list[Result] = await self._guard(run())
+        return results
 
     async def close(self) -> None:
         if not self._closed:

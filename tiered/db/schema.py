@@ -189,8 +189,14 @@ async def migrate(conn: Connection, *, now_us: int, busy_timeout: float = 10.0) 
 
 
 async def _migrate_once(conn: Connection, now_us: int) -> int:
-    await conn.execute(_CREATE_VERSION)
-    rows = (await conn.execute(_READ_VERSION)).rows
+    try:
+        # read first: an up-to-date database needs no write (a read-only token can open it)
+        rows = (await conn.execute(_READ_VERSION)).rows
+    except DatabaseError as e:
+        if "no such table" not in str(e).lower():
+            raise
+        await conn.execute(_CREATE_VERSION)
+        rows = (await conn.execute(_READ_VERSION)).rows
     current = int(rows[0][0] or 0)
     for version, ddl in MIGRATIONS:
         if version <= current:

@@ -183,6 +183,11 @@ CHANGES_SINCE = Statement(
     "changes_since", "SELECT seq, tbl, key, op FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 LAST_CHANGE = Statement("last_change", "SELECT coalesce(max(seq), 0) FROM change_log")
+#: a change_log row for a write no trigger logs (schema, model registry): it moves the position
+#: past that write, so a replica "caught up" to a later position has it (tiered.db.router)
+LOG_MARK = Statement(
+    "log_mark", "INSERT INTO change_log(tbl, key, op, at) VALUES (?, ?, 'mark', ?)"
+)
 
 
 def all_statements(model_ids: tuple[int, ...] = ()) -> list[Statement]:
