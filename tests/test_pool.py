@@ -293,6 +293,42 @@ async def test_outage_fails_fast_with_the_cause_then_recovers(clock: FakeClock) 
         await p.close()
 
 
+async def test_a_tight_retry_loop_during_an_outage_does_not_starve_the_reconnect(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    url = f"file:{tmp_path / 'flaky.db'}"
+    attempts = 0
+
+    async def flaky() -> Connection:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 3:
+            raise DatabaseUnavailable("connection refused", code="REFUSED")
+        return await connect(url)
+
+    async def no_wait(dt: float) -> None:
+        await asyncio.sleep(0)
+
+    p: Pool[Connection] = Pool(
+        flaky, name="flaky", min_size=0, max_size=2, clock=clock, sleep=no_wait, seed=5
+    )
+    await p.open(background=False)
+    try:
+        failures = 0
+        for _ in range(100_000):  # a caller retrying with no back-off at all
+            try:
+                async with p.connection() as conn:
+                    assert (await conn.execute(SELECT)).rows == [(1,)]
+                break
+            except DatabaseUnavailable:
+                failures += 1
+        else:
+            pytest.fail("the pool never reconnected while the caller retried")
+        assert failures >= 1 and attempts >= 4
+    finally:
+        await p.close()
+
+
 async def test_config_errors(tmp_path: Path, clock: FakeClock) -> None:
     with pytest.raises(ConfigError):
         make_pool(tmp_path, clock, min_size=3, max_size=2)

@@ -377,6 +377,8 @@ class Pool(Generic[C]):
             self._stats["requests_unavailable"] += 1
             since, err = self._outage
             self._ensure_reconnect()
+            # yield once: a caller retrying in a tight loop must not starve the reconnect task
+            await asyncio.sleep(0)
             raise DatabaseUnavailable(
                 f"pool {self.name!r}: database unavailable for {clock() - since:.1f}s "
                 f"(reconnecting): {err}",

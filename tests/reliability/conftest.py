@@ -1,0 +1,44 @@
+"""The reliability suite: faults, load and bad input against real sqld processes on loopback.
+
+Each test records one row of the fault table (fault, operations attempted, acknowledged writes
+lost, recovery time, load held) with :func:`record`; the table is printed at the end of the run
+(before pytest's summary line) and, when ``TIERED_RELIABILITY_OUT`` names a file, written there
+as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+ROWS: list[dict[str, Any]] = []
+
+COLUMNS = ("fault", "operations", "errors_to_caller", "acked_lost", "recovery_s", "load")
+
+
+def record(**row: Any) -> None:
+    """Add a row to the fault table (keys: :data:`COLUMNS`)."""
+    ROWS.append({c: row.get(c, "") for c in COLUMNS})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.reliability)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not ROWS:
+        return
+    tr = terminalreporter
+    tr.section("reliability: faults injected")
+    widths = [max(len(c), *(len(str(r[c])) for r in ROWS)) for c in COLUMNS]
+    tr.write_line("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for r in ROWS:
+        tr.write_line("  ".join(str(r[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    out = os.environ.get("TIERED_RELIABILITY_OUT")
+    if out:
+        with open(out, "w") as f:
+            json.dump(ROWS, f, indent=1)
