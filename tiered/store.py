@@ -45,6 +45,7 @@ from tiered.db.schema import migrate, vector_table_ddl
 from tiered.errors import (
     ConfigError,
     CorruptPayload,
+    DatabaseUnavailable,
     PayloadTooLarge,
     StoreClosed,
     TieredError,
@@ -260,6 +261,7 @@ class Store:
         self._written_at = 0
         self._position_unknown = False
         self._statements = statements
+        self._reads_retried = 0
         self._cache = cache
         self._url = url
         self.config = config
@@ -457,6 +459,7 @@ class Store:
             "prepared": s.prepared,
             "reused": s.reused,
             "by_name": dict(s.by_name),
+            "reads_retried": self._reads_retried,
         }
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -465,13 +468,31 @@ class Store:
         if self._closed:
             raise StoreClosed("the store is closed; open a new one with Store.open()")
 
-    async def _on_connection(self, call: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run ``call`` on a pooled connection, timing the acquire and round-trip phases."""
+    async def _on_connection(
+        self, call: Callable[[Connection], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
+        """Run ``call`` on a pooled connection, timing the acquire and round-trip phases.
+
+        An ``idempotent`` call (a read) whose connection drops under it is run once more on
+        another connection (the pool has discarded the dropped one): a link cut between calls
+        or a server's idle cut then costs the caller nothing. A timeout is not retried (the
+        caller's deadline is spent), nor is a write (it may have committed).
+        """
         self._check()
         t0 = perf_counter()
-        async with self._pool.connection() as conn:
-            t1 = perf_counter()
-            res = await call(conn)
+        for attempt in (0, 1):
+            t1 = None
+            try:
+                async with self._pool.connection() as conn:
+                    t1 = perf_counter()
+                    res = await call(conn)
+                break
+            except DatabaseUnavailable as e:
+                if not idempotent or attempt or t1 is None or e.code == "TIMEOUT":
+                    raise
+                self._reads_retried += 1
+                log.info("read retried on another connection after %s", e.code)
+        assert t1 is not None
         t2 = perf_counter()
         _add_phase("acquire", t1 - t0)
         _add_phase("round_trip", t2 - t1)
@@ -497,7 +518,9 @@ class Store:
             rows = await router.read(stmt, args, max(self._written_at, self._cache.last_change))
             if rows is not None:
                 return rows
-        return (await self._on_connection(lambda conn: conn.execute(stmt, args))).rows
+        return (
+            await self._on_connection(lambda conn: conn.execute(stmt, args), idempotent=True)
+        ).rows
 
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
         if steps:

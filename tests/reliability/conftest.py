@@ -8,8 +8,10 @@ as JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +24,13 @@ COLUMNS = ("fault", "operations", "errors_to_caller", "acked_lost", "recovery_s"
 def record(**row: Any) -> None:
     """Add a row to the fault table (keys: :data:`COLUMNS`)."""
     ROWS.append({c: row.get(c, "") for c in COLUMNS})
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    """Wait (bounded) for ``cond`` while other tasks run: a real event, not a span of time."""
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 - conditions span counters of several objects
+            await asyncio.sleep(0.005)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

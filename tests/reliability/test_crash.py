@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 from tiered import (
@@ -24,16 +24,9 @@ from tiered.db.router import RouterConfig
 from tiered.devserver import SqldCluster, SqldProcess, free_port
 from tiered.sim import generate_episodes
 
-from .conftest import record
+from .conftest import record, until
 
 ALL_IDS = Statement("all_episode_ids", "SELECT id FROM episodes")
-
-
-async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:  # noqa: ASYNC109
-    """Wait (bounded) for ``cond`` while other tasks run."""
-    async with asyncio.timeout(timeout):
-        while not cond():  # noqa: ASYNC110 - conditions span counters of several objects
-            await asyncio.sleep(0.005)
 
 
 async def stored_ids(url: str) -> set[str]:
