@@ -63,11 +63,34 @@ def test_corrupt_frames() -> None:
         "lying length": good[:6] + struct.pack("<I", 99) + good[10:],
         "huge length": good[:6] + struct.pack("<I", 2**31) + good[10:],
         "raw length": struct.pack("<BBII", MAGIC, CODEC_RAW, 0, 10) + b"abc",
+        "trailing byte": good + b"\x00",
+        "second frame": good + good[10:],
     }
     for name, frame in cases.items():
         with pytest.raises(CorruptPayload):
             c.decode(frame)
         assert name
+
+
+def test_any_flipped_bit_of_a_compressed_frame_is_caught() -> None:
+    """zstd's content checksum: damage that still decompresses never passes as other data.
+
+    (A few bits of a zstd block do not change what it decodes to, such as unused table bits;
+    those flips decode to the original bytes, which is not damage.)"""
+    c = Codec()
+    raw = b"".join(b"record %d: some text that compresses; " % i for i in range(60))
+    good = c.encode(raw)
+    assert good[1] == CODEC_ZSTD
+    caught = 0
+    for i in range(len(good)):
+        for bit in (0, 5):
+            bad = bytearray(good)
+            bad[i] ^= 1 << bit
+            try:
+                assert c.decode(bytes(bad)) == raw
+            except CorruptPayload:
+                caught += 1
+    assert caught >= 0.95 * 2 * len(good)
 
 
 def test_decompression_bomb_is_bounded() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,7 @@ from tiered.errors import (
 from tiered.metrics import Metrics
 from tiered.model import (
     MAX_ID_LEN,
+    MAX_MICROS,
     Embedding,
     Episode,
     Heuristic,
@@ -77,6 +78,14 @@ __all__ = [
 
 Clock = Callable[[], int]
 T = TypeVar("T")
+
+
+class _Record(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Record)
 
 log = logging.getLogger("tiered.store")
 perf_counter = time.perf_counter
@@ -106,6 +115,9 @@ def _cache_done(mark: tuple[dict[str, float], float, float]) -> None:
 
 
 #: record types whose payloads get trained dictionaries, and how to sample their stored payloads
+#: records a dictionary needs: 20 to train on (zstd's minimum) plus 5 held out to judge it
+MIN_DICT_RECORDS = 25
+
 _DICT_SAMPLES: dict[str, Statement] = {
     "episodes": q.SAMPLE_EPISODE_PAYLOADS,
     "patterns": q.SAMPLE_PATTERN_PAYLOADS,
@@ -149,8 +161,11 @@ class StoreConfig:
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ConfigError(f"StoreConfig.timeout must be > 0 seconds, got {self.timeout}")
-        if self.dictionary_after < 0 or self.dictionary_sample < 20:
-            raise ConfigError("StoreConfig.dictionary_after must be >= 0, dictionary_sample >= 20")
+        if self.dictionary_after < 0 or self.dictionary_sample < MIN_DICT_RECORDS:
+            raise ConfigError(
+                "StoreConfig.dictionary_after must be >= 0, "
+                f"dictionary_sample >= {MIN_DICT_RECORDS}"
+            )
         if not 1024 <= self.dictionary_size <= 1 << 20:
             raise ConfigError(
                 f"StoreConfig.dictionary_size must be within [1 KiB, 1 MiB], "
@@ -698,20 +713,27 @@ class Store:
         written before keep naming the dictionary they were compressed with, so they still
         decode. Returns the new id, or ``None`` when the dictionary would not shrink held-out
         records by at least 5 % (then nothing is stored). Raises :class:`ValidationError` for an
-        unknown kind or fewer than 20 stored records.
+        unknown kind, fewer than :data:`MIN_DICT_RECORDS` stored records, or records too uniform
+        for zstd to train on.
         """
-        if kind not in _DICT_SAMPLES:
+        if not isinstance(kind, str) or kind not in _DICT_SAMPLES:
             raise ValidationError("kind", f"must be one of {', '.join(_DICT_SAMPLES)}")
         n = self.config.dictionary_sample if sample is None else sample
-        if isinstance(n, bool) or not isinstance(n, int) or n < 20:
-            raise ValidationError("sample", "must be an integer >= 20")
+        if isinstance(n, bool) or not isinstance(n, int) or n < MIN_DICT_RECORDS:
+            raise ValidationError("sample", f"must be an integer >= {MIN_DICT_RECORDS}")
         rows = await self._rows(_DICT_SAMPLES[kind], (n,))
         raws = [self.codec.decode(r[0], kind=kind) for r in rows]  # type: ignore[arg-type]
-        if len(raws) < 20:
+        if len(raws) < MIN_DICT_RECORDS:
             raise ValidationError(
-                "kind", f"needs at least 20 stored {kind} to train, found {len(raws)}"
+                "kind",
+                f"needs at least {MIN_DICT_RECORDS} stored {kind} to train, found {len(raws)}",
             )
-        return await self._train(kind, raws)
+        try:
+            return await self._train(kind, raws)
+        except TieredError:
+            raise
+        except ValueError as e:  # zstd found too little to learn from
+            raise ValidationError("kind", f"cannot train a dictionary for {kind}: {e}") from e
 
     async def _train(self, kind: str, raws: list[bytes]) -> int | None:
         self._training.add(kind)  # (already there when started by _maybe_train)
@@ -807,17 +829,21 @@ class Store:
             )
         return upserts + clears + metas
 
-    def _decoded(self, frame: Value, build: Callable[[Any], T], kind: str) -> T:
-        """Decode a payload frame and rebuild its record; anything malformed is CorruptPayload."""
+    def _decoded(self, row_id: Value, frame: Value, build: Callable[[Any], R], kind: str) -> R:
+        """Decode a payload frame and rebuild its record; anything malformed is CorruptPayload,
+        and so is a record whose id is not its row's (a frame damaged or written elsewhere)."""
         doc = self.codec.decode_doc(frame, kind=kind)  # type: ignore[arg-type]
         try:
-            return build(doc)
+            record = build(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CorruptPayload(f"stored record does not decode: {type(e).__name__}: {e}") from e
+        if record.id != row_id:
+            raise CorruptPayload(f"a stored {kind[:-1]} frame holds another id than its row's")
+        return record
 
     def _episode(self, row: Sequence[Value]) -> Episode:
-        outcome, payload = row
-        return self._decoded(payload, lambda d: Episode.from_doc(d, outcome), "episodes")  # type: ignore[arg-type]
+        row_id, outcome, payload = row
+        return self._decoded(row_id, payload, lambda d: Episode.from_doc(d, outcome), "episodes")  # type: ignore[arg-type]
 
     async def store_episode(self, episode: Episode) -> None:
         """Insert or replace one episode (its ``created_at`` is kept on update)."""
@@ -888,6 +914,10 @@ class Store:
             t = to_micros(t)
         if isinstance(t, bool) or not isinstance(t, int):
             raise ValidationError("t", "must be integer microseconds since the epoch or a datetime")
+        if not 0 <= t <= MAX_MICROS:
+            raise ValidationError(
+                "t", f"must be within [0, {MAX_MICROS}] microseconds since the epoch, got {t}"
+            )
         n, t0 = _limit(limit), t
         return await self._query(
             "episodes",
@@ -945,8 +975,8 @@ class Store:
     # -- patterns ------------------------------------------------------------------------------
 
     def _pattern(self, row: Sequence[Value]) -> Pattern:
-        kind, payload = row
-        return self._decoded(payload, lambda d: Pattern.from_doc(d, kind), "patterns")  # type: ignore[arg-type]
+        row_id, kind, payload = row
+        return self._decoded(row_id, payload, lambda d: Pattern.from_doc(d, kind), "patterns")  # type: ignore[arg-type]
 
     async def store_pattern(self, pattern: Pattern) -> None:
         """Insert or replace one pattern."""
@@ -1024,7 +1054,7 @@ class Store:
     # -- heuristics ----------------------------------------------------------------------------
 
     def _heuristic(self, row: Sequence[Value]) -> Heuristic:
-        return self._decoded(row[0], Heuristic.from_doc, "heuristics")
+        return self._decoded(row[0], row[1], Heuristic.from_doc, "heuristics")
 
     async def store_heuristic(self, heuristic: Heuristic) -> None:
         """Insert or replace one heuristic."""
@@ -1171,6 +1201,8 @@ class Store:
         probe = Embedding("probe", "probe", "probe", "probe", vector).vector  # validates
         k = _limit(k)
         _opt_key("owner_kind", owner_kind)
+        if not isinstance(exact, bool):
+            raise ValidationError("exact", f"must be a bool, got {type(exact).__name__}")
         dim = len(probe)
         if model is not None:
             known = await self._model(_key("model", model), None)

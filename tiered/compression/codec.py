@@ -8,6 +8,9 @@ A payload is stored raw when it is shorter than ``min_size`` or when compression
 least ``min_saving`` of it, so a stored value is never larger than its raw bytes plus the header.
 Decoding checks every field and bounds memory by ``max_output_size``: a corrupt, truncated or lying
 frame raises :class:`~tiered.errors.CorruptPayload` and never allocates more than the bound.
+Compressed frames carry zstd's content checksum (4 bytes), so damage that still decompresses is
+caught too; raw frames (small or incompressible records) carry none, and the Store checks that a
+decoded record's id is its row's.
 
 **Dictionaries.** Agent records are small and alike (the same keys, tools and phrases), which is
 the case zstd dictionaries exist for: a dictionary trained on a sample of one record type
@@ -127,7 +130,7 @@ class _Dictionary:
     def __init__(self, dict_id: int, kind: str, data: bytes, level: int) -> None:
         zd = zstandard.ZstdCompressionDict(data)
         self.id, self.kind, self.data = dict_id, kind, data
-        self.cctx = zstandard.ZstdCompressor(level=level, dict_data=zd)
+        self.cctx = zstandard.ZstdCompressor(level=level, dict_data=zd, write_checksum=True)
         self.dctx = zstandard.ZstdDecompressor(dict_data=zd)
 
 
@@ -177,7 +180,7 @@ class Codec:
         self.stats = CodecStats()
         self._dicts: dict[int, _Dictionary] = {}
         self._active: dict[str, _Dictionary] = {}  # kind -> the dictionary new frames use
-        self._cctx = zstandard.ZstdCompressor(level=level)
+        self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._dctx = zstandard.ZstdDecompressor()
         # msgspec encodes the record dataclasses directly: ~10x faster than building dicts for
         # json.dumps on realistic episodes (measured in benchmarks/bench_store.py).
@@ -239,7 +242,7 @@ class Codec:
             cctx = self._cctx
         else:
             zd = zstandard.ZstdCompressionDict(dictionary)
-            cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zd)
+            cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zd, write_checksum=True)
         return sum(len(cctx.compress(s)) for s in samples)
 
     # -- bytes ---------------------------------------------------------------------------------
@@ -364,10 +367,17 @@ class Codec:
                 raise CorruptPayload(
                     f"zstd frame declares {params.content_size} bytes, header says {n}"
                 )
+            # one frame, whole, and nothing after it (checked by the streaming decoder: a plain
+            # decompress() ignores trailing bytes); its content checksum is verified at the end
+            dobj = dctx.decompressobj()
             try:
-                out = dctx.decompress(data, max_output_size=n)
+                out = dobj.decompress(data)
             except zstandard.ZstdError as e:
                 raise CorruptPayload(f"bad zstd frame: {e}") from e
+            if not dobj.eof:
+                raise CorruptPayload("truncated zstd frame")
+            if dobj.unused_data:
+                raise CorruptPayload(f"{len(dobj.unused_data)} bytes after the zstd frame")
             if len(out) != n:
                 raise CorruptPayload(f"zstd frame decoded to {len(out)} bytes, header says {n}")
         else:

@@ -17,7 +17,7 @@ MAX_IN = 256
 
 # -- episodes -----------------------------------------------------------------------------------
 
-EPISODE_COLS = "e.outcome, e.payload"
+EPISODE_COLS = "e.id, e.outcome, e.payload"
 
 UPSERT_EPISODE = Statement(
     "upsert_episode",
@@ -75,7 +75,7 @@ def episodes_by_ids(n: int) -> Statement:
 
 # -- patterns -----------------------------------------------------------------------------------
 
-PATTERN_COLS = "kind, payload"
+PATTERN_COLS = "id, kind, payload"
 
 UPSERT_PATTERN = Statement(
     "upsert_pattern",
@@ -105,7 +105,7 @@ def patterns_filtered(kind: bool, domain: bool) -> Statement:
 
 # -- heuristics ---------------------------------------------------------------------------------
 
-HEURISTIC_COLS = "payload"
+HEURISTIC_COLS = "id, payload"
 UPSERT_HEURISTIC = Statement(
     "upsert_heuristic",
     "INSERT INTO heuristics(id, confidence, created_at, updated_at, payload) VALUES (?, ?, ?, ?, ?)"
