@@ -21,6 +21,7 @@ EXPECTED = [
     "ContextPattern",
     "CorruptPayload",
     "DatabaseError",
+    "DatabaseBusy",
     "DatabaseUnavailable",
     "DecisionPoint",
     "DevServerError",

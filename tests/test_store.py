@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from tiered import (
     ConfigError,
     ConstraintError,
+    DatabaseBusy,
     DecisionPoint,
     Embedding,
     Episode,
@@ -405,3 +408,29 @@ def test_episode_context_fields_are_columns() -> None:
     # guard against the domain/language columns drifting from the model
     e = ep(1)
     assert isinstance(e.context, TaskContext)
+
+
+async def test_a_locked_database_is_retried_then_a_typed_busy_error_and_nothing_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    store = await Store.open(f"file:{path}", config=StoreConfig(timeout=0.3))
+    try:
+        a, b = generate_episodes(2, seed=8)
+        await store.store_episode(a)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(DatabaseBusy) as e:
+                await store.store_episode(b)
+            assert e.value.code.startswith("SQLITE_BUSY")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        s = store.stats()
+        assert s["pool"]["connections_lost"] == 0  # a locked database is no broken connection
+        assert await store.get_episode(b.id) is None
+        await store.store_episode(b)  # the lock is gone: the same store writes
+        assert await store.get_episode(b.id) == b
+    finally:
+        await store.close()

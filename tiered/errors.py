@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "ConstraintError",
     "CorruptPayload",
+    "DatabaseBusy",
     "DatabaseError",
     "DatabaseUnavailable",
     "DevServerError",
@@ -85,6 +86,13 @@ class ConstraintError(DatabaseError, ValueError):
 
 class DatabaseUnavailable(DatabaseError, ConnectionError):
     """The database could not be reached (refused, reset, timed out, server gone)."""
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """Another writer held the database lock for longer than the server waits
+    (``SQLITE_BUSY``/``SQLITE_LOCKED``). Nothing of the statement or transaction was applied and
+    the connection is still good; the Store retries with backoff for up to its ``timeout``
+    before raising this."""
 
 
 class PoolTimeout(DatabaseUnavailable, TimeoutError):

@@ -45,6 +45,7 @@ from tiered.db.schema import migrate, vector_table_ddl
 from tiered.errors import (
     ConfigError,
     CorruptPayload,
+    DatabaseBusy,
     DatabaseUnavailable,
     PayloadTooLarge,
     StoreClosed,
@@ -277,6 +278,7 @@ class Store:
         self._position_unknown = False
         self._statements = statements
         self._reads_retried = 0
+        self._busy_retries = 0
         self._cache = cache
         self._url = url
         self.config = config
@@ -475,6 +477,7 @@ class Store:
             "reused": s.reused,
             "by_name": dict(s.by_name),
             "reads_retried": self._reads_retried,
+            "busy_retries": self._busy_retries,
         }
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -491,20 +494,32 @@ class Store:
         An ``idempotent`` call (a read) whose connection drops under it is run once more on
         another connection (the pool has discarded the dropped one): a link cut between calls
         or a server's idle cut then costs the caller nothing. A timeout is not retried (the
-        caller's deadline is spent), nor is a write (it may have committed).
+        caller's deadline is spent), nor is a write whose connection dropped (it may have
+        committed). A locked database (:class:`DatabaseBusy`: nothing was applied) is retried,
+        reads and writes alike, with jittered exponential backoff for up to
+        ``StoreConfig.timeout``.
         """
         self._check()
         t0 = perf_counter()
-        for attempt in (0, 1):
+        retried = False
+        delay = 0.005
+        while True:
             t1 = None
             try:
                 async with self._pool.connection() as conn:
                     t1 = perf_counter()
                     res = await call(conn)
                 break
-            except DatabaseUnavailable as e:
-                if not idempotent or attempt or t1 is None or e.code == "TIMEOUT":
+            except DatabaseBusy:
+                if perf_counter() + delay - t0 > self.config.timeout:
                     raise
+                self._busy_retries += 1
+                await asyncio.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 0.25)
+            except DatabaseUnavailable as e:
+                if not idempotent or retried or t1 is None or e.code == "TIMEOUT":
+                    raise
+                retried = True
                 self._reads_retried += 1
                 log.info("read retried on another connection after %s", e.code)
         assert t1 is not None

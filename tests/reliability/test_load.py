@@ -124,6 +124,7 @@ async def test_500_tasks_of_mixed_operations(fresh_sqld: SqldProcess) -> None:
         finally:
             await conn.close()
         cache = store.stats()["cache"]["episodes"]
+        busy = store.stats()["statements"]["busy_retries"]
     finally:
         await store.close()
 
@@ -147,6 +148,7 @@ async def test_500_tasks_of_mixed_operations(fresh_sqld: SqldProcess) -> None:
         recovery_s="-",
         load=(
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; pool <= {max(s[2] for s in samples)}; "
-            f"RSS {rss_early:.0f}->{rss_late:.0f} MB; cache hit {cache['hit_ratio']:.2f}"
+            f"RSS {rss_early:.0f}->{rss_late:.0f} MB; cache hit {cache['hit_ratio']:.2f}; "
+            f"{busy} locked-database retries"
         ),
     )

@@ -41,6 +41,7 @@ from tiered.errors import (
     AuthError,
     ConfigError,
     ConstraintError,
+    DatabaseBusy,
     DatabaseError,
     DatabaseUnavailable,
     StoreClosed,
@@ -138,6 +139,7 @@ def _scrub(text: str, secret: str | None) -> str:
 
 
 _AUTH_CODES = ("AUTH_", "UNAUTHORIZED")
+_BUSY_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
 def translate(exc: BaseException, *, secret: str | None = None) -> TieredError:
@@ -149,6 +151,8 @@ def translate(exc: BaseException, *, secret: str | None = None) -> TieredError:
         code = exc.code or "UNKNOWN"
         if code.startswith("SQLITE_CONSTRAINT") or "constraint failed" in msg.lower():
             return ConstraintError(msg, code=code)
+        if code.startswith(_BUSY_CODES) or msg.startswith(_BUSY_CODES):
+            return DatabaseBusy(msg, code=code if code.startswith(_BUSY_CODES) else "SQLITE_BUSY")
         if code.startswith(_AUTH_CODES) or "401" in msg or "Unauthorized" in msg:
             return AuthError(msg, code=code)
         if code in ("CLIENT_CLOSED",):
@@ -168,7 +172,9 @@ def translate(exc: BaseException, *, secret: str | None = None) -> TieredError:
         return ConstraintError(msg, code=getattr(exc, "sqlite_errorname", "SQLITE_CONSTRAINT"))
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorname", "SQLITE_ERROR")
-        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN")):
+        if code.startswith(_BUSY_CODES):
+            return DatabaseBusy(msg, code=code)
+        if code.startswith("SQLITE_CANTOPEN"):
             return DatabaseUnavailable(msg, code=code)
         return DatabaseError(msg, code=code)
     return DatabaseError(f"{type(exc).__name__}: {msg}")

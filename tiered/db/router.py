@@ -52,7 +52,7 @@ from typing import Any
 
 from tiered.db.driver import Connection, Result, Statement, Value
 from tiered.db.statements import LAST_CHANGE
-from tiered.errors import ConfigError, DatabaseUnavailable, PoolClosed
+from tiered.errors import ConfigError, DatabaseBusy, DatabaseUnavailable, PoolClosed
 from tiered.pool import Pool
 
 __all__ = ["Node", "Router", "RouterConfig"]
@@ -246,6 +246,10 @@ class Router:
                     position_rows, result = await conn.execute_many(
                         [(LAST_CHANGE, ()), (stmt, args)]
                     )
+        except DatabaseBusy:
+            self.fallbacks += 1  # a locked replica is not a dead one
+            self.primary_reads += 1
+            return None
         except (DatabaseUnavailable, TimeoutError) as e:
             self._mark_down(node, e)
             self.fallbacks += 1

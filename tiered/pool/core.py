@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 from tiered.errors import (
     AuthError,
     ConfigError,
+    DatabaseBusy,
     DatabaseUnavailable,
     PoolClosed,
     PoolExhausted,
@@ -795,8 +796,11 @@ class Pool(Generic[C]):
 
 def _connection_ok(exc: BaseException) -> bool:
     """Whether a connection that raised ``exc`` can be lent again: SQL-level errors leave it
-    usable; transport failures, timeouts, cancellation and unknown errors do not."""
-    return isinstance(exc, TieredError) and not isinstance(exc, DatabaseUnavailable)
+    usable (so does a locked database); transport failures, timeouts, cancellation and unknown
+    errors do not."""
+    return isinstance(exc, TieredError) and (
+        not isinstance(exc, DatabaseUnavailable) or isinstance(exc, DatabaseBusy)
+    )
 
 
 async def _close_quietly(conn: Poolable) -> None:
