@@ -2,6 +2,7 @@
 
 from tiered.cache import AdaptiveTTLCache, CacheConfig, RecordCacheConfig, TTLRule
 from tiered.compression import Codec, CodecStats
+from tiered.db.router import RouterConfig
 from tiered.devserver import SqldCluster, SqldProcess, find_sqld
 from tiered.errors import (
     AuthError,
@@ -93,6 +94,7 @@ __all__ = [
     "Reactive",
     "RecordCacheConfig",
     "Reflection",
+    "RouterConfig",
     "Schedule",
     "SqldCluster",
     "SqldProcess",
