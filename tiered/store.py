@@ -115,10 +115,10 @@ def _cache_done(mark: tuple[dict[str, float], float, float]) -> None:
     acc["cache"] = acc.get("cache", 0.0) + (perf_counter() - t0 - nested)
 
 
-#: record types whose payloads get trained dictionaries, and how to sample their stored payloads
 #: records a dictionary needs: 20 to train on (zstd's minimum) plus 5 held out to judge it
 MIN_DICT_RECORDS = 25
 
+#: record types whose payloads get trained dictionaries, and how to sample their stored payloads
 _DICT_SAMPLES: dict[str, Statement] = {
     "episodes": q.SAMPLE_EPISODE_PAYLOADS,
     "patterns": q.SAMPLE_PATTERN_PAYLOADS,
