@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+
+from tiered import TieredError
 
 ROWS: list[dict[str, Any]] = []
 
@@ -31,6 +34,16 @@ async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:  # noq
     async with asyncio.timeout(timeout):
         while not cond():  # noqa: ASYNC110 - conditions span counters of several objects
             await asyncio.sleep(0.005)
+
+
+async def timed(op: Awaitable[object]) -> tuple[float, TieredError | None]:
+    """Seconds ``op`` took, and the tiered error it raised (any other exception propagates)."""
+    t0 = time.monotonic()
+    try:
+        await op
+    except TieredError as e:
+        return time.monotonic() - t0, e
+    return time.monotonic() - t0, None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

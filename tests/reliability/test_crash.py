@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 
 from tiered import (
@@ -24,7 +23,7 @@ from tiered.db.router import RouterConfig
 from tiered.devserver import SqldCluster, SqldProcess, free_port
 from tiered.sim import generate_episodes
 
-from .conftest import record, until
+from .conftest import record, timed, until
 
 ALL_IDS = Statement("all_episode_ids", "SELECT id FROM episodes")
 
@@ -174,15 +173,6 @@ async def test_kill9_replica_under_read_load_costs_no_errors(
     )
 
 
-async def _timed(op: Awaitable[object]) -> tuple[float, BaseException | None]:
-    t0 = time.monotonic()
-    try:
-        await op
-    except BaseException as e:
-        return time.monotonic() - t0, e
-    return time.monotonic() - t0, None
-
-
 async def test_primary_down_is_a_typed_error_then_the_same_store_recovers(
     sqld_binary: Path, tmp_path: Path
 ) -> None:
@@ -192,14 +182,14 @@ async def test_primary_down_is_a_typed_error_then_the_same_store_recovers(
     try:
         (ep,) = generate_episodes(1, seed=11)
         proc.kill()
-        took, err = await _timed(store.store_episode(ep))
+        took, err = await timed(store.store_episode(ep))
         assert isinstance(err, DatabaseUnavailable) and took < 3.0
         await asyncio.to_thread(proc.start)
         t_up = time.monotonic()
         # the pool reconnects in the background; the first call after that succeeds
         async with asyncio.timeout(10):
             while True:
-                _, err = await _timed(store.store_episode(ep))
+                _, err = await timed(store.store_episode(ep))
                 if err is None:
                     break
                 assert isinstance(err, DatabaseUnavailable)

@@ -22,13 +22,12 @@ from tiered import (
     PoolConfig,
     Store,
     StoreConfig,
-    TieredError,
 )
 from tiered.devserver import SqldProcess
 from tiered.netproxy import TcpProxy
 from tiered.sim import generate_episodes
 
-from .conftest import record, until
+from .conftest import record, timed, until
 
 CALL_TIMEOUT = 0.5  # StoreConfig.timeout: one database call, and one connect
 POOL_TIMEOUT = 1.0  # PoolConfig.timeout: waiting for a connection
@@ -68,15 +67,6 @@ def mixed_op(store: Store, eps: list[Episode], i: int) -> Awaitable[object]:
             return store.store_episode(ep)
 
 
-async def timed(op: Awaitable[object]) -> tuple[float, BaseException | None]:
-    t0 = time.monotonic()
-    try:
-        await op
-    except TieredError as e:
-        return time.monotonic() - t0, e
-    return time.monotonic() - t0, None
-
-
 async def recover(store: Store, eps: list[Episode]) -> float:
     """Seconds until a call succeeds again (failures meanwhile must be typed)."""
     t0 = time.monotonic()
@@ -114,54 +104,45 @@ def codes(results: list[tuple[float, BaseException | None]]) -> str:
     return ", ".join(f"{n} {code}" for code, n in sorted(c.items()))
 
 
+def half_open(proxy: TcpProxy) -> None:
+    proxy.mode = "blackhole"  # connections stay up, nothing comes back
+
+
+def slow(proxy: TcpProxy) -> None:
+    proxy.delay = CALL_TIMEOUT  # each way: a round trip takes twice the call timeout
+
+
+def link_ok(proxy: TcpProxy) -> None:
+    # held bytes and late replies are dropped with the connections that were given up on
+    proxy.cut()
+    proxy.mode = "forward"
+    proxy.delay = 0.0
+
+
+LINK_FAULTS = {
+    "half-open": (half_open, "proxy forwards nothing"),
+    "slow": (slow, f"+{2 * CALL_TIMEOUT:.1f}s round trip"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(LINK_FAULTS))
 @pytest.mark.parametrize("proxied", ["ws", "http"], indirect=True)
-async def test_half_open_link_times_out_typed_and_bounded_then_heals(
-    proxied: tuple[Store, TcpProxy, list[Episode]],
+async def test_bad_link_times_out_typed_and_bounded_then_heals(
+    proxied: tuple[Store, TcpProxy, list[Episode]], fault: str
 ) -> None:
     store, proxy, eps = proxied
+    apply, what = LINK_FAULTS[fault]
     async with asyncio.timeout(30):
-
-        def half_open() -> None:
-            proxy.mode = "blackhole"  # connections stay up, nothing comes back
-
-        results = await under_fault(store, eps, half_open)
-        # the link comes back (held bytes are dropped with the connections that sent them)
-        proxy.cut()
-        proxy.mode = "forward"
-        recovery = await recover(store, eps)
-        await healthy_after(store, eps)
-    backend = store.backend
-    record(
-        fault=f"half-open link ({backend}): proxy forwards nothing",
-        operations=f"{len(results)} concurrent calls",
-        errors_to_caller=f"{codes(results)}, max {max(t for t, _ in results):.2f}s",
-        acked_lost=0,
-        recovery_s=f"{recovery:.2f} after the link returns",
-        load=f"pool {store.pool.size}/{MAX_SIZE}",
-    )
-
-
-@pytest.mark.parametrize("proxied", ["ws", "http"], indirect=True)
-async def test_slow_link_times_out_typed_and_bounded_then_heals(
-    proxied: tuple[Store, TcpProxy, list[Episode]],
-) -> None:
-    store, proxy, eps = proxied
-    async with asyncio.timeout(30):
-
-        def slow() -> None:
-            proxy.delay = CALL_TIMEOUT  # each way: a round trip takes twice the call timeout
-
-        results = await under_fault(store, eps, slow)
-        proxy.delay = 0.0
-        proxy.cut()  # replies still in flight would come late to connections already given up
+        results = await under_fault(store, eps, lambda: apply(proxy))
+        link_ok(proxy)
         recovery = await recover(store, eps)
         await healthy_after(store, eps)
     record(
-        fault=f"slow link ({store.backend}): +{2 * CALL_TIMEOUT:.1f}s round trip",
+        fault=f"{fault} link ({store.backend}): {what}",
         operations=f"{len(results)} concurrent calls",
         errors_to_caller=f"{codes(results)}, max {max(t for t, _ in results):.2f}s",
         acked_lost=0,
-        recovery_s=f"{recovery:.2f} after the delay is removed",
+        recovery_s=f"{recovery:.2f} after the link is good again",
         load=f"pool {store.pool.size}/{MAX_SIZE}",
     )
 
