@@ -82,7 +82,9 @@ async def test_compare_on_embedded_switches_each_layer(tmp_path: Path) -> None:
     stats = r.info["stats"]
     # cache off: no hits; pool off: a connection per call; compression off: bytes stored = raw
     assert stats["off"]["cache_hit_ratio"] == 0 and stats["cache"]["cache_hit_ratio"] > 0.2
-    assert stats["off"]["connections_opened"] > 300 >= 10 >= stats["pool"]["connections_opened"]
+    off, pooled = stats["off"], stats["pool"]
+    assert off["connections_opened"] >= off["connections_borrowed"] > 200  # grouped writes: < 300
+    assert pooled["connections_borrowed"] > 200 and pooled["connections_opened"] <= 10
     assert stats["off"]["bytes_stored"] >= stats["off"]["bytes_raw"]
     assert stats["compression"]["bytes_stored"] < stats["compression"]["bytes_raw"] / 2
     row = r.summary.filter(config="all", op="all").row(0, named=True)

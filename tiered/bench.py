@@ -476,6 +476,7 @@ def _layer_stats(stats: dict[str, Any]) -> dict[str, Any]:
     return {
         "cache_hit_ratio": cache_hit_ratio(stats["cache"]),
         "connections_opened": pool["connections_num"],
+        "connections_borrowed": pool["requests_num"],
         "statements": stats["statements"]["executions"],
         "bytes_raw": codec["bytes_raw"],
         "bytes_stored": codec["bytes_stored"],

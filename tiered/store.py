@@ -11,6 +11,7 @@ size, all-or-nothing. :func:`open_sync` gives the same API to scripts without an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -35,11 +36,13 @@ from tiered.db.driver import (
     Result,
     Statement,
     StatementStats,
+    Step,
     Value,
     backend_of,
     connect,
     redact_url,
 )
+from tiered.db.groupcommit import GroupCommit
 from tiered.db.router import Router, RouterConfig
 from tiered.db.schema import migrate, vector_table_ddl
 from tiered.errors import (
@@ -147,6 +150,15 @@ class StoreConfig:
         :meth:`Store.train_dictionary`).
     dictionary_size / dictionary_sample: a dictionary's size in bytes, and how many payloads
         train it.
+    max_concurrent_writes: write transactions this Store runs at once. SQLite admits one writer
+        at a time, so more only queue inside the server while each holds a pooled connection
+        (starving reads); and sqld 0.24's write-lock queue loses a waiter's turn when a
+        checkpoint runs beside it, which stalls every writer for its 5 s transaction timeout
+        (measured: 5-30 s stalls with 10 concurrent writers). Writers beyond the limit wait
+        in the Store, holding no connection, and are committed together as one transaction
+        (group commit, :mod:`tiered.db.groupcommit`); the wait counts as the ``acquire`` phase.
+    group_commit: ``False`` commits every write transaction alone (the baseline
+        ``benchmarks/bench_writes.py`` compares against).
     """
 
     timeout: float = 30.0
@@ -158,6 +170,8 @@ class StoreConfig:
     dictionary_after: int = 1000
     dictionary_size: int = 16384
     dictionary_sample: int = 1000
+    max_concurrent_writes: int = 1
+    group_commit: bool = True
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
@@ -171,6 +185,10 @@ class StoreConfig:
             raise ConfigError(
                 f"StoreConfig.dictionary_size must be within [1 KiB, 1 MiB], "
                 f"got {self.dictionary_size}"
+            )
+        if self.max_concurrent_writes < 1:
+            raise ConfigError(
+                f"StoreConfig.max_concurrent_writes must be >= 1, got {self.max_concurrent_writes}"
             )
         if self.chunk_bytes < 1024:
             raise ConfigError(f"StoreConfig.chunk_bytes must be >= 1024, got {self.chunk_bytes}")
@@ -279,6 +297,13 @@ class Store:
         self._statements = statements
         self._reads_retried = 0
         self._busy_retries = 0
+        self._write_gate = asyncio.Semaphore(config.max_concurrent_writes)
+        self._group = GroupCommit(
+            self._commit_group,
+            self._write_gate,
+            config.chunk_bytes,
+            max_group=None if config.group_commit else 1,
+        )
         self._cache = cache
         self._url = url
         self.config = config
@@ -425,6 +450,7 @@ class Store:
         if not self._closed:
             await self.settle()  # a dictionary being trained is stored before the pool closes
             self._closed = True
+            await self._group.close()
             if self._router is not None:
                 await self._router.close()
             await self._pool.close()
@@ -478,6 +504,7 @@ class Store:
             "by_name": dict(s.by_name),
             "reads_retried": self._reads_retried,
             "busy_retries": self._busy_retries,
+            "group_commit": self._group.stats.as_dict(),
         }
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -487,9 +514,15 @@ class Store:
             raise StoreClosed("the store is closed; open a new one with Store.open()")
 
     async def _on_connection(
-        self, call: Callable[[Connection], Awaitable[T]], *, idempotent: bool = False
+        self,
+        call: Callable[[Connection], Awaitable[T]],
+        *,
+        idempotent: bool = False,
+        write: bool = False,
     ) -> T:
         """Run ``call`` on a pooled connection, timing the acquire and round-trip phases.
+
+        A ``write`` first passes the Store's write gate (``StoreConfig.max_concurrent_writes``).
 
         An ``idempotent`` call (a read) whose connection drops under it is run once more on
         another connection (the pool has discarded the dropped one): a link cut between calls
@@ -506,7 +539,8 @@ class Store:
         while True:
             t1 = None
             try:
-                async with self._pool.connection() as conn:
+                gate = self._write_gate if write else contextlib.nullcontext()
+                async with gate, self._pool.connection() as conn:
                     t1 = perf_counter()
                     res = await call(conn)
                 break
@@ -536,7 +570,7 @@ class Store:
             await self._note_write(conn)
             return res
 
-        return await self._on_connection(run)
+        return await self._on_connection(run, write=True)
 
     async def _rows(
         self, stmt: Statement, args: Sequence[Value], *, primary: bool = False
@@ -553,14 +587,27 @@ class Store:
         ).rows
 
     async def _write(self, steps: list[tuple[Statement, Sequence[Value]]]) -> None:
+        """One all-or-nothing write transaction, committed with whatever other writes of this
+        Store are waiting (group commit). Its phases: the wait for its group, then the group's."""
         if steps:
-            chunk = self.config.chunk_bytes
+            self._check()
+            done = await self._group.submit(steps)
+            _add_phase("acquire", done.waited)
+            for name, seconds in done.result.items():
+                _add_phase(name, seconds)
 
-            async def run(conn: Connection) -> None:
-                await conn.transaction(steps, chunk_bytes=chunk)
-                await self._note_write(conn)
+    async def _commit_group(self, steps: list[Step]) -> dict[str, float]:
+        """Commit a group's transactions as one (in the group's own task); its phase times."""
+        phases: dict[str, float] = {}
+        _PHASES.set(phases)  # the group's task has a context of its own
+        chunk = self.config.chunk_bytes
 
-            await self._on_connection(run)
+        async def run(conn: Connection) -> None:
+            await conn.transaction(steps, chunk_bytes=chunk)
+            await self._note_write(conn)
+
+        await self._on_connection(run)  # the group holds the write gate already
+        return phases
 
     async def _note_write(self, conn: Connection) -> None:
         """With replicas: remember the primary's position after a committed write (on the

@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeAlias
+from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 
 import aiohttp
 import libsql_client
@@ -396,6 +396,25 @@ def _txn_batch(stmts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"steps": steps}
 
 
+T = TypeVar("T")
+
+
+async def _response(fut: asyncio.Future[T]) -> T:
+    """Await a libsql-client response future without cancelling it.
+
+    A deadline (or a caller's cancellation) that cancelled the future itself would make
+    libsql-client's callback fail with ``InvalidStateError`` when the server's answer arrives
+    later; shielded, the answer lands in a future nobody awaits, whose error is consumed.
+    """
+    fut.add_done_callback(_consume)
+    return await asyncio.shield(fut)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _HranaBase(Connection):
     def __init__(self, url: str, auth_token: str | None, timeout: float) -> None:
         super().__init__()
@@ -549,7 +568,7 @@ class HranaWsConnection(_HranaBase):
         async def run() -> Result:
             stmt_proto = self._stmt(stmt, args, True)
             fut = self._main_stream().execute(stmt_proto)
-            return _result(await fut)  # type: ignore[arg-type]
+            return _result(await _response(fut))  # type: ignore[arg-type]
 
         result: Result = await self._guard(run())
         return result
@@ -570,14 +589,14 @@ class HranaWsConnection(_HranaBase):
         async def one() -> None:
             batch = _txn_batch([self._stmt(st, a, False) for st, a in chunks[0]])
             fut = self._main_stream().batch(batch)
-            _check_batch(await fut)  # type: ignore[arg-type]
+            _check_batch(await _response(fut))  # type: ignore[arg-type]
 
         async def interactive() -> None:
             # BEGIN, one batch per chunk (each step conditional on the one before), COMMIT;
             # any failure rolls back, so the whole transaction is all-or-nothing.
             stream = self._client._open_stream()
             try:
-                await stream.execute({"sql": "BEGIN", "want_rows": False})
+                await _response(stream.execute({"sql": "BEGIN", "want_rows": False}))
                 for chunk in chunks:
                     body: list[dict[str, Any]] = []
                     for st, a in chunk:
@@ -586,9 +605,9 @@ class HranaWsConnection(_HranaBase):
                         if cond:
                             step["condition"] = cond
                         body.append(step)
-                    res = await stream.batch({"steps": body})  # type: ignore[typeddict-item]
+                    res = await _response(stream.batch({"steps": body}))  # type: ignore[typeddict-item]
                     _check_batch(res)  # type: ignore[arg-type]
-                await stream.execute({"sql": "COMMIT", "want_rows": False})
+                await _response(stream.execute({"sql": "COMMIT", "want_rows": False}))
             except BaseException:
                 if not stream.closed:
                     rollback = stream.execute({"sql": "ROLLBACK", "want_rows": False})
@@ -605,7 +624,7 @@ class HranaWsConnection(_HranaBase):
 
         async def run() -> list[Result]:
             batch = {"steps": [{"stmt": self._stmt(st, a, True)} for st, a in steps]}
-            res = await self._main_stream().batch(batch)
+            res = await _response(self._main_stream().batch(batch))
             _check_batch(res)  # type: ignore[arg-type]
             return [_result(r) for r in res["step_results"]]  # type: ignore[index, arg-type]
 
@@ -615,9 +634,15 @@ class HranaWsConnection(_HranaBase):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            # closing a dead socket must not mask the caller's error
-            with contextlib.suppress(Exception):
-                await self._client.close()
+            # closing a dead socket must not mask the caller's error, and libsql-client closes
+            # its HTTP session only after the socket closed cleanly: close it in any case
+            try:
+                with contextlib.suppress(Exception):
+                    await self._client.close()
+            finally:
+                if not self._client._session.closed:
+                    with contextlib.suppress(Exception):
+                        await self._client._session.close()
 
 
 class HranaHttpConnection(_HranaBase):

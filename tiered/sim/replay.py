@@ -14,8 +14,9 @@ runs it on the virtual clock through
   measured time around it.
 
 Not modelled: the change-log poll as its own call (its cost is inside the measured database
-samples, as it happened during the measurement), and CPU contention between requests on the
-event loop beyond what the measurement saw.
+samples, as it happened during the measurement), the Store's one-writer gate with group commit
+(a write is modelled as a call of its own, on its own connection), and CPU contention between
+requests on the event loop beyond what the measurement saw.
 
 :func:`calibrate` measures a service model on one seed, runs the real stack on another seed and
 the simulator on that same plan, and compares latency quantiles and hit ratio.

@@ -1,0 +1,214 @@
+"""Group commit: concurrent writes merged into one transaction, each still all-or-nothing.
+
+The unit tests drive :class:`GroupCommit` over a real embedded database; a commit function that
+waits on a gate keeps the first group in flight, so queueing, cancellation and failure are
+exact (no timing). The Store tests run real writers concurrently on the embedded file and sqld.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tiered import Store
+from tiered.db.driver import Connection, Statement, Step, connect
+from tiered.db.groupcommit import GroupCommit
+from tiered.errors import DatabaseError, DatabaseUnavailable, StoreClosed
+from tiered.sim import generate_episodes
+
+from .conftest import make_url
+
+CREATE = Statement("create", "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT NOT NULL)", reuse=False)
+PUT = Statement("put", "INSERT INTO t(k, v) VALUES (?, ?)")
+KEYS = Statement("keys", "SELECT k FROM t ORDER BY k")
+
+
+def put(*keys: int, v: str | None = "x") -> list[Step]:
+    return [(PUT, (k, v)) for k in keys]
+
+
+class Harness:
+    """A GroupCommit over a real connection. While ``held``, every group waits for ``release``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.groups: list[int] = []  # statements per commit call
+        self.held = False
+        self.release = asyncio.Event()
+        self.fail_with: BaseException | None = None
+        self.gc: GroupCommit[int] = GroupCommit(self.commit, asyncio.Semaphore(1), 1 << 20)
+
+    async def commit(self, steps: list[Step]) -> int:
+        self.groups.append(len(steps))
+        if self.held:
+            await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        await self.conn.transaction(steps, chunk_bytes=1 << 20)
+        return len(steps)
+
+    async def keys(self) -> list[int]:
+        return [int(r[0]) for r in (await self.conn.execute(KEYS)).rows]  # type: ignore[arg-type]
+
+    async def first_group_in_flight(self, *keys: int) -> asyncio.Task[object]:
+        """Submit ``keys`` as one writer whose group stays in flight until ``release``."""
+        self.held = True
+        task = asyncio.create_task(self.gc.submit(put(*keys)))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert self.groups == [len(keys)]
+        return task  # type: ignore[return-value]
+
+    async def queued(self, n: int) -> None:
+        for _ in range(100):
+            if sum(not e.abandoned for e in self.gc._queue) == n:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"{len(self.gc._queue)} queued, expected {n}")
+
+    def go(self) -> None:
+        self.held = False
+        self.release.set()
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    conn = await connect(f"file:{tmp_path / 'g.db'}")
+    await conn.execute(CREATE)
+    harness = Harness(conn)
+    yield harness
+    await harness.gc.close()
+    await conn.close()
+
+
+async def test_writers_that_wait_behind_a_group_commit_together(h: Harness) -> None:
+    first = await h.first_group_in_flight(0)
+    rest = [asyncio.create_task(h.gc.submit(put(k))) for k in range(1, 21)]
+    await h.queued(20)
+    h.go()
+    await first
+    done = await asyncio.gather(*rest)
+    assert h.groups == [1, 20]  # the 20 that queued meanwhile: one transaction
+    assert {c.result for c in done} == {20}  # every member receives its group's result
+    assert all(c.waited >= 0 for c in done)
+    assert await h.keys() == list(range(21))
+    assert h.gc.stats.as_dict() == {
+        "groups": 2,
+        "transactions": 21,
+        "largest_group": 20,
+        "mean_group": 10.5,
+        "groups_split": 0,
+    }
+
+
+async def test_a_faulty_member_fails_alone_and_the_others_commit(h: Harness) -> None:
+    first = await h.first_group_in_flight(0)
+    good = [asyncio.create_task(h.gc.submit(put(k, k + 100))) for k in (1, 2)]
+    bad = asyncio.create_task(h.gc.submit(put(3, 4, v=None)))  # NOT NULL fails on its 1st row
+    more = asyncio.create_task(h.gc.submit(put(5)))
+    await h.queued(4)
+    h.go()
+    await first
+    await asyncio.gather(*good, more)
+    with pytest.raises(DatabaseError):
+        await bad
+    # the group of 7 statements failed, then each member ran alone: 2 + 2 + 2 + 1
+    assert h.groups == [1, 7, 2, 2, 2, 1]
+    assert await h.keys() == [0, 1, 2, 5, 101, 102]  # nothing of the faulty writer
+    assert h.gc.stats.split == 1
+
+
+async def test_an_unknown_outcome_reaches_every_member_of_the_group(h: Harness) -> None:
+    first = await h.first_group_in_flight(0)
+    h.fail_with = DatabaseUnavailable("link dropped mid-commit", code="TIMEOUT")
+    members = [asyncio.create_task(h.gc.submit(put(k))) for k in (1, 2, 3)]
+    await h.queued(3)
+    h.go()
+    for t in [first, *members]:
+        with pytest.raises(DatabaseUnavailable, match="mid-commit"):
+            await t
+    assert h.groups == [1, 3]  # not split: these may have committed, so no retry
+    h.fail_with = None
+    await h.gc.submit(put(9))  # and the queue keeps working
+    assert await h.keys() == [9]
+
+
+async def test_a_writer_cancelled_while_queued_is_not_written(h: Harness) -> None:
+    first = await h.first_group_in_flight(0)
+    keep = asyncio.create_task(h.gc.submit(put(1)))
+    drop = asyncio.create_task(h.gc.submit(put(2)))
+    await h.queued(2)
+    drop.cancel()
+    await h.queued(1)
+    h.go()
+    await asyncio.gather(first, keep)
+    assert drop.cancelled()
+    assert await h.keys() == [0, 1]
+    assert h.groups == [1, 1]
+
+
+async def test_cancelling_a_leader_does_not_cancel_its_group(h: Harness) -> None:
+    first = await h.first_group_in_flight(0)
+    member = asyncio.create_task(h.gc.submit(put(1)))
+    await h.queued(1)
+    h.go()
+    # the second writer is now leader of group [1]; cancel it while that group commits
+    h.held = True
+    h.release = asyncio.Event()
+    await first
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert h.groups == [1, 1]
+    member.cancel()
+    later = asyncio.create_task(h.gc.submit(put(2)))
+    await h.queued(1)
+    h.go()
+    await later  # the gate passed on only after the cancelled leader's group finished
+    assert member.cancelled()
+    assert await h.keys() == [0, 1, 2]  # the cancelled leader's write committed
+    assert h.groups == [1, 1, 1]
+
+
+async def test_closing_fails_queued_writers(h: Harness) -> None:
+    first = await h.first_group_in_flight(0)
+    queued = asyncio.create_task(h.gc.submit(put(1)))
+    await h.queued(1)
+    await h.gc.close()
+    with pytest.raises(DatabaseUnavailable, match="while a write was committing"):
+        await first  # in flight: its outcome is unknown
+    with pytest.raises(StoreClosed):
+        await queued  # never sent
+    assert await h.keys() == []
+
+
+async def test_max_group_1_commits_every_transaction_alone(h: Harness) -> None:
+    h.gc.max_group = 1
+    first = await h.first_group_in_flight(0)
+    rest = [asyncio.create_task(h.gc.submit(put(k))) for k in (1, 2, 3)]
+    await h.queued(3)
+    h.go()
+    await asyncio.gather(first, *rest)
+    assert h.groups == [1, 1, 1, 1]
+    assert await h.keys() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", ["file", "ws"])
+async def test_concurrent_store_writes_are_grouped_and_all_stored(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with await Store.open(make_url(backend, tmp_path, request)) as store:
+        store.metrics.keep_samples()
+        eps = generate_episodes(200, seed=3)
+        await asyncio.gather(*(store.store_episode(e) for e in eps))
+        stats = store.stats()["statements"]["group_commit"]
+        assert stats["transactions"] == 200
+        assert stats["groups"] < 200 and stats["largest_group"] > 1
+        got = await store.get_episodes([e.id for e in eps])
+        assert got == eps
+        # a follower's phases: its wait, then its group's connection and round trip
+        samples = [p for op, _, p in store.metrics.samples or [] if op == "store_episode"]
+        assert len(samples) == 200
+        assert all(p["acquire"] >= 0 and p["round_trip"] > 0 for p in samples)

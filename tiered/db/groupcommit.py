@@ -1,0 +1,201 @@
+"""Group commit: concurrent write transactions of one process merged into one.
+
+SQLite admits one writer at a time. Writers that a client sends concurrently only queue inside
+the server, each holding a connection that reads could use, and on sqld 0.24 that queue itself
+misbehaves (a waiter that gives up its turn beside a checkpoint leaves a stale entry, and the
+write lock then idles for the 5 s transaction timeout: measured stalls of 5-30 s with 10
+concurrent writers). One writer at a time avoids both, but alone it caps write throughput at one
+transaction per round trip.
+
+Group commit restores the throughput: writers queue here, and whoever gets the write gate next
+(the *leader*) commits every queued transaction in one database transaction, one round trip.
+Each writer's transaction stays all-or-nothing (a group is a superset of it in one
+transaction), and writers are acknowledged only after the group's commit.
+
+- If a group fails for a reason of its own statements (a constraint, a trigger's ``RAISE``), its
+  members are committed again one by one, so only the faulty one fails.
+- If the group's outcome is unknown (the connection dropped, a timeout:
+  :class:`~tiered.errors.DatabaseUnavailable`), every member gets that error, exactly as it would
+  have writing alone.
+- A writer cancelled while queued is dropped from the queue; one cancelled while its group is in
+  flight stops waiting, and the group (run in its own task) still commits or fails as a whole.
+  Cancelling the leader does not cancel its group either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Generic, TypeVar
+
+from tiered.db.driver import Step, _args_size, _consume
+from tiered.errors import DatabaseUnavailable, StoreClosed
+
+R = TypeVar("R")
+
+__all__ = ["GroupCommit"]
+
+
+@dataclass(slots=True, eq=False)
+class _Pending(Generic[R]):
+    steps: Sequence[Step]
+    size: int
+    done: asyncio.Future[R]
+    queued_at: float
+    started_at: float | None = None  # when its group began committing
+    abandoned: bool = False
+
+
+@dataclass(slots=True)
+class GroupStats:
+    groups: int = 0
+    transactions: int = 0
+    largest: int = 0
+    split: int = 0  # groups that failed and were committed again member by member
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "groups": self.groups,
+            "transactions": self.transactions,
+            "largest_group": self.largest,
+            "mean_group": self.transactions / self.groups if self.groups else 0.0,
+            "groups_split": self.split,
+        }
+
+
+@dataclass(slots=True)
+class Committed(Generic[R]):
+    """What a writer learns: its wait before its group started, and the group's result."""
+
+    waited: float
+    result: R
+
+
+@dataclass
+class GroupCommit(Generic[R]):
+    """Merge concurrent write transactions; at most ``gate``'s value of groups run at once.
+
+    ``commit(steps)`` runs one transaction on the database and returns a value every member of
+    the group receives (the Store returns the group's phase times). ``max_bytes`` bounds a
+    group's argument bytes (a single larger transaction still runs, alone); ``max_group`` its
+    number of transactions (1: no grouping, each transaction commits alone).
+    """
+
+    commit: Callable[[list[Step]], Awaitable[R]]
+    gate: asyncio.Semaphore
+    max_bytes: int
+    max_group: int | None = None
+    stats: GroupStats = field(default_factory=GroupStats)
+    _queue: deque[_Pending[R]] = field(default_factory=deque)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def submit(self, steps: Sequence[Step]) -> Committed[R]:
+        """Commit ``steps`` as one transaction (possibly inside a larger group)."""
+        loop = asyncio.get_running_loop()
+        entry: _Pending[R] = _Pending(
+            steps, sum(_args_size(a) for _, a in steps), loop.create_future(), perf_counter()
+        )
+        self._queue.append(entry)
+        try:
+            while not entry.done.done():
+                if entry.started_at is not None:
+                    # in a group that is committing: wait for it (not for the gate)
+                    await asyncio.shield(entry.done)
+                    break
+                await self.gate.acquire()
+                if entry.started_at is not None or entry.done.done():
+                    self.gate.release()  # another leader took this entry meanwhile
+                    continue
+                # the leader: commit the next group (its own entry is in it unless older ones
+                # fill the group; then it loops and leads again). The group runs in a task of
+                # its own, which releases the gate, so cancelling the leader cannot cancel it.
+                task = asyncio.create_task(self._run(self._take()))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+                await asyncio.wait([task])
+        except asyncio.CancelledError:
+            if entry.started_at is None:
+                entry.abandoned = True
+            raise
+        assert entry.started_at is not None
+        return Committed(entry.started_at - entry.queued_at, entry.done.result())
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.gate.release()
+
+    def _take(self) -> list[_Pending[R]]:
+        """The queued transactions of the next group, oldest first, within ``max_bytes``."""
+        group: list[_Pending[R]] = []
+        size = 0
+        now = perf_counter()
+        queue = self._queue
+        while queue:
+            e = queue[0]
+            if e.abandoned:
+                queue.popleft()
+                continue
+            if group and (size + e.size > self.max_bytes or len(group) == self.max_group):
+                break
+            queue.popleft()
+            e.started_at = now
+            group.append(e)
+            size += e.size
+        return group
+
+    async def _run(self, group: list[_Pending[R]]) -> None:
+        self.stats.groups += 1
+        self.stats.transactions += len(group)
+        self.stats.largest = max(self.stats.largest, len(group))
+        try:
+            result = await self.commit([s for e in group for s in e.steps])
+        except DatabaseUnavailable as e:
+            _fail(group, e)  # outcome unknown: each member learns it as it would alone
+        except asyncio.CancelledError:
+            _fail(group, DatabaseUnavailable("the store closed while a write was committing"))
+            raise
+        except Exception as e:
+            if len(group) == 1:
+                _fail(group, e)
+                return
+            self.stats.split += 1
+            for member in group:
+                try:
+                    _settle(member, await self.commit(list(member.steps)))
+                except asyncio.CancelledError:
+                    _fail([member], DatabaseUnavailable("the store closed during a write"))
+                    raise
+                except Exception as err:
+                    _fail([member], err)
+        else:
+            for member in group:
+                _settle(member, result)
+
+    async def close(self) -> None:
+        """Fail queued transactions (:class:`StoreClosed`: nothing was sent) and cancel groups in
+        flight (:class:`DatabaseUnavailable`: they may have committed). The Store is closing."""
+        while self._queue:
+            e = self._queue.popleft()
+            if not e.done.done():
+                e.started_at = perf_counter()
+                e.done.set_exception(StoreClosed("the store closed before this write was sent"))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _settle(entry: _Pending[R], result: R) -> None:
+    if not entry.done.done():
+        entry.done.set_result(result)
+
+
+def _fail(group: list[_Pending[R]], error: BaseException) -> None:
+    for e in group:
+        if not e.done.done():
+            e.done.set_exception(error)
+            # a member that stopped waiting (cancelled) never retrieves it
+            e.done.add_done_callback(_consume)
