@@ -125,6 +125,7 @@ async def test_500_tasks_of_mixed_operations(fresh_sqld: SqldProcess) -> None:
             await conn.close()
         cache = store.stats()["cache"]["episodes"]
         busy = store.stats()["statements"]["busy_retries"]
+        groups = store.stats()["statements"]["group_commit"]
     finally:
         await store.close()
 
@@ -149,6 +150,7 @@ async def test_500_tasks_of_mixed_operations(fresh_sqld: SqldProcess) -> None:
         load=(
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; pool <= {max(s[2] for s in samples)}; "
             f"RSS {rss_early:.0f}->{rss_late:.0f} MB; cache hit {cache['hit_ratio']:.2f}; "
-            f"{busy} locked-database retries"
+            f"{busy} locked-database retries; write transactions in groups of "
+            f"{groups['mean_group']:.0f} on average"
         ),
     )
