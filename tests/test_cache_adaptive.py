@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import FakeClock
+from tiered.cache import CacheConfig
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
 from tiered.cache.policy import WTinyLFU, stable_hash
 from tiered.errors import ConfigError
@@ -185,3 +186,27 @@ def test_stats_snapshot_has_ttl_distribution() -> None:
     snap = c.snapshot()
     assert snap["entries"] == 5 and snap["ttl"]["p50"] == 300.0 and snap["ttl"]["n"] == 5.0
     assert "AdaptiveTTLCache" in repr(c)
+
+
+def test_stale_for_keeps_expired_entries_for_get_stale_only(policy: str) -> None:
+    clock = FakeClock()
+    rule = TTLRule(base=10.0, min=10.0, max=10.0, jitter=0.0)
+    c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(
+        10, timer=clock, policy=policy, ttl=rule, stale_for=5.0
+    )
+    c["a"], c["b"] = 1, 2
+    clock.advance(11.0)  # expired, within the stale window
+    assert c.get("a") is None and c.get("a") is None  # a miss for readers
+    assert "a" not in c and c.peek("a") is None
+    assert c.get_stale("a") == 1 and c.get_stale("b") == 2
+    assert c.stats.expirations == 1  # counted once, though read twice
+    assert c.expire() == 0 and c.stats.expirations == 2  # "b" expired now too; both kept
+    c["a"] = 3  # a refill makes it fresh again
+    assert c.get("a") == 3
+    clock.advance(5.0)  # "b" is past its window, "a" is fresh
+    assert c.get_stale("b") is None and c.get_stale("a") == 3
+    assert c.expire() == 1 and len(c) == 1
+    with pytest.raises(ConfigError):
+        AdaptiveTTLCache(10, stale_for=-1.0)
+    with pytest.raises(ConfigError):
+        CacheConfig(stale_if_error=-1.0)

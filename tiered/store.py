@@ -938,13 +938,20 @@ class Store:
         found, unique = self._cache.lookup_many("episodes", dict.fromkeys(ids))
         token = self._cache.versions["episodes"].token()
         loaded: dict[str, Episode | None] = dict.fromkeys(unique)
-        for start in range(0, len(unique), q.MAX_IN):
-            chunk = unique[start : start + q.MAX_IN]
-            n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
-            padded = chunk + [chunk[-1]] * (n - len(chunk))
-            rows = await self._rows(q.episodes_by_ids(n), padded)
-            for ep in await self._build(rows, self._episode):
-                loaded[ep.id] = ep
+        try:
+            for start in range(0, len(unique), q.MAX_IN):
+                chunk = unique[start : start + q.MAX_IN]
+                n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
+                padded = chunk + [chunk[-1]] * (n - len(chunk))
+                rows = await self._rows(q.episodes_by_ids(n), padded)
+                for ep in await self._build(rows, self._episode):
+                    loaded[ep.id] = ep
+        except DatabaseUnavailable:
+            stale = self._cache.stale_many("episodes", unique)  # serve-stale, if configured
+            if stale is None:
+                raise
+            found.update(stale)
+            return [found.get(i) for i in ids]
         if loaded:
             self._cache.fill_many("episodes", loaded, token)
             found.update(loaded)

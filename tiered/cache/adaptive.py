@@ -94,6 +94,7 @@ class _Entry:
         "hits",
         "prev_hits",
         "size",
+        "stale",
         "ttl",
         "value",
         "win_start",
@@ -109,6 +110,7 @@ class _Entry:
         self.win_start = now
         self.hits = 0
         self.prev_hits = 0
+        self.stale = False  # expired, kept for serve-stale-on-error
 
 
 class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
@@ -129,6 +131,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         timer: Callable[[], float] = time.monotonic,
         policy: str = "wtinylfu",
         seed: int | None = 0,
+        stale_for: float = 0.0,
     ) -> None:
         if maxsize < 1:
             raise ConfigError(f"AdaptiveTTLCache maxsize must be >= 1, got {maxsize}")
@@ -138,7 +141,11 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             raise ConfigError(
                 f"AdaptiveTTLCache policy must be 'wtinylfu' or 'lru', got {policy!r}"
             )
+        if not stale_for >= 0:
+            raise ConfigError(f"AdaptiveTTLCache stale_for must be >= 0, got {stale_for}")
         self.maxsize = maxsize
+        #: seconds an expired entry is kept for :meth:`get_stale` (it still counts as a miss)
+        self.stale_for = stale_for
         self.max_bytes = max_bytes
         self.getsizeof = getsizeof or (lambda v: sys.getsizeof(v))
         self.rule = ttl or TTLRule()
@@ -195,8 +202,12 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
                 else:
                     self._lru.move_to_end(key)
                 return e.value
-            self._remove(key, e)
-            self.stats.expirations += 1
+            if not e.stale:
+                self.stats.expirations += 1
+            if now < e.expires + self.stale_for:
+                e.stale = True  # a miss, but kept for get_stale until its stale window ends
+            else:
+                self._remove(key, e)
         self.stats.misses += 1
         if self._policy is not None and self._policy.record(key, False):
             self._drop(self._policy.last_dropped(), "capacity")
@@ -212,6 +223,15 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         """The value without counting a hit or a miss (and without adapting its TTL)."""
         e = self._data.get(key)
         if e is None or self.timer() >= e.expires:
+            return default
+        return e.value
+
+    def get_stale(self, key: K, default: Any = None) -> Any:
+        """The value if fresh or expired less than ``stale_for`` seconds ago, else ``default``
+        (no hit or miss counted). For serving a read when the source is unavailable, and for
+        finding every entry an invalidation must drop."""
+        e = self._data.get(key)
+        if e is None or self.timer() >= e.expires + self.stale_for:
             return default
         return e.value
 
@@ -246,6 +266,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         if old is not None:
             self._bytes += size - old.size
             old.value, old.size, old.filled = value, size, now
+            old.stale = False
             if ttl is not None:
                 old.ttl = ttl
             elif old.ttl is None and rule.base is not None:
@@ -281,12 +302,18 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self.stats.evictions["explicit"] += 1
 
     def expire(self) -> int:
-        """Drop every expired entry now; returns how many (reads also drop them lazily)."""
+        """Drop every entry past its stale window (with ``stale_for`` 0: every expired entry)
+        now; returns how many (reads also drop them lazily)."""
         now = self.timer()
-        dead = [k for k, e in self._data.items() if now >= e.expires]
+        dead = [k for k, e in self._data.items() if now >= e.expires + self.stale_for]
         for k in dead:
-            self._remove(k, self._data[k])
-        self.stats.expirations += len(dead)
+            e = self._data[k]
+            self.stats.expirations += not e.stale
+            self._remove(k, e)
+        for e in self._data.values():
+            if now >= e.expires and not e.stale:
+                e.stale = True
+                self.stats.expirations += 1
         return len(dead)
 
     def clear(self) -> None:

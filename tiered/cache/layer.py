@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
-from tiered.errors import ConfigError
+from tiered.errors import ConfigError, DatabaseUnavailable
 
 __all__ = [
     "CacheConfig",
@@ -75,6 +75,13 @@ class CacheConfig:
         2015); None disables it, 1.0 is the paper's default.
     write_through: writes of at most this many records install them in the cache after commit;
         larger batches invalidate instead (0 = always invalidate).
+    stale_if_error: serve-stale (RFC 5861's ``stale-if-error``): when the database is unavailable
+        (:class:`~tiered.errors.DatabaseUnavailable`: down, unreachable, timed out, no connection
+        free), a cached record or query result that expired less than this many seconds ago is
+        served instead of the error, and a change-log poll that fails does not fail the read.
+        So during an outage a read may be up to its TTL plus this much stale, whatever
+        ``staleness`` says; records changed by a write this process saw are never served
+        stale. 0 (the default) = never.
     """
 
     enabled: bool = True
@@ -90,6 +97,7 @@ class CacheConfig:
     staleness: float | None = 1.0
     xfetch_beta: float | None = None
     write_through: int = 32
+    stale_if_error: float = 0.0
     policy: str = "wtinylfu"
     seed: int | None = 0
 
@@ -98,6 +106,10 @@ class CacheConfig:
             raise ConfigError(f"CacheConfig.staleness must be >= 0 or None, got {self.staleness}")
         if self.xfetch_beta is not None and self.xfetch_beta <= 0:
             raise ConfigError(f"CacheConfig.xfetch_beta must be > 0, got {self.xfetch_beta}")
+        if not self.stale_if_error >= 0:
+            raise ConfigError(
+                f"CacheConfig.stale_if_error must be >= 0 seconds, got {self.stale_if_error}"
+            )
 
 
 class Versions:
@@ -200,7 +212,7 @@ class QueryCache:
             return []
         out = []
         for k in list(keys):
-            e = self.cache.peek(k)
+            e = self.cache.get_stale(k)  # entries kept for serve-stale must be invalidated too
             if e is None:
                 keys.discard(k)
             else:
@@ -259,6 +271,8 @@ class CacheLayer:
         self.remote_invalidations = 0
         self.db_reads = 0
         self.early_refreshes = 0
+        self.stale_served = 0  # reads answered from an expired entry during an outage
+        self.failed_polls = 0  # change-log polls that failed and, with stale_if_error, were skipped
         self._refreshing: set[asyncio.Future[Any]] = set()
         self._load_time: dict[str, float] = dict.fromkeys(TABLES, 0.0)
         self._rng = random.Random(config.seed)
@@ -274,6 +288,7 @@ class CacheLayer:
             policy=self.config.policy,
             getsizeof=_approx_size,
             seed=self.config.seed,
+            stale_for=self.config.stale_if_error,
         )
 
     @property
@@ -292,7 +307,12 @@ class CacheLayer:
             return
         if self._poll is None or self._poll.done():
             self._poll = asyncio.ensure_future(self._do_poll(fetch, now))
-        await asyncio.shield(self._poll)
+        try:
+            await asyncio.shield(self._poll)
+        except DatabaseUnavailable:
+            if not self.config.stale_if_error:
+                raise
+            self.failed_polls += 1  # serve-stale: the read goes on with what the cache has
 
     async def _do_poll(
         self, fetch: Callable[[int], Awaitable[list[tuple[Any, ...]]]], started: float
@@ -326,7 +346,7 @@ class CacheLayer:
         self.versions[table].bump(key)
         self.table_seq[table] += 1
         cache = self.records[table]
-        if cache is not None and cache.peek(key, _MISS) is not _MISS:
+        if cache is not None and cache.get_stale(key, _MISS) is not _MISS:
             del cache[key]
             self.remote_invalidations += 1
         if self.queries is not None:
@@ -347,7 +367,34 @@ class CacheLayer:
             if beta is not None and v is not NOT_FOUND:
                 self._maybe_refresh(table, key, cache, beta, load)
             return None if v is NOT_FOUND else v  # type: ignore[no-any-return]
-        return await self._fill(table, key, cache, load)
+        try:
+            return await self._fill(table, key, cache, load)
+        except DatabaseUnavailable:
+            v = self._stale(cache, key)
+            if v is _MISS:
+                raise
+            return None if v is NOT_FOUND else v  # type: ignore[no-any-return]
+
+    def _stale(self, cache: AdaptiveTTLCache[Any, Any], key: Hashable) -> Any:
+        """Serve-stale: the entry for ``key`` within ``stale_if_error`` of its expiry, or _MISS."""
+        if not self.config.stale_if_error:
+            return _MISS
+        v = cache.get_stale(key, _MISS)
+        if v is not _MISS:
+            self.stale_served += 1
+        return v
+
+    def stale_many(self, table: str, keys: Sequence[str]) -> dict[str, Any] | None:
+        """Serve-stale for a batch read: every one of ``keys`` (``None`` for a cached "not
+        found"), or ``None`` when any of them has no entry to serve."""
+        cache = self.records[table]
+        if cache is None or not self.config.stale_if_error:
+            return None
+        found = {k: cache.get_stale(k, _MISS) for k in keys}
+        if any(v is _MISS for v in found.values()):
+            return None
+        self.stale_served += len(found)
+        return {k: None if v is NOT_FOUND else v for k, v in found.items()}
 
     async def _fill(
         self,
@@ -467,9 +514,15 @@ class CacheLayer:
                 )
             return rows
 
-        rows = await self.flights.run(
-            ("query", key), start, lambda t: self.table_seq[table] == t, loader
-        )
+        try:
+            rows = await self.flights.run(
+                ("query", key), start, lambda t: self.table_seq[table] == t, loader
+            )
+        except DatabaseUnavailable:
+            e = self._stale(qc.cache, key)
+            if e is _MISS:
+                raise
+            rows = e.result
         return list(rows)
 
     # -- writes ----------------------------------------------------------------------------------
@@ -530,7 +583,7 @@ class CacheLayer:
                 cache.set(k, by_id[k])
             elif ok and k in deleted and not overlapped:
                 cache.set(k, NOT_FOUND, ttl=neg)
-            elif cache.peek(k, _MISS) is not _MISS:
+            elif cache.get_stale(k, _MISS) is not _MISS:
                 del cache[k]
         self.table_seq[table] += 1
         if self.queries is not None:
@@ -558,9 +611,11 @@ class CacheLayer:
             "polls": self.polls,
             "last_change": self.last_change,
             "remote_invalidations": self.remote_invalidations,
+            "failed_polls": self.failed_polls,
         }
         out["db_reads"] = self.db_reads
         out["early_refreshes"] = self.early_refreshes
+        out["stale_served"] = self.stale_served
         return out
 
 

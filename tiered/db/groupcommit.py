@@ -147,6 +147,8 @@ class GroupCommit(Generic[R]):
         return group
 
     async def _run(self, group: list[_Pending[R]]) -> None:
+        if not group:  # nothing to commit (defensive: a leader takes at least one)
+            return
         self.stats.groups += 1
         self.stats.transactions += len(group)
         self.stats.largest = max(self.stats.largest, len(group))

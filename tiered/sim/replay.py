@@ -13,10 +13,14 @@ runs it on the virtual clock through
   measured hit time; a database call holds a connection for a measured round trip and costs a
   measured time around it.
 
+* the Store's one-writer gate with group commit (:mod:`tiered.db.groupcommit`): a write that
+  arrives while another commits waits, and every write waiting then commits with the next
+  group; a group holds one connection for the longest measured round trip of its members (one
+  batch, one round trip).
+
 Not modelled: the change-log poll as its own call (its cost is inside the measured database
-samples, as it happened during the measurement), the Store's one-writer gate with group commit
-(a write is modelled as a call of its own, on its own connection), and CPU contention between
-requests on the event loop beyond what the measurement saw.
+samples, as it happened during the measurement), and CPU contention between requests on the
+event loop beyond what the measurement saw.
 
 :func:`calibrate` measures a service model on one seed, runs the real stack on another seed and
 the simulator on that same plan, and compares latency quantiles and hit ratio.
@@ -147,6 +151,37 @@ def replay(
         else:  # a new connection per call: open it, then the round trip
             sim.after(float(rng.choice(opens)) + rt, done)
 
+    writing = False  # a group is committing
+    queued: list[tuple[int, str, Callable[[], None]]] = []
+
+    def write(i: int, op: str, then: Callable[[], None]) -> None:
+        queued.append((i, op, then))
+        if not writing:
+            commit_group()
+
+    def commit_group() -> None:
+        nonlocal writing
+        group = queued[:]
+        queued.clear()
+        writing = True
+        draws = [model.draw(rng, op, "db") for _, op, _ in group]
+
+        def done() -> None:
+            nonlocal writing
+            end = sim.now()
+            for (j, _, then), (rest, _) in zip(group, draws, strict=True):
+                then()
+                finish(j, end + rest, "db")
+            writing = False
+            if queued:
+                commit_group()
+
+        rt = max(r for _, r in draws)
+        if layers.pool:
+            pool.request(rt, done)
+        else:
+            sim.after(float(rng.choice(opens)) + rt, done)
+
     def handle(i: int) -> None:
         op, args = plan[i]
         if op == "store_episodes":
@@ -159,7 +194,7 @@ def replay(
                 if queries is not None:
                     queries.invalidate("episodes", batch, [])
 
-            db(i, op, written)
+            write(i, op, written)
             return
         if op not in _READS:
             raise ConfigError(f"replay does not model {op!r}")
