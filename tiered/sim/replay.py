@@ -146,6 +146,10 @@ def replay(
 
         if key is not None:
             flights[key] = []
+        hold(rt, done)
+
+    def hold(rt: float, done: Callable[[], None]) -> None:
+        """A connection for ``rt`` seconds, then ``done``."""
         if layers.pool:
             pool.request(rt, done)
         else:  # a new connection per call: open it, then the round trip
@@ -176,11 +180,7 @@ def replay(
             if queued:
                 commit_group()
 
-        rt = max(r for _, r in draws)
-        if layers.pool:
-            pool.request(rt, done)
-        else:
-            sim.after(float(rng.choice(opens)) + rt, done)
+        hold(max(r for _, r in draws), done)
 
     def handle(i: int) -> None:
         op, args = plan[i]
