@@ -113,7 +113,9 @@ async def test_queries_order_filter_and_limit(store: Store) -> None:
         (e for e in eps if e.start_time >= t0), key=lambda e: (e.start_time, e.id)
     )
     assert await store.query_episodes_since(t0) == since[:100]  # default limit 100
-    assert len(await store.query_episodes_since(0, limit=5000)) == 400  # capped at 1000 (>400 rows)
+    assert len(await store.query_episodes_since(0, limit=1000)) == 400
+    with pytest.raises(ValidationError):  # above the cap: an error, never a shorter result
+        await store.query_episodes_since(0, limit=5000)
 
     newest = sorted(eps, key=lambda e: (e.start_time, e.id), reverse=True)
     key, value = "agent", "coder"

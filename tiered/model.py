@@ -46,6 +46,9 @@ __all__ = [
     "Success",
     "TaskContext",
     "ToolSequence",
+    "check_id",
+    "check_metadata_key",
+    "check_text",
     "from_micros",
     "to_micros",
 ]
@@ -81,6 +84,18 @@ def from_micros(us: int) -> datetime:
 # ---------------------------------------------------------------------------------------------
 
 
+def _encodable(name: str, value: str) -> None:
+    """Reject a string UTF-8 cannot encode (a lone surrogate such as ``"\\udc80"``, which
+    Python strings may hold but no database, JSON encoder or server accepts)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValidationError(
+                name, f"must be valid Unicode text: character {e.start} is a lone surrogate"
+            ) from None
+
+
 def _text(name: str, value: object, *, max_len: int | None = None, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise ValidationError(name, f"must be a string, got {type(value).__name__}")
@@ -90,6 +105,33 @@ def _text(name: str, value: object, *, max_len: int | None = None, empty: bool =
         raise ValidationError(name, f"must be at most {max_len} characters, got {len(value)}")
     if "\x00" in value:
         raise ValidationError(name, "must not contain NUL characters")
+    _encodable(name, value)
+    return value
+
+
+def check_text(name: str, value: object, *, max_len: int | None = None, empty: bool = False) -> str:
+    """``value`` if it is a string a record may hold, else :class:`ValidationError` naming
+    ``name``: not empty or blank (unless ``empty``), at most ``max_len`` characters, no NUL,
+    encodable as UTF-8. The Store validates query arguments with the same rules as records."""
+    return _text(name, value, max_len=max_len, empty=empty)
+
+
+def check_id(name: str, value: object) -> str:
+    """``value`` if it is a valid record id (see :func:`check_text`; at most
+    :data:`MAX_ID_LEN` characters), else :class:`ValidationError` naming ``name``."""
+    return _text(name, value, max_len=MAX_ID_LEN)
+
+
+def check_metadata_key(name: str, value: object) -> str:
+    """``value`` if it is a valid metadata key, else :class:`ValidationError` naming ``name``.
+
+    Keys are names: 1-128 letters, digits, ``_ . : /`` and single hyphens."""
+    if not isinstance(value, str) or len(value) > MAX_NAME_LEN or not _METADATA_KEY.match(value):
+        raise ValidationError(
+            name,
+            f"key {value!r} is not a name: use 1-{MAX_NAME_LEN} letters, digits, "
+            "'_', '.', ':', '/' and single hyphens",
+        )
     return value
 
 
@@ -137,8 +179,10 @@ def _json(name: str, value: object, depth: int = 0) -> JSONValue:
     if depth > 32:
         raise ValidationError(name, "nested deeper than 32 levels")
     if value is None or isinstance(value, bool | int | str):
-        if isinstance(value, str) and "\x00" in value:
-            raise ValidationError(name, "must not contain NUL characters")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationError(name, "must not contain NUL characters")
+            _encodable(name, value)
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -149,6 +193,7 @@ def _json(name: str, value: object, depth: int = 0) -> JSONValue:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ValidationError(name, f"keys must be strings, got {type(k).__name__}")
+            _encodable(f"{name} key", k)
             out[k] = _json(f"{name}.{k}", v, depth + 1)
         return out
     if isinstance(value, list | tuple):
@@ -404,12 +449,7 @@ class Episode:
             raise ValidationError("metadata", "must be a mapping of str to str")
         meta: dict[str, str] = {}
         for k, v in self.metadata.items():
-            if not isinstance(k, str) or len(k) > MAX_NAME_LEN or not _METADATA_KEY.match(k):
-                raise ValidationError(
-                    "metadata",
-                    f"key {k!r} is not a name: use 1-{MAX_NAME_LEN} letters, digits, "
-                    "'_', '.', ':', '/' and single hyphens",
-                )
+            check_metadata_key("metadata", k)
             meta[k] = _text(f"metadata.{k}", v, empty=True)
         _set(self, "metadata", meta)
         _set(self, "tags", _texts("tags", self.tags, max_len=MAX_NAME_LEN))

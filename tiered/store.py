@@ -41,11 +41,14 @@ from tiered.db.driver import (
     backend_of,
     connect,
     redact_url,
+    token_access,
+    url_token,
 )
 from tiered.db.groupcommit import GroupCommit
 from tiered.db.router import Router, RouterConfig
 from tiered.db.schema import migrate, vector_table_ddl
 from tiered.errors import (
+    AuthError,
     ConfigError,
     CorruptPayload,
     DatabaseBusy,
@@ -58,13 +61,15 @@ from tiered.errors import (
 )
 from tiered.metrics import Metrics
 from tiered.model import (
-    MAX_ID_LEN,
     MAX_MICROS,
     Embedding,
     Episode,
     Heuristic,
     Pattern,
     PatternKind,
+    check_id,
+    check_metadata_key,
+    check_text,
     to_micros,
 )
 from tiered.pool import Pool, Reactive, SizingPolicy
@@ -232,21 +237,23 @@ class PoolConfig:
             raise ConfigError(f"PoolConfig.timeout must be > 0, got {self.timeout}")
 
 
-def _limit(limit: object) -> int:
-    """Validate a query limit; values above :data:`MAX_LIMIT` are capped to it."""
+def _limit(limit: object, name: str = "limit") -> int:
+    """Validate a result count: an integer within ``[1, MAX_LIMIT]``.
+
+    A larger one is an error rather than a silently shorter result: a caller that asked for
+    5,000 rows and got 1,000 could not tell that rows were missing.
+    """
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValidationError("limit", f"must be an integer, got {type(limit).__name__}")
-    if limit < 1:
-        raise ValidationError("limit", f"must be >= 1, got {limit}")
-    return min(limit, MAX_LIMIT)
+        raise ValidationError(name, f"must be an integer, got {type(limit).__name__}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(
+            name, f"must be within [1, {MAX_LIMIT}] (the most one query returns), got {limit}"
+        )
+    return limit
 
 
 def _key(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN or "\x00" in value:
-        raise ValidationError(
-            name, f"must be a non-empty string of at most {MAX_ID_LEN} characters"
-        )
-    return value
+    return check_id(name, value)
 
 
 def _opt_key(name: str, value: object) -> str | None:
@@ -286,8 +293,12 @@ class Store:
         clock: Clock,
         cache: CacheLayer,
         router: Router | None = None,
+        *,
+        token_read_only: bool = False,
     ) -> None:
         self._pool = pool
+        # the auth token's own claim says it may not write: writes fail before any I/O
+        self._token_read_only = token_read_only
         self._router = router
         # read-your-writes: the primary's position after this store's acknowledged writes (see
         # tiered.db.router); reads need a node at least this new. While a write's position is
@@ -437,7 +448,16 @@ class Store:
                 await router.close()
             await the_pool.close()
             raise
-        store = cls(the_pool, statements, url, config, clock, layer, router)
+        store = cls(
+            the_pool,
+            statements,
+            url,
+            config,
+            clock,
+            layer,
+            router,
+            token_read_only=token_access(url_token(url, auth_token)) == "ro",
+        )
         try:
             await store._load_dictionaries(activate=True)
         except BaseException:
@@ -513,6 +533,17 @@ class Store:
         if self._closed:
             raise StoreClosed("the store is closed; open a new one with Store.open()")
 
+    def _check_writable(self) -> None:
+        """Refuse a write the server would refuse, before any I/O (and before the cache
+        brackets it): the token is read-only."""
+        self._check()
+        if self._token_read_only:
+            raise AuthError(
+                "this store's auth token is read-only (its claim a=ro): writes need a "
+                "read-write token",
+                code="FORBIDDEN",
+            )
+
     async def _on_connection(
         self,
         call: Callable[[Connection], Awaitable[T]],
@@ -565,6 +596,8 @@ class Store:
     async def _execute(self, stmt: Statement, args: Sequence[Value]) -> Result:
         """One write statement on the primary (and, with replicas, its position after it)."""
 
+        self._check_writable()
+
         async def run(conn: Connection) -> Result:
             res = await conn.execute(stmt, args)
             await self._note_write(conn)
@@ -590,7 +623,7 @@ class Store:
         """One all-or-nothing write transaction, committed with whatever other writes of this
         Store are waiting (group commit). Its phases: the wait for its group, then the group's."""
         if steps:
-            self._check()
+            self._check_writable()
             done = await self._group.submit(steps)
             _add_phase("acquire", done.waited)
             for name, seconds in done.result.items():
@@ -632,7 +665,7 @@ class Store:
         self, table: str, records: Sequence[Any], write: Callable[[], Awaitable[None]]
     ) -> None:
         """Run ``write`` bracketed by the cache's versioning (see :mod:`tiered.cache.layer`)."""
-        self._check()
+        self._check_writable()
         ticket = self._cache.begin_write(table, [r.id for r in records])
         try:
             await write()
@@ -962,7 +995,7 @@ class Store:
         return await self._delete("episodes", q.DELETE_EPISODE, _key("episode_id", episode_id))
 
     async def _delete(self, table: str, stmt: Statement, key: str) -> bool:
-        self._check()
+        self._check_writable()
         ticket = self._cache.begin_write(table, [key])
         try:
             existed = (await self._execute(stmt, (key,))).rows_affected > 0
@@ -977,7 +1010,9 @@ class Store:
     ) -> list[Episode]:
         """Episodes that started at or after ``t`` (µs or aware datetime), oldest first.
 
-        ``limit`` defaults to 100 and is capped at 1000.
+        ``limit`` defaults to 100; at most :data:`MAX_LIMIT` (1000), a larger one raises
+        :class:`ValidationError`. To read on, pass the last episode's ``start_time`` again and
+        skip the ids already seen (episodes that share a start time are ordered by id).
         """
         if isinstance(t, datetime):
             t = to_micros(t)
@@ -1005,9 +1040,8 @@ class Store:
 
         ``value`` is matched literally (``%`` and ``_`` are not wildcards).
         """
-        _key("key", key)
-        if not isinstance(value, str) or "\x00" in value:
-            raise ValidationError("value", "must be a string without NUL characters")
+        check_metadata_key("key", key)
+        check_text("value", value, empty=True)
         n = _limit(limit)
         return await self._query(
             "episodes",
@@ -1187,7 +1221,7 @@ class Store:
             if not rows:
                 return None
             known = (int(rows[0][0]), int(rows[0][1]))  # type: ignore[arg-type]
-            if self.backend != "file":
+            if self.backend != "file" and not self._token_read_only:
                 # libSQL's ANN index needs a fixed-dimension column: one table per model.
                 ddl = vector_table_ddl(*known)
                 await self._write(
@@ -1214,6 +1248,7 @@ class Store:
         :class:`ValidationError` naming the model, before anything is written.
         """
         es = _last_per_id(_records("embeddings", embeddings, Embedding))
+        self._check_writable()  # before the model registry is read
         dims: dict[str, int] = {}
         for i, e in enumerate(es):
             if dims.setdefault(e.model, e.dim) != e.dim:
@@ -1268,7 +1303,7 @@ class Store:
         Distances are recomputed in float64 and ties broken by id, so backends agree.
         """
         probe = Embedding("probe", "probe", "probe", "probe", vector).vector  # validates
-        k = _limit(k)
+        k = _limit(k, "k")
         _opt_key("owner_kind", owner_kind)
         if not isinstance(exact, bool):
             raise ValidationError("exact", f"must be a bool, got {type(exact).__name__}")
@@ -1456,7 +1491,12 @@ class SyncStore:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop closed under us (close() from another thread)
+            coro.close()
+            raise StoreClosed("the store is closed; open a new one with open_sync()") from None
+        return fut.result()
 
     def _stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
