@@ -134,6 +134,48 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, q, parts.fragment))
 
 
+def url_token(url: str, auth_token: str | None) -> str | None:
+    """The token a connection to ``url`` sends: the URL's ``authToken`` wins, as in
+    libsql-client."""
+    for k, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True):
+        if k == "authToken":
+            return v or None
+    return auth_token
+
+
+def token_access(token: str | None) -> str | None:
+    """The access a JWT grants by its ``a`` claim (``"ro"`` or ``"rw"``, as sqld and Turso
+    mint them), or ``None`` when there is no token or it cannot be read (an opaque token).
+
+    The signature is not checked: the server does that. This only lets a Store refuse a write
+    it knows the server will refuse, before any I/O.
+    """
+    if not token or token.count(".") != 2:
+        return None
+    body = token.split(".")[1]
+    try:
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        return None
+    access = claims.get("a") if isinstance(claims, dict) else None
+    return access if access in ("ro", "rw") else None
+
+
+def _http_base(url: str) -> str:
+    """The HTTP base URL of a Hrana WebSocket URL (same host and path, no query)."""
+    parts = urllib.parse.urlsplit(url)
+    tls = parts.scheme in ("wss", "libsql") and "tls=0" not in parts.query
+    return urllib.parse.urlunsplit(
+        ("https" if tls else "http", parts.netloc, parts.path.rstrip("/"), "", "")
+    )
+
+
+#: a write statement that can never change anything: sqld checks write permission on the
+#: statement's kind before SQLite sees it (403 for a read-only token); with write permission
+#: SQLite refuses it ("table sqlite_master may not be modified")
+_WRITE_PROBE = "DELETE FROM sqlite_master WHERE 0"
+
+
 def _scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -527,6 +569,51 @@ class HranaWsConnection(_HranaBase):
                 raise translate(err, secret=self._token) from err
             raise
 
+    async def _request(self, coro: Any) -> Any:
+        """A request on a connected socket; a socket the server dropped without a close frame
+        is checked for a permission refusal (see :meth:`_forbidden`)."""
+        try:
+            return await self._guard(coro)
+        except DatabaseUnavailable as e:
+            if e.code == "HRANA_WEBSOCKET_ERROR" and "with code" not in str(e):
+                refusal = await self._forbidden()
+                if refusal is not None:
+                    raise refusal from e
+            raise
+
+    async def _forbidden(self) -> AuthError | None:
+        """sqld answers a write by a read-only token on a WebSocket by dropping the socket,
+        with no close frame and no reason (an outage looks the same). Ask the server over HTTP,
+        with a write that cannot change anything, whether this token may write: a 403 makes
+        the error an :class:`AuthError`. ``None`` when it may, or when the server does not
+        answer (then it is an outage)."""
+        token = url_token(self._url, self._token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = {
+            "requests": [
+                {"type": "execute", "stmt": {"sql": _WRITE_PROBE}},
+                {"type": "close"},
+            ]
+        }
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=min(5.0, self.timeout))
+                ) as session,
+                session.post(
+                    f"{_http_base(self._url)}/v2/pipeline", json=body, headers=headers
+                ) as resp,
+            ):
+                if resp.status != 403:
+                    return None
+                text = _scrub((await resp.text())[:300], token)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+        return AuthError(
+            f"the server refused a write: this token has no write permission ({text})",
+            code="FORBIDDEN",
+        )
+
     def _stmt(self, stmt: Statement, args: Sequence[Value], want_rows: bool) -> dict[str, Any]:
         """The Hrana statement for ``stmt``, storing its SQL on this socket the first time."""
         conn = self._client._conn
@@ -570,7 +657,7 @@ class HranaWsConnection(_HranaBase):
             fut = self._main_stream().execute(stmt_proto)
             return _result(await _response(fut))  # type: ignore[arg-type]
 
-        result: Result = await self._guard(run())
+        result: Result = await self._request(run())
         return result
 
     async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
@@ -616,7 +703,7 @@ class HranaWsConnection(_HranaBase):
             finally:
                 stream.close()
 
-        await self._guard(one() if len(chunks) == 1 else interactive())
+        await self._request(one() if len(chunks) == 1 else interactive())
 
     async def execute_many(self, steps: Sequence[Step]) -> list[Result]:
         self._check_open()
@@ -628,7 +715,7 @@ class HranaWsConnection(_HranaBase):
             _check_batch(res)  # type: ignore[arg-type]
             return [_result(r) for r in res["step_results"]]  # type: ignore[index, arg-type]
 
-        results: list[Result] = await self._guard(run())
+        results: list[Result] = await self._request(run())
         return results
 
     async def close(self) -> None:
