@@ -244,7 +244,26 @@ def _read_trace(path: Path) -> list[float]:
 
 
 def _cmd_dev_server(args: argparse.Namespace) -> int:
-    cluster = SqldCluster(replicas=args.replicas, data_dir=args.data_dir)
+    """Run sqld until interrupted; watch it, and say so (exit 1) if it dies, or restart it."""
+    from tiered.devserver import JwtKey
+
+    if args.auth and args.jwt_key_file:
+        raise ConfigError("--auth generates a key; --jwt-key-file uses yours: give one of them")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be within 1..65535, got {args.port}")
+    key: JwtKey | None = None
+    key_file: Path | None = Path(args.jwt_key_file) if args.jwt_key_file else None
+    if key_file is not None and not key_file.is_file():
+        raise ConfigError(f"--jwt-key-file {key_file} does not exist")
+    cluster = SqldCluster(
+        replicas=args.replicas, data_dir=args.data_dir, port=args.port, auth_jwt_key_file=None
+    )
+    if args.auth:
+        key = JwtKey()
+        key_file = key.write_public(cluster.data_dir / "jwt-public.key")
+    if key_file is not None:  # set before anything starts
+        for p in cluster.processes():
+            p.auth_jwt_key_file = key_file
     stop = False
 
     def _stop(*_: object) -> None:
@@ -253,15 +272,52 @@ def _cmd_dev_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    names = {
+        id(p): ("primary" if i == 0 else f"replica{i - 1}")
+        for i, p in enumerate(cluster.processes())
+    }
+
+    def pid_line(proc: Any) -> str:
+        name = names[id(proc)]
+        return f"{'pid' if name == 'primary' else name + '-pid'} {proc.pid}"
+
     with cluster:
         urls = cluster.urls()
         print(f"http {urls['http']}", flush=True)
         print(f"ws   {urls['ws']}", flush=True)
         print(f"grpc {urls['grpc']}", flush=True)
+        print(f"data-dir {cluster.data_dir}", flush=True)
         for i, (h, w) in enumerate(zip(urls["replicas_http"], urls["replicas_ws"], strict=True)):
             print(f"replica{i} http {h} ws {w}", flush=True)
+        if key_file is not None:
+            print(f"jwt-key-file {key_file}", flush=True)
+        if key is not None:
+            print(f"token-rw {key.token('rw')}", flush=True)
+            print(f"token-ro {key.token('ro')}", flush=True)
+        for proc in reversed(list(cluster.processes())):  # the primary's pid line comes last
+            print(pid_line(proc), flush=True)
         print("Ctrl-C stops the server(s).", file=sys.stderr, flush=True)
         while not stop:
+            for proc in cluster.processes():
+                code = proc.exited()
+                if code is None:
+                    continue
+                how = f"signal {-code}" if code < 0 else f"code {code}"
+                print(
+                    f"tiered dev-server: sqld ({names[id(proc)]}, port {proc.http_port}) "
+                    f"exited with {how}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if not args.restart:
+                    return 1
+                try:
+                    proc.start()
+                except TieredError as e:
+                    print(f"tiered dev-server: restart failed: {e}", file=sys.stderr, flush=True)
+                    return 1
+                print(f"tiered dev-server: restarted, pid {proc.pid}", file=sys.stderr, flush=True)
+                print(pid_line(proc), flush=True)
             time.sleep(0.1)
     return 0
 
@@ -324,10 +380,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.set_defaults(func=_cmd_bench)
     dev = sub.add_parser("dev-server", help="run sqld on 127.0.0.1 until interrupted")
     dev.add_argument("--replicas", type=int, default=0)
-    dev.add_argument("--data-dir", default=None, help="keep data here (default: a temp folder)")
+    dev.add_argument(
+        "--data-dir",
+        "--db-path",
+        dest="data_dir",
+        default=None,
+        help="keep data here; started again on it, serves the same data (default: a temp folder)",
+    )
+    dev.add_argument("--port", type=int, default=None, help="primary HTTP/ws port (default: free)")
+    dev.add_argument(
+        "--restart", action="store_true", help="restart a server that dies (default: exit 1)"
+    )
+    dev.add_argument(
+        "--auth",
+        action="store_true",
+        help="require JWTs: generate a key and print a read-write and a read-only token",
+    )
+    dev.add_argument(
+        "--jwt-key-file", default=None, help="require JWTs signed by this Ed25519 public key"
+    )
     dev.set_defaults(func=_cmd_dev_server)
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except TieredError as e:  # a typed error is a message for the user, not a traceback
+        print(f"tiered {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return result
 
 

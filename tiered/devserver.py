@@ -165,6 +165,13 @@ class SqldProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc and self._proc.poll() is None else None
 
+    def exited(self) -> int | None:
+        """The exit code of a process this object started that has since died on its own
+        (negative: the signal that killed it), else ``None`` (running, or never started)."""
+        if self._proc is None:
+            return None
+        return self._proc.poll()
+
     def command(self) -> list[str]:
         cmd = [
             str(self.binary),
@@ -286,7 +293,9 @@ class SqldCluster:
     """A primary sqld and ``replicas`` replicas on loopback, with data in ``data_dir``.
 
     Use as a context manager (stops everything on exit) or call :meth:`start` / :meth:`stop`.
-    ``data_dir`` defaults to a temporary folder removed at stop.
+    ``data_dir`` defaults to a temporary folder removed at stop; a given one is kept, and a
+    cluster started on it again serves the same data. ``port`` fixes the primary's HTTP/Hrana
+    port (default: a free one).
     """
 
     def __init__(
@@ -296,6 +305,7 @@ class SqldCluster:
         data_dir: str | Path | None = None,
         binary: str | Path | None = None,
         auth_jwt_key_file: str | Path | None = None,
+        port: int | None = None,
     ) -> None:
         if replicas < 0:
             raise DevServerError(f"replicas must be >= 0, got {replicas}")
@@ -307,7 +317,7 @@ class SqldCluster:
         self.primary = SqldProcess(
             exe,
             self.data_dir / "primary",
-            free_port(),
+            port or free_port(),
             grpc_port=free_port(),
             auth_jwt_key_file=key,
             log_path=self.data_dir / "primary.log",
