@@ -35,6 +35,7 @@ from tiered import (
     Store,
     SyncStore,
     TieredError,
+    ValidationError,
     open_sync,
 )
 from tiered.compression.codec import CODEC_ZSTD
@@ -46,7 +47,7 @@ from tiered.sim import (
     generate_heuristics,
     generate_patterns,
 )
-from tiered.store import OPERATIONS
+from tiered.store import MAX_LIMIT, OPERATIONS
 
 from .conftest import record
 
@@ -72,8 +73,21 @@ FINGERPRINT = Statement(
 
 # -- arguments ------------------------------------------------------------------------------------
 
+#: strings no UTF-8 encoder accepts (lone surrogates), alone and inside otherwise valid text
+unencodable = st.builds(
+    lambda pre, c, post: pre + c + post,
+    st.text(max_size=8),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+    st.text(max_size=8),
+)
+#: result counts at and around every bound (the cap is MAX_LIMIT)
+extreme_counts = st.sampled_from(
+    [-(2**63), -1, 0, 1, MAX_LIMIT - 1, MAX_LIMIT, MAX_LIMIT + 1, 5000, 10**9, 2**63, 2**70]
+)
+
 junk_leaf = (
-    st.none()
+    unencodable
+    | st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
     | st.floats()  # nan, inf, -0.0 ...
@@ -111,10 +125,10 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "heuristics": records(heuristics),
     "embedding": emb,
     "embeddings": records(emb),
-    "episode_ids": st.lists(ids | junk_leaf, max_size=4),
+    "episode_ids": st.lists(ids | unencodable | junk_leaf, max_size=4),
     "t": st.integers(-(2**64), 2**64) | st.datetimes(timezones=st.just(UTC)) | st.datetimes(),
-    "limit": st.integers(-3, 3000),
-    "k": st.integers(-3, 3000),
+    "limit": st.integers(-3, 3000) | extreme_counts,
+    "k": st.integers(-3, 3000) | extreme_counts,
     "kind": st.sampled_from([k.value for k in PatternKind] + ["episodes", "patterns", "nope"]),
     "min_success_rate": st.floats(-1, 2) | st.floats(),
     "min_confidence": st.floats(-1, 2) | st.floats(),
@@ -130,6 +144,8 @@ def value_for(name: str) -> st.SearchStrategy[Any]:
         plausible = ids
     if plausible is None:
         plausible = st.text(max_size=20) | st.none()  # key, value, domain, model, owner_kind ...
+    if name.endswith(("_id", "key", "value", "domain", "model", "owner_kind", "task_type")):
+        plausible = plausible | unencodable
     return plausible | junk
 
 
@@ -183,6 +199,31 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Syn
 
 
 OUTCOMES: dict[str, int] = {}
+#: outcomes of the calls that carried a hostile argument: an unencodable string, or a count
+#: outside [1, MAX_LIMIT]
+HOSTILE: dict[str, dict[str, int]] = {"unencodable": {}, "count out of range": {}}
+
+
+def _has_unencodable(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, str):
+        return not v.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in v)
+    if depth < 6 and isinstance(v, list | tuple):
+        return any(_has_unencodable(x, depth + 1) for x in v)
+    if depth < 6 and isinstance(v, dict):
+        return any(_has_unencodable(x, depth + 1) for kv in v.items() for x in kv)
+    return False
+
+
+def _hostile(args: list[Any], kwargs: dict[str, Any], sig: inspect.Signature) -> list[str]:
+    bound = dict(zip(list(sig.parameters)[1:], args, strict=False)) | kwargs
+    kinds = []
+    if any(_has_unencodable(v) for v in bound.values()):
+        kinds.append("unencodable")
+    for n in ("limit", "k"):
+        v = bound.get(n)
+        if isinstance(v, int) and not isinstance(v, bool) and not 1 <= v <= MAX_LIMIT:
+            kinds.append("count out of range")
+    return kinds
 
 
 @FUZZ
@@ -192,16 +233,27 @@ def test_any_arguments_to_any_method_raise_only_typed_errors_and_write_nothing(
 ) -> None:
     store, url = seeded
     name, args, kwargs = call
+    hostile = _hostile(args, kwargs, inspect.signature(getattr(Store, name)))
     before = raw(url, FINGERPRINT)
+    lost = store.pool.get_stats()["connections_lost"]
     try:
         getattr(store, name)(*args, **kwargs)
     except TieredError as e:
-        OUTCOMES[type(e).__name__] = OUTCOMES.get(type(e).__name__, 0) + 1
+        outcome = type(e).__name__
+        # the server is healthy: bad input must be caught before it reaches it
+        assert isinstance(e, ValidationError), f"{name} raised {e!r}, not a ValidationError"
         assert raw(url, FINGERPRINT) == before, f"{name} raised {e!r} but wrote"
     else:
-        OUTCOMES["ok"] = OUTCOMES.get("ok", 0) + 1
+        outcome = "ok"
         if not name.startswith(("store_", "delete_", "train_")):
             assert raw(url, FINGERPRINT) == before, f"the read {name} wrote"
+    # no argument made the server drop a pooled connection (sqld closes a socket on bad UTF-8)
+    assert store.pool.get_stats()["connections_lost"] == lost, f"{name} lost a connection"
+    OUTCOMES[outcome] = OUTCOMES.get(outcome, 0) + 1
+    for kind in hostile:
+        HOSTILE[kind][outcome] = HOSTILE[kind].get(outcome, 0) + 1
+        # a count out of range is never served: it fails, or a bad other argument failed first
+        assert kind != "count out of range" or outcome != "ok", f"{name} accepted {kind}"
 
 
 def test_fuzz_outcomes_recorded() -> None:
@@ -216,6 +268,16 @@ def test_fuzz_outcomes_recorded() -> None:
         recovery_s="-",
         load="no write by any call that raised",
     )
+    for kind, outcomes in HOSTILE.items():
+        if outcomes:
+            record(
+                fault=f"bad input: {kind} argument (hypothesis, file, ws)",
+                operations=f"{sum(outcomes.values())} calls",
+                errors_to_caller=", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())),
+                acked_lost=0,
+                recovery_s="-",
+                load="no write, no server error, pool intact",
+            )
 
 
 # -- damaged frames ------------------------------------------------------------------------------
