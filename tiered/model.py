@@ -119,6 +119,15 @@ def check_text(name: str, value: object, *, max_len: int | None = None, empty: b
 def check_id(name: str, value: object) -> str:
     """``value`` if it is a valid record id (see :func:`check_text`; at most
     :data:`MAX_ID_LEN` characters), else :class:`ValidationError` naming ``name``."""
+    # the hot path of every cached read: plain ASCII ids, checked without the general rules
+    if (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_LEN
+        and value.isascii()
+        and "\x00" not in value
+        and not value.isspace()
+    ):
+        return value
     return _text(name, value, max_len=MAX_ID_LEN)
 
 
