@@ -252,8 +252,7 @@ def _limit(limit: object, name: str = "limit") -> int:
     return limit
 
 
-def _key(name: str, value: object) -> str:
-    return check_id(name, value)
+_key = check_id  # the model's rule for ids, for every key a query takes
 
 
 def _opt_key(name: str, value: object) -> str | None:
