@@ -24,12 +24,14 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check tiered tests benchmarks
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax \
 		--nbval-sanitize-with notebooks/sanitize.cfg
 
 lint: $(STAMP)
 	$(BIN)/ruff check tiered tests benchmarks
 	$(BIN)/ruff format --check tiered
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -42,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_forecast.py
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .hypothesis
+	rm -rf $(VENV) reports .pytest_cache .hypothesis .mypy_cache

@@ -70,8 +70,8 @@ async def run_store_report(
 
         ids = [e.id for e in eps[:: max(1, len(eps) // 500)]]
         t0 = time.perf_counter()
-        for i in ids:
-            assert await store.get_episode(i) is not None
+        for eid in ids:
+            assert await store.get_episode(eid) is not None
         results["get_episode_ms"] = (time.perf_counter() - t0) / len(ids) * 1e3
         checks: dict[str, tuple[int, float, float]] = {}
         mid = eps[len(eps) // 2].start_time

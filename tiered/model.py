@@ -49,6 +49,7 @@ __all__ = [
     "check_id",
     "check_metadata_key",
     "check_text",
+    "check_vector",
     "from_micros",
     "to_micros",
 ]
@@ -680,7 +681,7 @@ class Embedding:
     owner_id: str
     owner_kind: str
     model: str
-    vector: array  # array[float], typecode "f"
+    vector: array[float]  # typecode "f"; any sequence of numbers is converted
 
     def __post_init__(self) -> None:
         _record_id("id", self.id)
@@ -707,14 +708,20 @@ class Embedding:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _float32(name: str, values: object) -> array:
+def check_vector(name: str, values: object) -> array[float]:
+    """``values`` as a float32 ``array('f')`` (1..65536 finite numbers), else
+    :class:`ValidationError` naming ``name``."""
+    return _float32(name, values)
+
+
+def _float32(name: str, values: object) -> array[float]:
     if isinstance(values, array) and values.typecode == "f":
         vec = array("f", values)
     else:
         if isinstance(values, str | bytes) or not isinstance(values, Sequence | Iterable):
             raise ValidationError(name, "must be a sequence of floats")
         try:
-            vec = array("f", [float(x) for x in values])  # type: ignore[union-attr]
+            vec = array("f", [float(x) for x in values])
         except (TypeError, ValueError, OverflowError):
             raise ValidationError(name, "must contain only numbers") from None
     if not 1 <= len(vec) <= MAX_VECTOR_DIM:

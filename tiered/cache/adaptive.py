@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from tiered.cache.policy import WTinyLFU, stable_hash
 from tiered.errors import ConfigError
@@ -180,12 +180,12 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         return iter(list(self._data))
 
     def __contains__(self, key: object) -> bool:
-        e = self._data.get(key)  # type: ignore[call-overload]
+        e = self._data.get(key)  # type: ignore[arg-type]
         return e is not None and self.timer() < e.expires
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def get(self, key: K, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: K, default: Any = None) -> Any:
         """The value for ``key``, or ``default`` (a miss) when absent or expired."""
         e = self._data.get(key)
         if e is not None:
@@ -325,7 +325,10 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         ttls = sorted(e.ttl for e in self._data.values() if e.ttl is not None)
         if not ttls:
             return {}
-        q = lambda p: ttls[min(len(ttls) - 1, int(p * len(ttls)))]  # noqa: E731
+
+        def q(p: float) -> float:
+            return ttls[min(len(ttls) - 1, int(p * len(ttls)))]
+
         return {
             "min": ttls[0],
             "p50": q(0.5),
@@ -398,18 +401,22 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
                 self._lru.pop(key, None)
 
     def _drop(self, keys: list[Hashable], cause: str) -> None:
-        for k in keys:
-            e = self._data.get(k)  # type: ignore[call-overload]
+        # the policy hands back keys this cache gave it: they are K
+        for k in cast("list[K]", keys):
+            e = self._data.get(k)
             if e is not None:
-                self._remove(k, e, policy=False)  # type: ignore[arg-type]
+                self._remove(k, e, policy=False)
                 self.stats.evictions[cause] += 1
 
     def _shed_bytes(self) -> None:
         if self.max_bytes is None:
             return
         while self._bytes > self.max_bytes and self._data:
-            victim = self._policy.victim() if self._policy is not None else next(iter(self._lru))
+            victim = cast(
+                "K | None",
+                self._policy.victim() if self._policy is not None else next(iter(self._lru)),
+            )
             if victim is None:
                 break
-            self._remove(victim, self._data[victim])  # type: ignore[index]
+            self._remove(victim, self._data[victim])
             self.stats.evictions["bytes"] += 1

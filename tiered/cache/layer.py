@@ -366,14 +366,14 @@ class CacheLayer:
             beta = self.config.xfetch_beta
             if beta is not None and v is not NOT_FOUND:
                 self._maybe_refresh(table, key, cache, beta, load)
-            return None if v is NOT_FOUND else v  # type: ignore[no-any-return]
+            return None if v is NOT_FOUND else v
         try:
             return await self._fill(table, key, cache, load)
         except DatabaseUnavailable:
             v = self._stale(cache, key)
             if v is _MISS:
                 raise
-            return None if v is NOT_FOUND else v  # type: ignore[no-any-return]
+            return None if v is NOT_FOUND else v
 
     def _stale(self, cache: AdaptiveTTLCache[Any, Any], key: Hashable) -> Any:
         """Serve-stale: the entry for ``key`` within ``stale_if_error`` of its expiry, or _MISS."""

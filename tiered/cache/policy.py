@@ -166,7 +166,7 @@ class WTinyLFU:
         self._sample = max(100, 10 * capacity)
         self._hits = self._misses = 0
         self._prev_rate = 0.0
-        self._step = -max(1, round(capacity * 0.0625))
+        self._step: float = -max(1, round(capacity * 0.0625))
         self._initial_step = max(1, round(capacity * 0.0625))
 
     def _resize_main(self) -> None:

@@ -73,7 +73,8 @@ class Fitted(Protocol):
 
 
 class Model(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def fit(self, y: np.ndarray) -> Fitted: ...
 
@@ -147,7 +148,8 @@ class SeasonalProfile:
         k, p = self.weeks, self.period
 
         def profile(end: int) -> np.ndarray:
-            return np.median(y[end - k * p : end].reshape(k, p), axis=0)
+            out: np.ndarray = np.median(y[end - k * p : end].reshape(k, p), axis=0)
+            return out
 
         # in-sample errors: each of the last few periods forecast from the weeks before it
         ends = range(max(k * p, len(y) - 4 * p), len(y) - p + 1, p)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.metadata
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import polars as pl
@@ -39,13 +39,13 @@ __all__ = [
 
 REAL_TRACES = ("nycflights13", "bank_calls", "taylor")
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "traces"
-_SCHEMA = {"timestamp": pl.Datetime("us"), "requests": pl.Float64}
+_SCHEMA = pl.Schema({"timestamp": pl.Datetime("us"), "requests": pl.Float64()})
 
 Fill = Literal["zero", "interpolate", "null"]
 
 
 def _frame(ts: object, values: object) -> pl.DataFrame:
-    return pl.DataFrame({"timestamp": ts, "requests": values}).cast(_SCHEMA)  # type: ignore[arg-type]
+    return pl.DataFrame({"timestamp": ts, "requests": values}).cast(_SCHEMA)
 
 
 def resample(
@@ -76,7 +76,10 @@ def resample(
     grid = pl.DataFrame(
         {
             "timestamp": pl.datetime_range(
-                out["timestamp"].min(), out["timestamp"].max(), every, eager=True
+                cast(datetime, out["timestamp"].min()),
+                cast(datetime, out["timestamp"].max()),
+                every,
+                eager=True,
             )
         }
     ).cast({"timestamp": pl.Datetime("us")})

@@ -74,7 +74,7 @@ class HoldTimes:
         return float(self.samples.std() / self.samples.mean())
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.choice(self.samples, size=n)  # type: ignore[no-any-return]
+        return rng.choice(self.samples, size=n)
 
     def scaled(self, factor: float) -> HoldTimes:
         return HoldTimes(self.samples * factor)

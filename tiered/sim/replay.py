@@ -206,7 +206,11 @@ def replay(
             if key in flights:
                 flights[key].append(i)
                 return None
-            return db(i, op, lambda: episodes.set(eid, corpus_by_id[eid]), key)
+
+            def fill() -> None:
+                episodes.set(eid, corpus_by_id[eid])
+
+            return db(i, op, fill, key)
         if op == "get_episodes" and episodes is not None:
             missing = [k for k in dict.fromkeys(args[0]) if episodes.get(k) is None]
             if not missing:

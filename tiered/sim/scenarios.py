@@ -52,7 +52,8 @@ def scaled_rate(trace: str, peak_rate: float) -> np.ndarray:
     y = load_trace(trace)["requests"].to_numpy()
     if y.max() <= 0:
         raise ConfigError(f"trace {trace!r} has no traffic")
-    return y / y.max() * peak_rate
+    out: np.ndarray = y / y.max() * peak_rate
+    return out
 
 
 def _model_for(trace: str, horizon: int, backtests: Path | None) -> str:
@@ -104,10 +105,20 @@ def pool_policies(
     model = next(m for m in default_models() if m.name == name)
     fc = model.fit(rate[:start] * 3600).forecast(hours, (0.1, 0.5, quantile))
     planned = np.clip(fc.quantiles[quantile] / 3600, 0, None)
-    kw = {"service_s": hold.mean, "service_cv": hold.cv, "connect_s": connect_s,
-          "warmup_s": warmup_s, "max_wait_s": max_wait_s, "quantile": slo_quantile}  # fmt: skip
-    plan = plan_pool(planned, **kw)
-    oracle = plan_pool(actual, **kw)
+
+    def plan_for(rates: np.ndarray) -> CapacityPlan:
+        return plan_pool(
+            rates.tolist(),
+            service_s=hold.mean,
+            service_cv=hold.cv,
+            connect_s=connect_s,
+            warmup_s=warmup_s,
+            max_wait_s=max_wait_s,
+            quantile=slo_quantile,
+        )
+
+    plan = plan_for(planned)
+    oracle = plan_for(actual)
     peak = servers_needed(float(actual.max()), hold.mean, max_wait_s=max_wait_s,
                           quantile=slo_quantile, service_cv=hold.cv)  # fmt: skip
     factories: dict[str, Callable[[Clock], SizingPolicy]] = {
@@ -168,7 +179,7 @@ def validate_fluid(
     rows = []
     for name, make in policies.items():
         for mode in ("requests", "fluid"):
-            s = simulate_pool(sc, make, mode=mode).summary  # type: ignore[arg-type]
+            s = simulate_pool(sc, make, mode=mode).summary
             rows.append({"trace": trace, "policy": name, "mode": mode, **s})
     return pl.DataFrame(rows)
 

@@ -23,7 +23,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -54,7 +54,7 @@ class ServiceModel:
         lag = self.samples.filter(pl.col("op") == "dispatch")["total_s"].to_numpy()
         self._lag = lag if lag.size else np.zeros(1)
         # queueing seen during the measurement is not service: cap acquire at its median
-        acq = float(ops["acquire_s"].filter(ops["round_trip_s"] > 0).median() or 0.0)
+        acq = float(cast(float, ops["acquire_s"].filter(ops["round_trip_s"] > 0).median() or 0.0))
         ops = ops.with_columns(
             path=pl.when(pl.col("round_trip_s") > 0).then(pl.lit("db")).otherwise(pl.lit("hit")),
             rest_s=pl.col("total_s")
@@ -107,7 +107,8 @@ class ServiceModel:
         c = self.samples.filter(pl.col("op") == "connect")["total_s"].to_numpy()
         if c.size == 0:
             raise ConfigError("the service model has no connection-open samples")
-        return c + handshake_rtts * self.info.get("rtt_ms", 0.0) / 1000
+        out: np.ndarray = c + handshake_rtts * self.info.get("rtt_ms", 0.0) / 1000
+        return out
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -9,6 +9,7 @@ so benchmarks, tests and notebooks are reproducible.
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Iterator
 
 from tiered.model import (
@@ -328,7 +329,7 @@ def generate_embeddings(
                 f"ep-{seed}-{i:07d}",
                 rng.choice(("episode", "pattern")),
                 model,
-                [x + rng.gauss(0, 0.3) for x in c],
+                array("f", [x + rng.gauss(0, 0.3) for x in c]),
             )
         )
     return out
