@@ -33,13 +33,14 @@ from tiered.db import statements as q
 from tiered.db.driver import Connection, Statement, connect
 from tiered.devserver import SqldProcess, find_sqld, free_port
 from tiered.netproxy import TcpProxy
-from tiered.pool import Fixed, Pool
+from tiered.pool import Fixed, Pool, PoolConfig
 from tiered.sim import generate_episodes
 
 
 async def acquire_overhead(tmp: Path, n: int = 20_000) -> dict[str, float]:
     pool: Pool[Connection] = Pool(
-        lambda: connect(f"file:{tmp}/overhead.db"), min_size=1, max_size=1, sizing=Fixed(1)
+        lambda: connect(f"file:{tmp}/overhead.db"),
+        PoolConfig(min_size=1, max_size=1, sizing=Fixed(1)),
     )
     await pool.open(background=False)
     pc = time.perf_counter_ns
@@ -54,7 +55,9 @@ async def acquire_overhead(tmp: Path, n: int = 20_000) -> dict[str, float]:
 
 
 async def per_op(url: str, ep_id: str, rounds: int, block: int) -> dict[str, Any]:
-    pool: Pool[Connection] = Pool(lambda: connect(url), min_size=1, max_size=1, sizing=Fixed(1))
+    pool: Pool[Connection] = Pool(
+        lambda: connect(url), PoolConfig(min_size=1, max_size=1, sizing=Fixed(1))
+    )
     await pool.open(background=False)
     stmt = q.GET_EPISODE
     pooled: list[float] = []
@@ -121,7 +124,8 @@ async def throughput(
         return done / (time.perf_counter() - t0), lat
 
     pool: Pool[Connection] = Pool(
-        lambda: connect(url), min_size=pool_size, max_size=pool_size, sizing=Fixed(pool_size)
+        lambda: connect(url),
+        PoolConfig(min_size=pool_size, max_size=pool_size, sizing=Fixed(pool_size)),
     )
     await pool.open(background=False)
     shared = await connect(url)

@@ -22,7 +22,16 @@ from tiered.errors import (
     PoolTimeout,
     ValidationError,
 )
-from tiered.pool import Fixed, Hybrid, Pool, PoolLoad, Predictive, Reactive, Schedule
+from tiered.pool import (
+    Fixed,
+    Hybrid,
+    Pool,
+    PoolConfig,
+    PoolLoad,
+    Predictive,
+    Reactive,
+    Schedule,
+)
 
 from .fakes import FakeClock
 
@@ -32,7 +41,7 @@ SELECT = Statement("one", "SELECT 1")
 def make_pool(tmp_path: Path, clock: FakeClock, **kw: object) -> Pool[Connection]:
     url = f"file:{tmp_path / 'pool.db'}"
     kw.setdefault("keepalive", 5.0)
-    return Pool(lambda: connect(url), name="test-pool", clock=clock, seed=1, **kw)  # type: ignore[arg-type]
+    return Pool(lambda: connect(url), PoolConfig(**kw), name="test-pool", clock=clock, seed=1)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -268,12 +277,11 @@ async def test_outage_fails_fast_with_the_cause_then_recovers(clock: FakeClock) 
 
     p: Pool[Connection] = Pool(
         lambda: connect(f"http://127.0.0.1:{port}", timeout=2.0),
+        # one retry, then give up until the next request
+        PoolConfig(min_size=0, max_size=2, reconnect_timeout=0.0),
         name="down",
-        min_size=0,
-        max_size=2,
         clock=clock,
         sleep=no_wait,
-        reconnect_timeout=0.0,  # one retry, then give up until the next request
         seed=3,
     )
     await p.open(background=False)
@@ -310,7 +318,7 @@ async def test_a_tight_retry_loop_during_an_outage_does_not_starve_the_reconnect
         await asyncio.sleep(0)
 
     p: Pool[Connection] = Pool(
-        flaky, name="flaky", min_size=0, max_size=2, clock=clock, sleep=no_wait, seed=5
+        flaky, PoolConfig(min_size=0, max_size=2), name="flaky", clock=clock, sleep=no_wait, seed=5
     )
     await p.open(background=False)
     try:

@@ -113,7 +113,9 @@ async def test_cancelling_1000_tasks_mid_acquire_and_mid_query_leaves_the_pool_c
     fresh_sqld: SqldProcess,
 ) -> None:
     pool: Pool[Connection] = Pool(
-        lambda: connect(fresh_sqld.ws_url), name="cancel", min_size=2, max_size=4, sizing=Fixed(4)
+        lambda: connect(fresh_sqld.ws_url),
+        PoolConfig(min_size=2, max_size=4, sizing=Fixed(4)),
+        name="cancel",
     )
     await pool.open(background=False)
     try:

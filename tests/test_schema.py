@@ -55,7 +55,7 @@ async def test_every_statement_uses_an_index(backend: str, tmp_path, request) ->
     store = await Store.open(url)
     await store.store_episodes(generate_episodes(50, seed=1))
     await store.store_embeddings(generate_embeddings(20, dim=4, seed=1))
-    model_id = store._models["minilm-64"][0]
+    model_id = store._vectors._models["minilm-64"][0]
     await store.close()
     conn = await connect(url)
     try:

@@ -235,7 +235,7 @@ async def test_wrong_vector_dimension_writes_nothing(store: Store, db_url: str) 
     # a second store (its own model cache) is stopped by the database trigger
     other = await Store.open(db_url)
     try:
-        other._models["m3"] = (1, 2)  # simulate a stale or lying cache
+        other._vectors._models["m3"] = (1, 2)  # simulate a stale or lying cache
         with pytest.raises(ConstraintError, match="dimension"):
             await other.store_embedding(Embedding("f", "o", "episode", "m3", [1.0, 2.0]))
     finally:

@@ -22,6 +22,7 @@ __all__ = [
     "PoolClosed",
     "PoolExhausted",
     "PoolTimeout",
+    "ReadOnlyError",
     "StoreClosed",
     "TieredError",
     "UnknownDictionary",
@@ -70,6 +71,11 @@ class UnknownDictionary(CorruptPayload):
 
 class StoreClosed(TieredError, RuntimeError):
     """The store (or connection) was closed; open a new one."""
+
+
+class ReadOnlyError(TieredError, PermissionError):
+    """A write method was called on a store opened read-only (``StoreConfig(read_only=True)``);
+    it was refused before any I/O, and nothing was written."""
 
 
 class DatabaseError(TieredError):

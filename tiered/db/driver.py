@@ -54,12 +54,24 @@ __all__ = [
     "HranaHttpConnection",
     "HranaWsConnection",
     "Result",
+    "Row",
     "Statement",
     "StatementStats",
+    "Step",
     "Value",
+    "args_size",
+    "as_bytes",
+    "as_int",
+    "as_str",
     "backend_of",
     "connect",
+    "consume_result",
+    "file_path",
+    "file_read_only",
     "redact_url",
+    "token_access",
+    "translate",
+    "url_token",
 ]
 
 Value: TypeAlias = int | float | str | bytes | None
@@ -85,6 +97,29 @@ class Result(NamedTuple):
 
 
 Step: TypeAlias = tuple[Statement, Sequence[Value]]
+
+
+def as_int(v: Value) -> int:
+    """A column the schema declares INTEGER (``NULL`` reads as 0: aggregates over nothing)."""
+    if v is None:
+        return 0
+    if isinstance(v, int):
+        return v
+    raise DatabaseError(f"expected an integer column, got {type(v).__name__}", code="TYPE")
+
+
+def as_str(v: Value) -> str:
+    """A column the schema declares TEXT NOT NULL."""
+    if isinstance(v, str):
+        return v
+    raise DatabaseError(f"expected a text column, got {type(v).__name__}", code="TYPE")
+
+
+def as_bytes(v: Value) -> bytes:
+    """A column the schema declares BLOB NOT NULL."""
+    if isinstance(v, bytes):
+        return v
+    raise DatabaseError(f"expected a blob column, got {type(v).__name__}", code="TYPE")
 
 
 @dataclass(slots=True)
@@ -263,7 +298,8 @@ class Connection(ABC):
             raise StoreClosed(f"{type(self).__name__} is closed")
 
 
-def _args_size(args: Sequence[Value]) -> int:
+def args_size(args: Sequence[Value]) -> int:
+    """Approximate bytes of a statement's arguments on the wire (for chunking batches)."""
     n = 16
     for a in args:
         n += len(a) if isinstance(a, str | bytes) else 8
@@ -280,20 +316,31 @@ class EmbeddedConnection(Connection):
 
     backend = "file"
 
-    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 5.0, read_only: bool = False) -> None:
         super().__init__()
         self.path = path
+        self.read_only = read_only
+        if read_only and not Path(path).is_file():
+            raise ConfigError(f"database file {path!r} does not exist (opened read-only)")
         try:
+            if read_only:
+                # SQLite's own read-only mode: no write can reach the file, and nothing about
+                # the file (journal mode included) is changed by opening it
+                target = f"file:{urllib.parse.quote(str(Path(path).resolve()))}?mode=ro"
+            else:
+                target = path
             self._db = sqlite3.connect(
-                path,
+                target,
                 isolation_level=None,
                 check_same_thread=False,
                 timeout=busy_timeout,
                 cached_statements=256,
+                uri=read_only,
             )
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as e:
             raise translate(e) from e
         self._seen: set[str] = set()
@@ -448,11 +495,12 @@ async def _response(fut: asyncio.Future[T]) -> T:
     libsql-client's callback fail with ``InvalidStateError`` when the server's answer arrives
     later; shielded, the answer lands in a future nobody awaits, whose error is consumed.
     """
-    fut.add_done_callback(_consume)
+    fut.add_done_callback(consume_result)
     return await asyncio.shield(fut)
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
+def consume_result(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a finished future's exception, so an answer nobody awaits logs no warning."""
     if not fut.cancelled():
         fut.exception()
 
@@ -655,7 +703,7 @@ class HranaWsConnection(_HranaBase):
         async def run() -> Result:
             stmt_proto = self._stmt(stmt, args, True)
             fut = self._main_stream().execute(stmt_proto)
-            return _result(await _response(fut))  # type: ignore[arg-type]
+            return _result(await _response(fut))
 
         result: Result = await self._request(run())
         return result
@@ -666,7 +714,7 @@ class HranaWsConnection(_HranaBase):
         chunks: list[list[Step]] = [[]]
         size = 0
         for step in steps:
-            s = _args_size(step[1])
+            s = args_size(step[1])
             if chunks[-1] and size + s > chunk_bytes:
                 chunks.append([])
                 size = 0
@@ -676,7 +724,7 @@ class HranaWsConnection(_HranaBase):
         async def one() -> None:
             batch = _txn_batch([self._stmt(st, a, False) for st, a in chunks[0]])
             fut = self._main_stream().batch(batch)
-            _check_batch(await _response(fut))  # type: ignore[arg-type]
+            _check_batch(await _response(fut))
 
         async def interactive() -> None:
             # BEGIN, one batch per chunk (each step conditional on the one before), COMMIT;
@@ -692,8 +740,8 @@ class HranaWsConnection(_HranaBase):
                         if cond:
                             step["condition"] = cond
                         body.append(step)
-                    res = await _response(stream.batch({"steps": body}))  # type: ignore[typeddict-item]
-                    _check_batch(res)  # type: ignore[arg-type]
+                    res = await _response(stream.batch({"steps": body}))
+                    _check_batch(res)
                 await _response(stream.execute({"sql": "COMMIT", "want_rows": False}))
             except BaseException:
                 if not stream.closed:
@@ -712,8 +760,8 @@ class HranaWsConnection(_HranaBase):
         async def run() -> list[Result]:
             batch = {"steps": [{"stmt": self._stmt(st, a, True)} for st, a in steps]}
             res = await _response(self._main_stream().batch(batch))
-            _check_batch(res)  # type: ignore[arg-type]
-            return [_result(r) for r in res["step_results"]]  # type: ignore[index, arg-type]
+            _check_batch(res)
+            return [_result(r) for r in res["step_results"]]
 
         results: list[Result] = await self._request(run())
         return results
@@ -788,7 +836,7 @@ class HranaHttpConnection(_HranaBase):
         # HTTP has no session to hold a transaction open across requests: one request carries
         # the whole transaction, bounded by max_request_bytes.
         self._check_open()
-        size = sum(_args_size(a) for _, a in steps)
+        size = sum(args_size(a) for _, a in steps)
         if size > self.max_request_bytes:
             raise DatabaseError(
                 f"transaction of ~{size} bytes exceeds max_request_bytes {self.max_request_bytes} "
@@ -828,16 +876,22 @@ class HranaHttpConnection(_HranaBase):
 
 
 def file_path(url: str) -> str:
-    """The filesystem path of a ``file:`` URL (``file:rel.db``, ``file:///abs.db``)."""
+    """The filesystem path of a ``file:`` URL (``file:rel.db``, ``file:///abs.db``; the one
+    query parameter allowed is ``mode=ro``, see :func:`file_read_only`)."""
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(f"file URL must not name a host, got {parts.netloc!r}")
-    if parts.query:
-        raise ConfigError("file URLs take no query parameters")
+    if parts.query and parts.query != "mode=ro":
+        raise ConfigError("file URLs take no query parameters but mode=ro")
     path = urllib.parse.unquote(parts.path)
     if not path:
         raise ConfigError("file URL has no path: use file:relative.db or file:///absolute.db")
     return path
+
+
+def file_read_only(url: str) -> bool:
+    """Whether a ``file:`` URL asks for a read-only connection (``?mode=ro``)."""
+    return urllib.parse.urlsplit(url).query == "mode=ro"
 
 
 async def connect(
@@ -857,7 +911,8 @@ async def connect(
         parent = Path(path).parent
         if not parent.exists():
             raise ConfigError(f"directory {str(parent)!r} of the database file does not exist")
-        conn = EmbeddedConnection(path, busy_timeout=min(timeout, 30.0))
+        read_only = file_read_only(url)
+        conn = EmbeddedConnection(path, busy_timeout=min(timeout, 30.0), read_only=read_only)
     elif backend == "ws":
         conn = HranaWsConnection(url, auth_token=auth_token, timeout=timeout)
     else:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Generic, TypeVar
 
-from tiered.db.driver import Step, _args_size, _consume
+from tiered.db.driver import Step, args_size, consume_result
 from tiered.errors import DatabaseUnavailable, StoreClosed
 
 R = TypeVar("R")
@@ -96,7 +96,7 @@ class GroupCommit(Generic[R]):
         """Commit ``steps`` as one transaction (possibly inside a larger group)."""
         loop = asyncio.get_running_loop()
         entry: _Pending[R] = _Pending(
-            steps, sum(_args_size(a) for _, a in steps), loop.create_future(), perf_counter()
+            steps, sum(args_size(a) for _, a in steps), loop.create_future(), perf_counter()
         )
         self._queue.append(entry)
         try:
@@ -200,4 +200,4 @@ def _fail(group: list[_Pending[R]], error: BaseException) -> None:
         if not e.done.done():
             e.done.set_exception(error)
             # a member that stopped waiting (cancelled) never retrieves it
-            e.done.add_done_callback(_consume)
+            e.done.add_done_callback(consume_result)

@@ -1,8 +1,8 @@
 """Read/write splitting over a primary and read replicas, with read-your-writes.
 
 A :class:`Router` holds one connection pool per node. Writes always go to the primary; the
-:class:`~tiered.store.Store` sends reads here with the *position* they need, and the router serves
-them from a replica that has it, or from the primary.
+:class:`~tiered.db.database.Database` sends reads here with the *position* they need, and the
+router serves them from a replica that has it, or from the primary.
 
 Position
     sqld replicates whole database pages, so a replica is a consistent snapshot of the primary
@@ -53,6 +53,7 @@ from typing import Any
 from tiered.db.driver import Connection, Result, Statement, Value
 from tiered.db.statements import LAST_CHANGE
 from tiered.errors import ConfigError, DatabaseBusy, DatabaseUnavailable, PoolClosed
+from tiered.metrics.phases import add_phase
 from tiered.pool import Pool
 
 __all__ = ["Node", "Router", "RouterConfig"]
@@ -145,13 +146,13 @@ class Router:
         *,
         config: RouterConfig | None = None,
         timer: Callable[[], float] = time.monotonic,
-        phase: Phase | None = None,
+        phase: Phase = add_phase,
     ) -> None:
         self.config = config or RouterConfig()
         self.primary = Node("primary", primary)
         self.replicas = [Node(name, pool) for name, pool in replicas]
         self._timer = timer
-        self._phase = phase or (lambda name, seconds: None)
+        self._phase = phase  # the running operation's phase context
         self._rr = 0
         # when the primary first reached each position we saw: (seq, timer) ascending
         self._history: deque[tuple[int, float]] = deque(maxlen=4096)
@@ -262,7 +263,7 @@ class Router:
             t2 = time.perf_counter()
             self._phase("acquire", t1 - t0)
             self._phase("round_trip", t2 - t1)
-        position = int(position_rows.rows[0][0] or 0)  # type: ignore[arg-type]
+        position = int(position_rows.rows[0][0] or 0)
         self._observe(node, position)
         if position < need:
             node.stale += 1
@@ -286,7 +287,7 @@ class Router:
         async with asyncio.timeout(self.config.read_timeout):
             async with node.pool.connection() as conn:
                 res: Result = await conn.execute(LAST_CHANGE)
-        return int(res.rows[0][0] or 0)  # type: ignore[arg-type]
+        return int(res.rows[0][0] or 0)
 
     async def _poll_primary(self) -> None:
         with contextlib.suppress(DatabaseUnavailable, TimeoutError):

@@ -1,5 +1,6 @@
 """Connection pool and its sizing policies."""
 
+from tiered.pool.config import PoolConfig
 from tiered.pool.core import Pool, Poolable, PoolSample
 from tiered.pool.sizing import (
     Decision,
@@ -17,6 +18,7 @@ __all__ = [
     "Fixed",
     "Hybrid",
     "Pool",
+    "PoolConfig",
     "PoolLoad",
     "PoolSample",
     "Poolable",

@@ -67,7 +67,8 @@ from tiered.errors import (
     TieredError,
 )
 from tiered.metrics.histogram import Histogram
-from tiered.pool.sizing import Decision, Fixed, PoolLoad, SizingPolicy
+from tiered.pool.config import PoolConfig
+from tiered.pool.sizing import Decision, PoolLoad, Reactive, SizingPolicy
 
 __all__ = ["Pool", "PoolSample", "Poolable"]
 
@@ -162,70 +163,36 @@ class Pool(Generic[C]):
     def __init__(
         self,
         factory: Callable[[], Awaitable[C]],
+        config: PoolConfig | None = None,
         *,
         name: str = "pool",
-        min_size: int = 1,
-        max_size: int = 8,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        keepalive: float | None = 5.0,
-        check_after: float = 1.0,
-        max_idle: float = 600.0,
-        max_lifetime: float = 3600.0,
-        lifetime_jitter: float = 0.1,
-        reconnect_timeout: float = 300.0,
-        backoff_base: float = 0.05,
-        backoff_max: float = 0.5,
         connect_timeout: float = 10.0,
-        maintenance_interval: float = 0.5,
-        sizing: SizingPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         seed: int | None = None,
-        history: int = 3600,
-        reuse: bool = True,
     ) -> None:
-        if not 0 <= min_size <= max_size or max_size < 1:
-            raise ConfigError(
-                f"pool {name!r}: need 0 <= min_size <= max_size and max_size >= 1, "
-                f"got min_size={min_size} max_size={max_size}"
-            )
-        for label, v in (
-            ("timeout", timeout),
-            ("connect_timeout", connect_timeout),
-            ("maintenance_interval", maintenance_interval),
-        ):
-            if not v > 0:
-                raise ConfigError(f"pool {name!r}: {label} must be > 0, got {v}")
-        if keepalive is not None and not keepalive > 0:
-            raise ConfigError(f"pool {name!r}: keepalive must be > 0 or None, got {keepalive}")
-        if max_waiting < 0 or check_after < 0 or max_idle <= 0 or max_lifetime <= 0:
-            raise ConfigError(
-                f"pool {name!r}: max_waiting and check_after must be >= 0, "
-                "max_idle and max_lifetime > 0"
-            )
-        if not 0 <= lifetime_jitter < 1:
-            raise ConfigError(f"pool {name!r}: lifetime_jitter must be within [0, 1)")
-        if not 0 < backoff_base <= backoff_max:
-            raise ConfigError(f"pool {name!r}: need 0 < backoff_base <= backoff_max")
-        if not reuse and min_size:
-            raise ConfigError(
-                f"pool {name!r}: reuse=False keeps no connections: min_size must be 0"
-            )
+        """``config`` holds every setting (:class:`~tiered.pool.PoolConfig`); the rest wires
+        the pool: ``connect_timeout`` bounds opening (and health-checking) one connection,
+        ``clock``/``sleep``/``seed`` make it deterministic in tests."""
+        cfg = config if config is not None else PoolConfig()
+        if not connect_timeout > 0:
+            raise ConfigError(f"pool {name!r}: connect_timeout must be > 0, got {connect_timeout}")
+        self.config = cfg
         self.name = name
-        self.reuse = reuse
-        self.min_size, self.max_size = min_size, max_size
-        self.timeout = timeout
-        self.max_waiting = max_waiting
-        self.keepalive = keepalive
-        self.check_after = check_after
-        self.max_idle, self.max_lifetime = max_idle, max_lifetime
-        self.lifetime_jitter = lifetime_jitter
-        self.reconnect_timeout = reconnect_timeout
-        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.reuse = cfg.reuse
+        self.min_size, self.max_size = cfg.minimum, cfg.max_size
+        self.timeout = cfg.timeout
+        self.max_waiting = cfg.max_waiting
+        self.keepalive = cfg.keepalive
+        self.check_after = cfg.check_after
+        self.max_idle, self.max_lifetime = cfg.max_idle, cfg.max_lifetime
+        self.lifetime_jitter = cfg.lifetime_jitter
+        self.reconnect_timeout = cfg.reconnect_timeout
+        self.backoff_base, self.backoff_max = cfg.backoff_base, cfg.backoff_max
         self.connect_timeout = connect_timeout
-        self.maintenance_interval = maintenance_interval
-        self.sizing: SizingPolicy = sizing if sizing is not None else Fixed(min_size or 1)
+        self.maintenance_interval = cfg.maintenance_interval
+        self.sizing: SizingPolicy = cfg.sizing if cfg.sizing is not None else Reactive(clock=clock)
+        min_size, history = self.min_size, cfg.history
         self._factory = factory
         self._clock = clock
         self._sleep = sleep
@@ -610,7 +577,7 @@ class Pool(Generic[C]):
     def _spawn(self, coro: Awaitable[Any], *, closing: bool = False) -> None:
         """Run ``coro`` in the background; ``closing`` tasks (a connection being closed) are
         awaited by :meth:`close`, the others cancelled."""
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         tasks = self._closing if closing else self._tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -1,0 +1,656 @@
+"""The Store: the domain API of an agent-memory database on libSQL.
+
+``await Store.open(url)`` connects (``file:`` embedded by default, ``ws://`` or ``http://`` to sqld
+or Turso), migrates the schema, and returns a store whose methods read and write episodes,
+patterns, heuristics and embeddings. Every method validates its arguments before any I/O: bad
+input raises :class:`~tiered.errors.ValidationError` and writes nothing. Batch methods
+(``store_episodes``, ``store_patterns``, ``store_embeddings``) run as one transaction, chunked for
+size, all-or-nothing.
+
+The Store composes the layers: the cache (:mod:`tiered.cache`), the codec and its dictionaries
+(:mod:`tiered.store.dictionaries`), record kinds (:mod:`tiered.store.records`), embeddings
+(:mod:`tiered.store.vectors`) and the database (:class:`tiered.db.Database`: pools, replicas,
+the write gate). Every public method is measured (:mod:`tiered.metrics.phases`).
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tiered.cache import predicates
+from tiered.cache.layer import CacheConfig, CacheLayer
+from tiered.compression import Codec
+from tiered.db import statements as q
+from tiered.db.database import Database
+from tiered.db.driver import Row, Statement, Value, as_int, redact_url
+from tiered.db.router import Router, RouterConfig
+from tiered.errors import DatabaseUnavailable, PayloadTooLarge, UnknownDictionary, ValidationError
+from tiered.metrics import Metrics
+from tiered.metrics.phases import add_phase, cache_done, cache_mark, measure_all
+from tiered.model import (
+    MAX_MICROS,
+    Embedding,
+    Episode,
+    Heuristic,
+    Pattern,
+    PatternKind,
+    check_id,
+    check_metadata_key,
+    check_text,
+    check_vector,
+    to_micros,
+)
+from tiered.pool import Pool, PoolConfig
+from tiered.store.config import (
+    DEFAULT_LIMIT,
+    Clock,
+    StoreConfig,
+    check_limit,
+    check_records,
+    last_per_id,
+    wall_clock_us,
+)
+from tiered.store.dictionaries import Dictionaries
+from tiered.store.records import (
+    EMBEDDINGS,
+    EPISODES,
+    HEURISTICS,
+    PATTERNS,
+    PAYLOAD_KINDS,
+    RecordKind,
+)
+from tiered.store.vectors import Vectors, rank
+
+__all__ = ["OPERATIONS", "Store"]
+
+T = TypeVar("T")
+R = TypeVar("R", Episode, Pattern, Heuristic, Embedding)
+perf_counter = time.perf_counter
+_key = check_id  # the model's rule for ids, for every key a query takes
+
+
+def _opt_key(name: str, value: object) -> str | None:
+    return None if value is None else _key(name, value)
+
+
+def _unit(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValidationError(name, "must be a number within [0, 1]")
+    return float(value)
+
+
+class Store:
+    """Async domain store over one libSQL database. Create it with :meth:`open`."""
+
+    def __init__(self, db: Database, config: StoreConfig, clock: Clock, cache: CacheLayer) -> None:
+        self._db = db
+        self._cache = cache
+        self.config = config
+        self.clock = clock
+        self.backend = db.backend
+        self.codec = Codec(
+            level=config.compression_level,
+            min_size=config.compression_min_size,
+            compress=config.compress,
+            max_output_size=config.max_payload_bytes * 4,
+        )
+        self._dicts = Dictionaries(
+            db,
+            self.codec,
+            after=config.dictionary_after,
+            sample=config.dictionary_sample,
+            size=config.dictionary_size,
+            clock=clock,
+        )
+        self._vectors = Vectors(db, read=self._rows)
+        self._op_seq = 0  # (tiered.metrics.phases.measured)
+        self._phase_dicts: list[dict[str, float]] = []
+        router = db.router
+        self.metrics = Metrics(
+            sources={
+                "cache": self._cache.snapshot,
+                "pool": db.pool.get_stats,
+                "codec": lambda: self.codec.stats.as_dict(),
+                "statements": db.stats,
+                **({"router": router.stats} if router is not None else {}),
+            }
+        )
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = "file:tiered.db",
+        *,
+        auth_token: str | None = None,
+        config: StoreConfig | None = None,
+        cache: CacheConfig | None = None,
+        pool: PoolConfig | None = None,
+        replicas: Sequence[str] = (),
+        routing: RouterConfig | None = None,
+        clock: Clock = wall_clock_us,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> Store:
+        """Connect to ``url``, migrate the schema, and return the store.
+
+        ``replicas`` are URLs of read replicas of ``url`` (sqld started with
+        ``--primary-grpc-url``; same ``auth_token``): reads are spread over them with
+        read-your-writes, writes go to ``url`` (see :mod:`tiered.db.router`; ``routing`` tunes
+        it). A replica that is down at open is retried in the background.
+
+        ``cache`` configures the cache layer (default: on, 1 s staleness across processes;
+        ``CacheConfig(enabled=False)`` turns it off); ``pool`` the connection pool (default:
+        1 to 10 connections, sized reactively, keep-alive every 5 s). ``clock`` gives wall-clock
+        microseconds for record timestamps; ``timer`` gives monotonic seconds for cache lifetimes,
+        staleness and the pool. ``StoreConfig(read_only=True)`` opens without writing anything.
+
+        Raises :class:`ConfigError` for a bad URL, :class:`DatabaseUnavailable` when the server
+        cannot be reached, :class:`AuthError` when it rejects ``auth_token``.
+        """
+        config = config or StoreConfig()
+        layer = CacheLayer(cache or CacheConfig(), timer=timer)  # validated before any I/O
+        db = await Database.open(
+            url,
+            auth_token=auth_token,
+            pool=pool,
+            replicas=replicas,
+            routing=routing,
+            timeout=config.timeout,
+            chunk_bytes=config.chunk_bytes,
+            max_concurrent_writes=config.max_concurrent_writes,
+            group_commit=config.group_commit,
+            read_only=config.read_only,
+            now_us=clock,
+            timer=timer,
+        )
+        try:
+            # start the change feed at the present: the cache is empty, nothing to invalidate
+            layer.last_change = as_int((await db.read(q.LAST_CHANGE, primary=True))[0][0])
+            await db.start(layer.last_change)
+            store = cls(db, config, clock, layer)
+            await store._dicts.load(activate=True)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close the pool's connections; later calls raise :class:`StoreClosed`. Idempotent."""
+        if not self._db.closed:
+            await self.settle()  # a dictionary being trained is stored before the pool closes
+            await self._db.close()
+
+    @property
+    def pool(self) -> Pool[Any]:
+        """The connection pool (its stats, its utilization series, :meth:`Pool.drain`)."""
+        return self._db.pool
+
+    @property
+    def router(self) -> Router | None:
+        """The read router when the store has replicas (its per-replica stats), else ``None``."""
+        return self._db.router
+
+    @property
+    def closed(self) -> bool:
+        return self._db.closed
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Store {self.backend} {redact_url(self._db.url)} {state}>"
+
+    def stats(self) -> dict[str, Any]:
+        """Statement reuse, codec and cache statistics (the metrics layer builds on these)."""
+        db = self._db
+        return {
+            "backend": self.backend,
+            "cache": self._cache.snapshot(),
+            "pool": db.pool.get_stats(),
+            "statements": db.stats(),
+            **({"router": db.router.stats()} if db.router is not None else {}),
+            "codec": {**self.codec.stats.as_dict(), **self._dicts.stats()},
+        }
+
+    async def settle(self) -> None:
+        """Wait for background work: dictionary training and early cache refreshes."""
+        await self._dicts.settle()
+        await self._cache.settle()
+
+    async def train_dictionary(self, kind: str, *, sample: int | None = None) -> int | None:
+        """Train a zstd dictionary for a record type on its most recently stored payloads.
+
+        ``kind`` is ``"episodes"``, ``"patterns"`` or ``"heuristics"``; ``sample`` how many
+        recent payloads train it (default ``StoreConfig.dictionary_sample``). The dictionary is
+        stored (the ``dictionaries`` table gives its id) and new frames of that type use it; frames
+        written before keep naming the dictionary they were compressed with, so they still
+        decode. Returns the new id, or ``None`` when the dictionary would not shrink held-out
+        records by at least 5 % (then nothing is stored). Raises :class:`ValidationError` for an
+        unknown kind, fewer than :data:`MIN_DICT_RECORDS` stored records, or records too uniform
+        for zstd to train on.
+        """
+        self._db.check_open()
+        return await self._dicts.train(kind, sample=sample)
+
+    # -- reading and writing through the cache ---------------------------------------------------
+
+    async def _rows(
+        self, stmt: Statement, args: Sequence[Value], *, primary: bool = False
+    ) -> list[Row]:
+        """Rows of a read, from a node that has this store's writes and everything the cache's
+        change feed has seen (or from the primary)."""
+        return await self._db.read(stmt, args, primary=primary, need=self._cache.last_change)
+
+    async def _changes(self, since: int) -> list[Row]:
+        # the feed reads the primary: it is the floor replicas are measured against
+        rows = await self._rows(q.CHANGES_SINCE, (since, 1000), primary=True)
+        if rows:
+            self._db.note_primary(as_int(rows[-1][0]))
+        return rows
+
+    async def _sync(self) -> None:
+        self._db.check_open()
+        await self._cache.sync(self._changes)
+
+    async def _build(self, rows: Sequence[Row], kind: RecordKind[R]) -> list[R]:
+        """Decode rows; a frame naming a dictionary another process trained loads the table
+        once and retries."""
+        t0 = perf_counter()
+        decode, codec = kind.decode, self.codec
+        try:
+            out = [decode(r, codec) for r in rows]
+        except UnknownDictionary:
+            await self._dicts.load()
+            t0 = perf_counter()
+            out = [decode(r, codec) for r in rows]
+        add_phase("decode", perf_counter() - t0)
+        return out
+
+    async def _load(self, kind: RecordKind[R], stmt: Statement, args: Sequence[Value]) -> list[R]:
+        return await self._build(await self._rows(stmt, args), kind)
+
+    async def _get(self, kind: RecordKind[R], record_id: object) -> R | None:
+        key = _key(kind.key, record_id)
+
+        async def load() -> R | None:
+            rows = await self._rows(kind.get, (key,))
+            return (await self._build(rows[:1], kind))[0] if rows else None
+
+        mark = cache_mark()
+        try:
+            await self._sync()
+            return await self._cache.read(kind.table, key, load)
+        finally:
+            if mark is not None:
+                cache_done(mark)
+
+    async def _query(
+        self,
+        table: str,
+        key: tuple[Hashable, ...],
+        predicate: Callable[[Any], bool],
+        load: Callable[[], Awaitable[list[T]]],
+        member_id: Callable[[Any], str] = lambda r: r.id,
+    ) -> list[T]:
+        mark = cache_mark()
+        try:
+            await self._sync()
+            return await self._cache.query(table, key, predicate, load, member_id)
+        finally:
+            if mark is not None:
+                cache_done(mark)
+
+    def _frames(self, table: str, records: Sequence[Any]) -> list[bytes]:
+        """Encoded frames of ``records``; an oversized one raises PayloadTooLarge naming its
+        index (before any I/O)."""
+        t0 = perf_counter()
+        try:
+            limit = self.config.max_payload_bytes
+            raws = [self.codec.serialize(r) for r in records]
+            for i, raw in enumerate(raws):
+                if len(raw) > self.codec.max_output_size:
+                    raise PayloadTooLarge(
+                        f"{table}[{i}]",
+                        f"record serializes to {len(raw)} bytes, above {limit * 4}",
+                    )
+            frames = self.codec.encode_many(raws, kind=table)
+            for i, frame in enumerate(frames):
+                if len(frame) > limit:
+                    raise PayloadTooLarge(
+                        f"{table}[{i}]",
+                        f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}",
+                    )
+            self._dicts.sample(table, raws)
+            return frames
+        finally:
+            add_phase("encode", perf_counter() - t0)
+
+    async def _store(self, kind: RecordKind[R], records: object) -> int:
+        """Insert or replace a batch of ``kind`` in one transaction (last of an id wins)."""
+        rs = last_per_id(check_records(kind.table, records, kind.cls))
+        self._db.check_writable()
+        now = self.clock()
+        if kind.steps is not None:
+            steps = kind.steps(rs, self._frames(kind.table, rs), now)  # may reject: no I/O yet
+        else:
+            steps = await self._vectors.steps(rs, now)  # type: ignore[arg-type]
+        ticket = self._cache.begin_write(kind.table, [r.id for r in rs])
+        try:
+            await self._db.write(steps)
+        except BaseException:
+            self._cache.end_write(ticket, None, ok=False)
+            raise
+        self._cache.end_write(ticket, rs)
+        self._dicts.maybe_train(kind.table)
+        return len(rs)
+
+    async def _delete(self, kind: RecordKind[Any], record_id: object) -> bool:
+        key = _key(kind.key, record_id)
+        self._db.check_writable()
+        ticket = self._cache.begin_write(kind.table, [key])
+        try:
+            existed = (await self._db.execute(kind.delete, (key,))).rows_affected > 0
+        except BaseException:
+            self._cache.end_write(ticket, None, ok=False)
+            raise
+        self._cache.end_write(ticket, None, deleted=[key] if existed else [])
+        return existed
+
+    # -- episodes ------------------------------------------------------------------------------
+
+    async def store_episode(self, episode: Episode) -> None:
+        """Insert or replace one episode (its ``created_at`` is kept on update)."""
+        await self.store_episodes([episode])
+
+    async def store_episodes(self, episodes: Iterable[Episode]) -> int:
+        """Insert or replace many episodes in one transaction; returns how many were written.
+
+        If two items share an id the last one wins. All or nothing: on any error no episode of the
+        batch is written.
+        """
+        return await self._store(EPISODES, episodes)
+
+    async def get_episode(self, episode_id: str) -> Episode | None:
+        """The episode with ``episode_id``, or ``None``."""
+        return await self._get(EPISODES, episode_id)
+
+    async def get_episodes(self, episode_ids: Iterable[str]) -> list[Episode | None]:
+        """The episodes for ``episode_ids``, in the same order, ``None`` where missing."""
+        if isinstance(episode_ids, str) or not isinstance(episode_ids, Iterable):
+            raise ValidationError("episode_ids", "must be a sequence of ids")
+        ids = [_key(f"episode_ids[{i}]", x) for i, x in enumerate(episode_ids)]
+        await self._sync()
+        found, unique = self._cache.lookup_many("episodes", dict.fromkeys(ids))
+        token = self._cache.versions["episodes"].token()
+        loaded: dict[str, Episode | None] = dict.fromkeys(unique)
+        try:
+            for start in range(0, len(unique), q.MAX_IN):
+                chunk = unique[start : start + q.MAX_IN]
+                n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
+                padded = chunk + [chunk[-1]] * (n - len(chunk))
+                for ep in await self._load(EPISODES, q.episodes_by_ids(n), padded):
+                    loaded[ep.id] = ep
+        except DatabaseUnavailable:
+            stale = self._cache.stale_many("episodes", unique)  # serve-stale, if configured
+            if stale is None:
+                raise
+            found.update(stale)
+            return [found.get(i) for i in ids]
+        if loaded:
+            self._cache.fill_many("episodes", loaded, token)
+            found.update(loaded)
+        return [found.get(i) for i in ids]
+
+    async def delete_episode(self, episode_id: str) -> bool:
+        """Delete an episode (and its metadata); ``True`` if it existed."""
+        return await self._delete(EPISODES, episode_id)
+
+    async def query_episodes_since(
+        self, t: int | datetime, limit: int = DEFAULT_LIMIT
+    ) -> list[Episode]:
+        """Episodes that started at or after ``t`` (µs or aware datetime), oldest first.
+
+        ``limit`` defaults to 100; at most :data:`MAX_LIMIT` (1000), a larger one raises
+        :class:`ValidationError`. To read on, pass the last episode's ``start_time`` again and
+        skip the ids already seen (episodes that share a start time are ordered by id).
+        """
+        if isinstance(t, datetime):
+            t = to_micros(t)
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise ValidationError("t", "must be integer microseconds since the epoch or a datetime")
+        if not 0 <= t <= MAX_MICROS:
+            raise ValidationError(
+                "t", f"must be within [0, {MAX_MICROS}] microseconds since the epoch, got {t}"
+            )
+        n, t0 = check_limit(limit), t
+        return await self._query(
+            "episodes",
+            ("query_episodes_since", t0, n),
+            predicates.episodes_since(t0),
+            lambda: self._load(EPISODES, q.EPISODES_SINCE, (t0, n)),
+        )
+
+    async def query_episodes_by_metadata(
+        self, key: str, value: str, limit: int = DEFAULT_LIMIT
+    ) -> list[Episode]:
+        """Episodes whose metadata maps ``key`` to exactly ``value``, newest first.
+
+        ``value`` is matched literally (``%`` and ``_`` are not wildcards).
+        """
+        check_metadata_key("key", key)
+        check_text("value", value, empty=True)
+        n = check_limit(limit)
+        return await self._query(
+            "episodes",
+            ("query_episodes_by_metadata", key, value, n),
+            predicates.episodes_by_metadata(key, value),
+            lambda: self._load(EPISODES, q.EPISODES_BY_METADATA, (key, value, n)),
+        )
+
+    async def query_episodes(
+        self,
+        *,
+        task_type: str | None = None,
+        domain: str | None = None,
+        language: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[Episode]:
+        """Episodes matching every given filter, newest first."""
+        filters = [
+            _opt_key("task_type", task_type),
+            _opt_key("domain", domain),
+            _opt_key("language", language),
+        ]
+        stmt = q.episodes_filtered(*(f is not None for f in filters))
+        args: list[Value] = [f for f in filters if f is not None]
+        n = check_limit(limit)
+        args.append(n)
+        return await self._query(
+            "episodes",
+            ("query_episodes", task_type, domain, language, n),
+            predicates.episodes_matching(task_type, domain, language),
+            lambda: self._load(EPISODES, stmt, args),
+        )
+
+    # -- patterns ------------------------------------------------------------------------------
+
+    async def store_pattern(self, pattern: Pattern) -> None:
+        """Insert or replace one pattern."""
+        await self.store_patterns([pattern])
+
+    async def store_patterns(self, patterns: Iterable[Pattern]) -> int:
+        """Insert or replace many patterns in one transaction (all or nothing)."""
+        return await self._store(PATTERNS, patterns)
+
+    async def get_pattern(self, pattern_id: str) -> Pattern | None:
+        return await self._get(PATTERNS, pattern_id)
+
+    async def delete_pattern(self, pattern_id: str) -> bool:
+        return await self._delete(PATTERNS, pattern_id)
+
+    async def search_patterns(
+        self,
+        *,
+        kind: PatternKind | str | None = None,
+        domain: str | None = None,
+        min_success_rate: float = 0.0,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[Pattern]:
+        """Patterns matching the filters, highest success rate first."""
+        pk: PatternKind | None = None
+        if kind is not None:
+            try:
+                pk = PatternKind(kind)
+            except ValueError:
+                allowed = ", ".join(k.value for k in PatternKind)
+                raise ValidationError("kind", f"must be one of {allowed}, got {kind!r}") from None
+        _opt_key("domain", domain)
+        floor = _unit("min_success_rate", min_success_rate)
+        stmt = q.patterns_filtered(pk is not None, domain is not None)
+        args: list[Value] = [a for a in (pk and pk.value, domain) if a is not None]
+        n = check_limit(limit)
+        args += [floor, n]
+        return await self._query(
+            "patterns",
+            ("search_patterns", pk, domain, floor, n),
+            predicates.patterns_matching(pk, domain, floor),
+            lambda: self._load(PATTERNS, stmt, args),
+        )
+
+    # -- heuristics ----------------------------------------------------------------------------
+
+    async def store_heuristic(self, heuristic: Heuristic) -> None:
+        """Insert or replace one heuristic."""
+        await self.store_heuristics([heuristic])
+
+    async def store_heuristics(self, heuristics: Iterable[Heuristic]) -> int:
+        """Insert or replace many heuristics in one transaction (all or nothing)."""
+        return await self._store(HEURISTICS, heuristics)
+
+    async def get_heuristic(self, heuristic_id: str) -> Heuristic | None:
+        return await self._get(HEURISTICS, heuristic_id)
+
+    async def delete_heuristic(self, heuristic_id: str) -> bool:
+        return await self._delete(HEURISTICS, heuristic_id)
+
+    async def list_heuristics(
+        self, *, min_confidence: float = 0.0, limit: int = DEFAULT_LIMIT
+    ) -> list[Heuristic]:
+        """Heuristics with confidence >= ``min_confidence``, most confident first."""
+        floor, n = _unit("min_confidence", min_confidence), check_limit(limit)
+        return await self._query(
+            "heuristics",
+            ("list_heuristics", floor, n),
+            lambda h: h.confidence >= floor,
+            lambda: self._load(HEURISTICS, q.HEURISTICS_BY_CONFIDENCE, (floor, n)),
+        )
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    async def store_embedding(self, embedding: Embedding) -> None:
+        """Insert or replace one embedding."""
+        await self.store_embeddings([embedding])
+
+    async def store_embeddings(self, embeddings: Iterable[Embedding]) -> int:
+        """Insert or replace many embeddings in one transaction (all or nothing).
+
+        A model's dimension is fixed by its first embedding; a vector of another dimension raises
+        :class:`ValidationError` naming the model, before anything is written.
+        """
+        return await self._store(EMBEDDINGS, embeddings)
+
+    async def get_embedding(self, embedding_id: str) -> Embedding | None:
+        return await self._get(EMBEDDINGS, embedding_id)
+
+    async def delete_embedding(self, embedding_id: str) -> bool:
+        return await self._delete(EMBEDDINGS, embedding_id)
+
+    async def nearest(
+        self,
+        vector: Sequence[float] | array[float],
+        k: int = 10,
+        *,
+        owner_kind: str | None = None,
+        model: str | None = None,
+        exact: bool = False,
+    ) -> list[tuple[Embedding, float]]:
+        """The ``k`` embeddings closest to ``vector`` by cosine distance, closest first.
+
+        Searches ``model`` (or every model of the vector's dimension; a model of another
+        dimension raises :class:`ValidationError`). On sqld the candidates come from libSQL's
+        vector index (over-fetched, then reranked), or from an exact scan in the server with
+        ``exact=True`` or when the index is small; the embedded backend always searches exactly.
+        Distances are recomputed in float64 and ties broken by id, so backends agree.
+        """
+        probe = check_vector("vector", vector)
+        k = check_limit(k, "k")
+        _opt_key("owner_kind", owner_kind)
+        if not isinstance(exact, bool):
+            raise ValidationError("exact", f"must be a bool, got {type(exact).__name__}")
+        dim = len(probe)
+        vectors, now = self._vectors, self.clock()
+        model_id: int | None = None
+        if model is not None:
+            model_id = await vectors.check_model(_key("model", model), dim, now)
+            if model_id is None:
+                return []
+
+        async def load() -> list[tuple[Embedding, float]]:
+            ids = [model_id] if model_id is not None else await vectors.models_of_dim(dim, now)
+            rows: list[Row] = []
+            for mid in ids:
+                rows += await vectors.candidates(mid, probe, k, owner_kind, exact)
+            return rank([EMBEDDINGS.decode(r, self.codec) for r in rows], probe, k)
+
+        def matches(e: Embedding) -> bool:
+            return (
+                e.dim == dim
+                and (model is None or e.model == model)
+                and (owner_kind is None or e.owner_kind == owner_kind)
+            )
+
+        return await self._query(
+            "embeddings",
+            ("nearest", probe.tobytes(), k, owner_kind, model, exact),
+            matches,
+            load,
+            member_id=lambda r: r[0].id,
+        )
+
+
+#: Store operations measured by ``store.metrics`` (latency, phases, errors).
+OPERATIONS = (
+    "store_episode",
+    "store_episodes",
+    "get_episode",
+    "get_episodes",
+    "delete_episode",
+    "query_episodes_since",
+    "query_episodes_by_metadata",
+    "query_episodes",
+    "store_pattern",
+    "store_patterns",
+    "get_pattern",
+    "delete_pattern",
+    "search_patterns",
+    "store_heuristic",
+    "store_heuristics",
+    "get_heuristic",
+    "delete_heuristic",
+    "list_heuristics",
+    "store_embedding",
+    "store_embeddings",
+    "get_embedding",
+    "delete_embedding",
+    "nearest",
+    "train_dictionary",
+)
+measure_all(Store, OPERATIONS)
+assert set(PAYLOAD_KINDS) <= {"episodes", "patterns", "heuristics"}
