@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tiered.model import Episode, Pattern, PatternKind
+from tiered.model import Embedding, Episode, Heuristic, Pattern, PatternKind
 
-__all__ = ["episodes_by_metadata", "episodes_matching", "episodes_since", "patterns_matching"]
+__all__ = [
+    "embeddings_near",
+    "episodes_by_metadata",
+    "episodes_matching",
+    "episodes_since",
+    "heuristics_above",
+    "patterns_matching",
+]
 
 
 def episodes_since(t0: int) -> Callable[[Episode], bool]:
@@ -49,6 +56,27 @@ def patterns_matching(
             (kind is None or p.kind is kind)
             and (domain is None or p.domain == domain)
             and p.success_rate >= floor
+        )
+
+    return matches
+
+
+def heuristics_above(floor: float) -> Callable[[Heuristic], bool]:
+    """``list_heuristics(min_confidence=floor)``: confidence >= ``floor``."""
+    return lambda h: h.confidence >= floor
+
+
+def embeddings_near(
+    dim: int, model: str | None, owner_kind: str | None
+) -> Callable[[Embedding], bool]:
+    """``nearest(...)``: any embedding of the probe's dimension (and ``model``, ``owner_kind``
+    when given) may enter the result."""
+
+    def matches(e: Embedding) -> bool:
+        return (
+            e.dim == dim
+            and (model is None or e.model == model)
+            and (owner_kind is None or e.owner_kind == owner_kind)
         )
 
     return matches

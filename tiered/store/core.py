@@ -28,11 +28,10 @@ from tiered.db import statements as q
 from tiered.db.database import Database
 from tiered.db.driver import Row, Statement, Value, as_int, redact_url
 from tiered.db.router import Router, RouterConfig
-from tiered.errors import DatabaseUnavailable, PayloadTooLarge, UnknownDictionary, ValidationError
+from tiered.errors import DatabaseUnavailable, UnknownDictionary, ValidationError
 from tiered.metrics import Metrics
 from tiered.metrics.phases import add_phase, cache_done, cache_mark, measure_all
 from tiered.model import (
-    MAX_MICROS,
     Embedding,
     Episode,
     Heuristic,
@@ -40,9 +39,9 @@ from tiered.model import (
     PatternKind,
     check_id,
     check_metadata_key,
+    check_micros,
     check_text,
     check_vector,
-    to_micros,
 )
 from tiered.pool import Pool, PoolConfig
 from tiered.store.config import (
@@ -62,8 +61,9 @@ from tiered.store.records import (
     PATTERNS,
     PAYLOAD_KINDS,
     RecordKind,
+    encode_frames,
 )
-from tiered.store.vectors import Vectors, rank
+from tiered.store.vectors import Vectors
 
 __all__ = ["OPERATIONS", "Store"]
 
@@ -98,14 +98,7 @@ class Store:
             compress=config.compress,
             max_output_size=config.max_payload_bytes * 4,
         )
-        self._dicts = Dictionaries(
-            db,
-            self.codec,
-            after=config.dictionary_after,
-            sample=config.dictionary_sample,
-            size=config.dictionary_size,
-            clock=clock,
-        )
+        self._dicts = Dictionaries(db, self.codec, config, clock=clock)
         self._vectors = Vectors(db, read=self._rows)
         self._op_seq = 0  # (tiered.metrics.phases.measured)
         self._phase_dicts: list[dict[str, float]] = []
@@ -308,29 +301,13 @@ class Store:
                 cache_done(mark)
 
     def _frames(self, table: str, records: Sequence[Any]) -> list[bytes]:
-        """Encoded frames of ``records``; an oversized one raises PayloadTooLarge naming its
-        index (before any I/O)."""
         t0 = perf_counter()
         try:
-            limit = self.config.max_payload_bytes
-            raws = [self.codec.serialize(r) for r in records]
-            for i, raw in enumerate(raws):
-                if len(raw) > self.codec.max_output_size:
-                    raise PayloadTooLarge(
-                        f"{table}[{i}]",
-                        f"record serializes to {len(raw)} bytes, above {limit * 4}",
-                    )
-            frames = self.codec.encode_many(raws, kind=table)
-            for i, frame in enumerate(frames):
-                if len(frame) > limit:
-                    raise PayloadTooLarge(
-                        f"{table}[{i}]",
-                        f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}",
-                    )
-            self._dicts.sample(table, raws)
-            return frames
+            frames, raws = encode_frames(self.codec, table, records, self.config.max_payload_bytes)
         finally:
             add_phase("encode", perf_counter() - t0)
+        self._dicts.sample(table, raws)
+        return frames
 
     async def _store(self, kind: RecordKind[R], records: object) -> int:
         """Insert or replace a batch of ``kind`` in one transaction (last of an id wins)."""
@@ -421,15 +398,8 @@ class Store:
         :class:`ValidationError`. To read on, pass the last episode's ``start_time`` again and
         skip the ids already seen (episodes that share a start time are ordered by id).
         """
-        if isinstance(t, datetime):
-            t = to_micros(t)
-        if isinstance(t, bool) or not isinstance(t, int):
-            raise ValidationError("t", "must be integer microseconds since the epoch or a datetime")
-        if not 0 <= t <= MAX_MICROS:
-            raise ValidationError(
-                "t", f"must be within [0, {MAX_MICROS}] microseconds since the epoch, got {t}"
-            )
-        n, t0 = check_limit(limit), t
+        t0 = check_micros("t", t)
+        n = check_limit(limit)
         return await self._query(
             "episodes",
             ("query_episodes_since", t0, n),
@@ -504,13 +474,7 @@ class Store:
         limit: int = DEFAULT_LIMIT,
     ) -> list[Pattern]:
         """Patterns matching the filters, highest success rate first."""
-        pk: PatternKind | None = None
-        if kind is not None:
-            try:
-                pk = PatternKind(kind)
-            except ValueError:
-                allowed = ", ".join(k.value for k in PatternKind)
-                raise ValidationError("kind", f"must be one of {allowed}, got {kind!r}") from None
+        pk = None if kind is None else PatternKind.check("kind", kind)
         _opt_key("domain", domain)
         floor = _unit("min_success_rate", min_success_rate)
         stmt = q.patterns_filtered(pk is not None, domain is not None)
@@ -548,7 +512,7 @@ class Store:
         return await self._query(
             "heuristics",
             ("list_heuristics", floor, n),
-            lambda h: h.confidence >= floor,
+            predicates.heuristics_above(floor),
             lambda: self._load(HEURISTICS, q.HEURISTICS_BY_CONFIDENCE, (floor, n)),
         )
 
@@ -602,24 +566,13 @@ class Store:
             if model_id is None:
                 return []
 
-        async def load() -> list[tuple[Embedding, float]]:
-            ids = [model_id] if model_id is not None else await vectors.models_of_dim(dim, now)
-            rows: list[Row] = []
-            for mid in ids:
-                rows += await vectors.candidates(mid, probe, k, owner_kind, exact)
-            return rank([EMBEDDINGS.decode(r, self.codec) for r in rows], probe, k)
-
-        def matches(e: Embedding) -> bool:
-            return (
-                e.dim == dim
-                and (model is None or e.model == model)
-                and (owner_kind is None or e.owner_kind == owner_kind)
-            )
+        def load() -> Awaitable[list[tuple[Embedding, float]]]:
+            return vectors.search(probe, k, model_id, owner_kind, exact, now)
 
         return await self._query(
             "embeddings",
             ("nearest", probe.tobytes(), k, owner_kind, model, exact),
-            matches,
+            predicates.embeddings_near(dim, model, owner_kind),
             load,
             member_id=lambda r: r[0].id,
         )

@@ -14,7 +14,7 @@ from tiered.db import statements as q
 from tiered.db.database import Database
 from tiered.db.driver import as_bytes, as_int, as_str
 from tiered.errors import TieredError, ValidationError
-from tiered.store.config import MIN_DICT_RECORDS
+from tiered.store.config import MIN_DICT_RECORDS, StoreConfig
 from tiered.store.records import KINDS, PAYLOAD_KINDS
 
 __all__ = ["Dictionaries"]
@@ -25,24 +25,18 @@ log = logging.getLogger("tiered.store")
 class Dictionaries:
     """Dictionary sampling, training and loading for the payload kinds of one Store.
 
-    ``after``: train a kind's dictionary once this many of its records were written through
-    this Store and none exists (0: only on demand); ``sample``: how many payloads train it;
-    ``size``: its size in bytes.
+    From ``config``: train a kind's dictionary once ``dictionary_after`` of its records were
+    written through this Store and none exists (0: only on demand), on ``dictionary_sample``
+    payloads, ``dictionary_size`` bytes large.
     """
 
     def __init__(
-        self,
-        db: Database,
-        codec: Codec,
-        *,
-        after: int,
-        sample: int,
-        size: int,
-        clock: Callable[[], int],
+        self, db: Database, codec: Codec, config: StoreConfig, *, clock: Callable[[], int]
     ) -> None:
         self._db = db
         self.codec = codec
-        self.after, self.sample_size, self.size = after, sample, size
+        self.after = config.dictionary_after
+        self.sample_size, self.size = config.dictionary_sample, config.dictionary_size
         self._clock = clock
         # a reservoir sample of raw payloads per kind, how many were written, the highest id
         # loaded, the kinds being trained and the background tasks training them

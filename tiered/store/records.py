@@ -17,10 +17,20 @@ from typing import Any, Generic, TypeVar
 from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.db.driver import Row, Statement, Step, Value, as_bytes, as_str
-from tiered.errors import CorruptPayload
+from tiered.errors import CorruptPayload, PayloadTooLarge
 from tiered.model import Embedding, Episode, Heuristic, Pattern
 
-__all__ = ["EMBEDDINGS", "EPISODES", "HEURISTICS", "KINDS", "PATTERNS", "RecordKind"]
+__all__ = [
+    "EMBEDDINGS",
+    "EPISODES",
+    "HEURISTICS",
+    "KINDS",
+    "PATTERNS",
+    "PAYLOAD_KINDS",
+    "RecordKind",
+    "decode_embedding",
+    "encode_frames",
+]
 
 R = TypeVar("R", Episode, Pattern, Heuristic, Embedding)
 
@@ -66,6 +76,28 @@ def _record(codec: Codec, row_id: Value, frame: Value, table: str, build: Callab
     if record.id != row_id:
         raise CorruptPayload(f"a stored {table[:-1]} frame holds another id than its row's")
     return record
+
+
+def encode_frames(
+    codec: Codec, table: str, records: Sequence[Any], limit: int
+) -> tuple[list[bytes], list[bytes]]:
+    """The payload frames of ``records`` and their serialized bytes; a record that serializes
+    above ``codec.max_output_size`` or encodes above ``limit`` raises :class:`PayloadTooLarge`
+    naming its index (before any I/O)."""
+    raws = [codec.serialize(r) for r in records]
+    for i, raw in enumerate(raws):
+        if len(raw) > codec.max_output_size:
+            raise PayloadTooLarge(
+                f"{table}[{i}]", f"record serializes to {len(raw)} bytes, above {limit * 4}"
+            )
+    frames = codec.encode_many(raws, kind=table)
+    for i, frame in enumerate(frames):
+        if len(frame) > limit:
+            raise PayloadTooLarge(
+                f"{table}[{i}]",
+                f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}",
+            )
+    return frames, raws
 
 
 # -- episodes -------------------------------------------------------------------------------------
@@ -192,7 +224,8 @@ HEURISTICS: RecordKind[Heuristic] = RecordKind(
 # -- embeddings -----------------------------------------------------------------------------------
 
 
-def _embedding(row: Row, codec: Codec) -> Embedding:
+def decode_embedding(row: Row) -> Embedding:
+    """An embedding from its row (``id, owner_id, owner_kind, model, vector``)."""
     eid, owner_id, owner_kind, model, blob = row
     vec: array[float] = array("f")
     vec.frombytes(as_bytes(blob))
@@ -200,7 +233,12 @@ def _embedding(row: Row, codec: Codec) -> Embedding:
 
 
 EMBEDDINGS: RecordKind[Embedding] = RecordKind(
-    "embeddings", Embedding, "embedding_id", q.GET_EMBEDDING, q.DELETE_EMBEDDING, _embedding
+    "embeddings",
+    Embedding,
+    "embedding_id",
+    q.GET_EMBEDDING,
+    q.DELETE_EMBEDDING,
+    lambda row, codec: decode_embedding(row),
 )
 
 #: every kind by its table name

@@ -21,6 +21,7 @@ from tiered.db.schema import vector_table_ddl
 from tiered.errors import ValidationError
 from tiered.model import Embedding
 from tiered.store.config import MAX_LIMIT
+from tiered.store.records import decode_embedding
 
 __all__ = ["Vectors", "rank"]
 
@@ -111,6 +112,23 @@ class Vectors:
         for _, name in rows:
             await self.model(as_str(name), None, now)
         return [as_int(r[0]) for r in rows]
+
+    async def search(
+        self,
+        probe: array[float],
+        k: int,
+        model_id: int | None,
+        owner_kind: str | None,
+        exact: bool,
+        now: int,
+    ) -> list[tuple[Embedding, float]]:
+        """The ``k`` nearest embeddings to ``probe`` in ``model_id`` (``None``: every model of
+        the probe's dimension), ranked by :func:`rank`."""
+        ids = [model_id] if model_id is not None else await self.models_of_dim(len(probe), now)
+        rows: list[Row] = []
+        for mid in ids:
+            rows += await self.candidates(mid, probe, k, owner_kind, exact)
+        return rank([decode_embedding(r) for r in rows], probe, k)
 
     async def candidates(
         self, model_id: int, probe: array[float], k: int, owner_kind: str | None, exact: bool
