@@ -1,7 +1,7 @@
 """Connection pool and its sizing policies."""
 
 from tiered.pool.config import PoolConfig
-from tiered.pool.core import Pool, Poolable, PoolSample
+from tiered.pool.core import Pool, Poolable
 from tiered.pool.sizing import (
     Decision,
     Fixed,
@@ -12,6 +12,8 @@ from tiered.pool.sizing import (
     Schedule,
     SizingPolicy,
 )
+from tiered.pool.state import PoolState
+from tiered.pool.stats import PoolSample
 
 __all__ = [
     "Decision",
@@ -21,6 +23,7 @@ __all__ = [
     "PoolConfig",
     "PoolLoad",
     "PoolSample",
+    "PoolState",
     "Poolable",
     "Predictive",
     "Reactive",

@@ -5,11 +5,10 @@ Connections are lent one task at a time::
     async with pool.connection(timeout=2.0) as conn:
         await conn.execute(stmt, args)
 
-How it behaves, and why:
+The rules that decide who gets a connection and when one opens or closes (LIFO reuse, FIFO
+queue, close above target, sizing by policy) are :class:`~tiered.pool.PoolState`'s, a pure object
+the simulator drives too. This class does the I/O around them:
 
-* **Reuse, LIFO.** A returned connection goes on top of the idle stack and the next borrower takes
-  it, so a few hot connections serve a light load and the rest age out (``max_idle``) instead of
-  all being kept barely alive.
 * **Health check on borrow**, skipped for a connection used or pinged in the last
   ``check_after`` seconds; a failed check closes that connection and the borrower moves on to the
   next (or a new one), so a dead socket never reaches the caller.
@@ -30,11 +29,7 @@ How it behaves, and why:
   connection handed to it at that instant goes back); one cancelled while using a connection
   gives that connection up (closed, not reused: a request may still be in flight on it).
 * **No reuse** (``reuse=False``): every borrow opens a new connection and every return closes
-  it, under the same ``max_size`` bound and stats -- the baseline that shows what pooling saves
-  (``tiered bench --layers``).
-* **Sizing** is delegated to a :mod:`~tiered.pool.sizing` policy, consulted at every
-  maintenance tick and whenever a request has to queue; new connections open (and are pinged)
-  in the background and go straight to the first waiter.
+  it (the baseline that shows what pooling saves, ``tiered bench --layers``).
 
 Every time reading goes through the injectable ``clock`` (monotonic seconds) and every pause
 through ``sleep``, so tests drive :meth:`Pool.maintain` on a virtual clock.
@@ -49,7 +44,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -68,9 +62,11 @@ from tiered.errors import (
 )
 from tiered.metrics.histogram import Histogram
 from tiered.pool.config import PoolConfig
-from tiered.pool.sizing import Decision, PoolLoad, Reactive, SizingPolicy
+from tiered.pool.sizing import Decision, Reactive, SizingPolicy
+from tiered.pool.state import PoolState
+from tiered.pool.stats import COUNTERS, PoolSample, series_frame
 
-__all__ = ["Pool", "PoolSample", "Poolable"]
+__all__ = ["Pool", "Poolable"]
 
 log = logging.getLogger("tiered.pool")
 
@@ -87,19 +83,6 @@ class Poolable(Protocol):
 C = TypeVar("C", bound=Poolable)
 
 
-@dataclass(frozen=True, slots=True)
-class PoolSample:
-    """One point of the pool's utilization series (taken at every maintenance tick)."""
-
-    t: float
-    size: int
-    in_use: int
-    idle: int
-    waiting: int
-    utilization: float
-    target: int
-
-
 class _Slot(Generic[C]):
     __slots__ = ("conn", "created", "expires", "gen", "last_checked", "last_used")
 
@@ -110,26 +93,6 @@ class _Slot(Generic[C]):
         self.gen = gen
         self.last_used = now
         self.last_checked = now
-
-
-_COUNTERS = (
-    "requests_num",
-    "requests_queued",
-    "requests_wait_ms",
-    "requests_timeouts",
-    "requests_refused",
-    "requests_unavailable",
-    "usage_ms",
-    "connections_num",
-    "connections_ms",
-    "connections_errors",
-    "connections_lost",
-    "connections_recycled",
-    "connections_closed",
-    "pings",
-    "pings_failed",
-    "resizes",
-)
 
 
 class _Lease(Generic[C]):
@@ -198,11 +161,18 @@ class Pool(Generic[C]):
         self._sleep = sleep
         self._rng = random.Random(seed)
 
-        self._idle: list[_Slot[C]] = []  # a stack: the most recently returned on top
-        self._lent: set[_Slot[C]] = set()
-        self._opening = 0
-        self._waiters: deque[asyncio.Future[_Slot[C]]] = deque()
-        self._target = max(min_size, 1) if min_size else 0
+        # the rules (who gets a connection, when to open or close one, the target) live in the
+        # pure state object the simulator drives too; this class does the I/O around it
+        self._state: PoolState[_Slot[C], asyncio.Future[_Slot[C]]] = PoolState(
+            min_size=min_size,
+            max_size=self.max_size,
+            sizing=self.sizing,
+            clock=clock,
+            reuse=self.reuse,
+        )
+        self._idle = self._state.idle  # (the same list, set and deque: read-only aliases)
+        self._lent = self._state.lent
+        self._waiters = self._state.waiters
         self._gen = 0
         self._broken_at = -float("inf")
         self._closed = False
@@ -214,17 +184,19 @@ class Pool(Generic[C]):
         self._reconnect_task: asyncio.Task[None] | None = None
         # outage: (since, last error) while connects fail
         self._outage: tuple[float, TieredError] | None = None
-        self.last_decision = Decision(self._target, "initial")
         # stats
-        self._stats = dict.fromkeys(_COUNTERS, 0)
+        self._stats = dict.fromkeys(COUNTERS, 0)
         self.wait_hist = Histogram()
         self.series: deque[PoolSample] = deque(maxlen=history)
-        # utilization accounting between decisions: integral of in_use and of size over time
-        now = clock()
-        self._acc_t = now
-        self._acc_busy = self._acc_size = 0.0
-        self._tick_requests = self._tick_waited = 0
-        self._tick_wait_sum = 0.0
+
+    @property
+    def last_decision(self) -> Decision:
+        """The sizing policy's last decision (its target clamped to the pool's bounds)."""
+        return self._state.last_decision
+
+    @property
+    def _target(self) -> int:
+        return self._state.target
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -271,14 +243,16 @@ class Pool(Generic[C]):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        idle, self._idle = self._idle, []
+        idle = self._idle[:]
+        self._idle.clear()
         await self._close_all([s.conn for s in idle])
         if self._lent:
             self._all_back = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._all_back.wait()
-        lent, self._lent = list(self._lent), set()
+        lent = list(self._lent)
+        self._lent.clear()
         await self._close_all([s.conn for s in lent])
         if self._closing:  # connections discarded earlier, still closing
             await asyncio.wait(list(self._closing), timeout=timeout)
@@ -288,8 +262,9 @@ class Pool(Generic[C]):
         pool refills to its target with new connections (after a failover, a credential change,
         or a server upgrade)."""
         self._gen += 1
-        idle, self._idle = self._idle, []
-        self._account()
+        self._state.account()
+        idle = self._idle[:]
+        self._idle.clear()
         await self._close_all([s.conn for s in idle])
         self._stats["connections_recycled"] += len(idle)
         self._grow()
@@ -324,23 +299,21 @@ class Pool(Generic[C]):
         clock = self._clock
         t0 = clock()
         self._stats["requests_num"] += 1
-        self._tick_requests += 1
-        idle = self._idle
-        while idle:
-            slot = idle.pop()
+        state = self._state
+        state.requested()
+        while (slot := state.take_idle()) is not None:
             now = clock()
             if (
                 now - slot.last_checked > self.check_after or slot.last_checked < self._broken_at
             ) and not await self._check(slot):
                 continue
             if self._closed:  # closed during the check
+                state.forget(slot)
                 self._idle.append(slot)
                 raise PoolClosed(f"pool {self.name!r} is closed")
-            self._account()
-            self._lent.add(slot)
             self.wait_hist.record(now - t0)
             return slot
-        if self._outage is not None and not self._opening and not self._lent:
+        if self._outage is not None and not self._state.opening and not self._lent:
             # nothing can serve a queued request: fail now with the cause
             self._stats["requests_unavailable"] += 1
             since, err = self._outage
@@ -396,13 +369,11 @@ class Pool(Generic[C]):
     def _record_wait(self, waited: float) -> None:
         self.wait_hist.record(waited)
         self._stats["requests_wait_ms"] += round(waited * 1000)
-        self._tick_waited += 1
-        self._tick_wait_sum += waited
+        self._state.waited(waited)
 
     def _release(self, slot: _Slot[C], exc: BaseException | None) -> None:
         now = self._clock()
-        self._account()
-        self._lent.discard(slot)
+        keep = self._state.give_back(slot)
         if self._all_back is not None and not self._lent:
             self._all_back.set()
         self._stats["usage_ms"] += round((now - slot.last_used) * 1000)
@@ -416,12 +387,7 @@ class Pool(Generic[C]):
             self._grow()
             return
         stale = slot.gen != self._gen or now >= slot.expires  # drained, or past its lifetime
-        if (
-            not self.reuse
-            or self._closed
-            or stale
-            or self.size > max(self._target, self.min_size) + len(self._waiters)
-        ):
+        if not keep or self._closed or stale:
             if stale and not self._closed:
                 self._stats["connections_recycled"] += 1
             self._discard(slot)
@@ -431,33 +397,27 @@ class Pool(Generic[C]):
 
     def _put(self, slot: _Slot[C]) -> None:
         """Give a free connection to the first live waiter, or push it on the idle stack."""
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self._lent.add(slot)
-                fut.set_result(slot)
-                return
-        self._idle.append(slot)
+        fut = self._state.put(slot, _waiting)
+        if fut is not None:
+            fut.set_result(slot)
 
     # -- connections ---------------------------------------------------------------------------
 
     @property
     def size(self) -> int:
         """Connections open or opening (idle + lent + opening)."""
-        return len(self._idle) + len(self._lent) + self._opening
+        return self._state.size
 
     async def _connect(self, *, reserved: bool = False) -> _Slot[C]:
-        """Open one connection (``reserved``: already counted in ``_opening`` by the caller)."""
+        """Open one connection (``reserved``: already counted as opening by the caller)."""
         t0 = self._clock()
         if not reserved:
-            self._opening += 1
-        self._account()
+            self._state.begin_open()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 conn = await self._factory()
         except BaseException as e:
-            self._opening -= 1
-            self._account()
+            self._state.opened()
             if isinstance(e, Exception):
                 self._stats["connections_errors"] += 1
                 err = (
@@ -474,8 +434,7 @@ class Pool(Generic[C]):
                     raise err from e
             raise
         now = self._clock()
-        self._opening -= 1
-        self._account()
+        self._state.opened()
         self._stats["connections_num"] += 1
         self._stats["connections_ms"] += round((now - t0) * 1000)
         if self._outage is not None:
@@ -546,22 +505,21 @@ class Pool(Generic[C]):
             return
 
     async def _check(self, slot: _Slot[C]) -> bool:
-        """Ping a connection taken off the idle stack; close it if it fails."""
-        self._lent.add(slot)  # counted as busy while checked
+        """Ping a lent connection (counted as busy while checked); one that fails is closed and
+        no longer lent."""
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await slot.conn.ping()
         except Exception:
-            self._lent.discard(slot)
+            self._state.forget(slot)
             self._stats["pings_failed"] += 1
             self._stats["connections_lost"] += 1
             self._discard(slot)
             return False
         except BaseException:
-            self._lent.discard(slot)
+            self._state.forget(slot)
             self._discard(slot)
             raise
-        self._lent.discard(slot)
         self._stats["pings"] += 1
         slot.last_checked = self._clock()
         return True
@@ -588,14 +546,8 @@ class Pool(Generic[C]):
             if self._outage is not None and self._waiters:
                 self._ensure_reconnect()
             return
-        if self.reuse:
-            # the policy's target; a queued request is worth one connection even at target 0
-            want = max(self._target, self.min_size, 1 if self._waiters else 0)
-            missing = want - self.size
-        else:  # one new connection per queued request, none kept in advance
-            missing = min(len(self._waiters) - self._opening, self.max_size - self.size)
-        for _ in range(max(0, missing)):
-            self._opening += 1  # counted now, so the next request sees it and does not re-open
+        # counted as opening now, so the next request sees them and does not re-open
+        for _ in range(self._state.to_open()):
             self._spawn(self._open_one())
 
     async def _open_one(self) -> None:
@@ -610,46 +562,12 @@ class Pool(Generic[C]):
 
     # -- maintenance -----------------------------------------------------------------------------
 
-    def _account(self) -> None:
-        now = self._clock()
-        dt = now - self._acc_t
-        if dt > 0:
-            self._acc_busy += len(self._lent) * dt
-            self._acc_size += self.size * dt
-            self._acc_t = now
-
-    def load(self) -> PoolLoad:
-        """The pool's load since the previous call (what a sizing policy sees)."""
-        self._account()
-        util = (
-            self._acc_busy / self._acc_size if self._acc_size > 0 else (1.0 if self._lent else 0.0)
-        )
-        load = PoolLoad(
-            size=self.size,
-            in_use=len(self._lent),
-            idle=len(self._idle),
-            waiting=len(self._waiters),
-            utilization=min(1.0, util),
-            requests=self._tick_requests,
-            waited=self._tick_waited,
-            wait_mean=self._tick_wait_sum / self._tick_waited if self._tick_waited else 0.0,
-            min_size=self.min_size,
-            max_size=self.max_size,
-        )
-        self._acc_busy = self._acc_size = 0.0
-        self._tick_requests = self._tick_waited = 0
-        self._tick_wait_sum = 0.0
-        return load
-
     def _consult(self, *, sample: bool = True) -> Decision:
-        load = self.load()
-        d = self.sizing.decide(load)
-        target = min(self.max_size, max(self.min_size, d.target))
-        if target != self._target:
+        before = self._state.target
+        load, d = self._state.consult()
+        if d.target != before:
             self._stats["resizes"] += 1
-            log.debug("pool %r: size %d -> %d (%s)", self.name, self._target, target, d.reason)
-        self._target = target
-        self.last_decision = Decision(target, d.reason)
+            log.debug("pool %r: size %d -> %d (%s)", self.name, before, d.target, d.reason)
         if sample:
             self.series.append(
                 PoolSample(
@@ -659,10 +577,10 @@ class Pool(Generic[C]):
                     load.idle,
                     load.waiting,
                     load.utilization,
-                    target,
+                    d.target,
                 )
             )
-        return self.last_decision
+        return d
 
     async def maintain(self) -> None:
         """One maintenance pass: recycle, keep alive, resize. The background task calls this
@@ -674,6 +592,7 @@ class Pool(Generic[C]):
         # connections past their lifetime or idle for max_idle close; _grow below replaces them
         # as far as the target asks (so an idle pool above its target simply shrinks)
         keep: list[_Slot[C]] = []
+        self._state.account()
         for slot in self._idle:
             if (
                 now >= slot.expires
@@ -684,24 +603,27 @@ class Pool(Generic[C]):
                 self._discard(slot)
             else:
                 keep.append(slot)
-        self._idle = keep
-        self._account()
-        decision = self._consult()
+        self._idle[:] = keep
+        self._consult()
         # shrink: close idle connections beyond the target, least recently used first
-        while self.size > decision.target and self._idle:
-            self._discard(self._idle.pop(0))
-        self._account()
+        for slot in self._state.shrink():
+            self._discard(slot)
         self._grow()
         # keep-alive: ping connections idle for `keepalive`, off the stack while pinged
         if self.keepalive is not None:
             due = [s for s in self._idle if now - s.last_checked >= self.keepalive]
             if due:
-                self._idle = [s for s in self._idle if now - s.last_checked < self.keepalive]
+                self._state.account()
+                self._idle[:] = [s for s in self._idle if now - s.last_checked < self.keepalive]
+                self._lent.update(due)  # busy while pinged
                 ok = await asyncio.gather(*(self._check(s) for s in due))
                 for slot, alive in zip(due, ok, strict=True):
-                    if alive and not self._closed:
+                    if not alive:
+                        continue
+                    self._state.forget(slot)
+                    if not self._closed:
                         self._put(slot)
-                    elif alive:
+                    else:
                         await _close_quietly(slot.conn)
                 if not all(ok):
                     self._grow()
@@ -725,7 +647,7 @@ class Pool(Generic[C]):
             "pool_target": self._target,
             "pool_available": len(self._idle),
             "pool_in_use": len(self._lent),
-            "pool_opening": self._opening,
+            "pool_opening": self._state.opening,
             "requests_waiting": len(self._waiters),
             "outage": self._outage is not None,
         }
@@ -738,17 +660,12 @@ class Pool(Generic[C]):
     def series_frame(self) -> pl.DataFrame:
         """The utilization series (one row per maintenance tick) as a polars frame:
         ``t, size, in_use, idle, waiting, utilization, target``."""
-        import polars as pl
-
-        cols = ("t", "size", "in_use", "idle", "waiting", "utilization", "target")
-        types = (pl.Float64, pl.Int64, pl.Int64, pl.Int64, pl.Int64, pl.Float64, pl.Int64)
-        rows = [tuple(getattr(p, c) for c in cols) for p in self.series]
-        return pl.DataFrame(rows, schema=dict(zip(cols, types, strict=True)), orient="row")
+        return series_frame(self.series)
 
     def pop_stats(self) -> dict[str, Any]:
         """:meth:`get_stats`, then reset the counters and the wait histogram."""
         s = self.get_stats()
-        self._stats = dict.fromkeys(_COUNTERS, 0)
+        self._stats = dict.fromkeys(COUNTERS, 0)
         self.wait_hist = Histogram()
         return s
 
@@ -759,6 +676,11 @@ class Pool(Generic[C]):
             f"{self.min_size}..{self.max_size}) in_use={len(self._lent)} idle={len(self._idle)} "
             f"waiting={len(self._waiters)} sizing={self.sizing!r}>"
         )
+
+
+def _waiting(fut: asyncio.Future[Any]) -> bool:
+    """A queued borrower still waiting (not cancelled or timed out)."""
+    return not fut.done()
 
 
 def _connection_ok(exc: BaseException) -> bool:

@@ -1,14 +1,13 @@
 """Simulate a connection pool under a traffic series, driving a real sizing policy.
 
-The pool model follows :class:`tiered.pool.Pool` rule for rule: requests take an idle connection
-or queue (FIFO); a queued request makes the pool consult its policy and open what the target
-asks (at least one connection while anyone waits); a new connection is ready ``connect_s`` later
-(open + ping: warm); a returned connection goes to the first waiter, or is closed if the pool is
-above its target, or goes idle; every ``maintenance_interval`` the pool consults the policy with
-a :class:`~tiered.pool.PoolLoad` (time-weighted utilization, requests, waits since the previous
-decision), closes idle connections above the target and opens up to it. The policy is the
-library's own object (:class:`~tiered.pool.Reactive`, :class:`~tiered.pool.Predictive`,
-:class:`~tiered.pool.Hybrid`, :class:`~tiered.pool.Fixed`), built on the simulator's clock.
+The request-level model drives :class:`tiered.pool.PoolState` -- the very object that holds the
+live :class:`tiered.pool.Pool`'s rules (LIFO reuse, FIFO queue, consult the policy when a request
+queues and open what the target asks, close a returned connection above the target, shrink and
+grow at every ``maintenance_interval`` tick) -- with integer tokens for connections; only time is
+modelled: a new connection is ready ``connect_s`` later (open + ping: warm), and a request holds
+its connection for a drawn hold time. The policy is the library's own object
+(:class:`~tiered.pool.Reactive`, :class:`~tiered.pool.Predictive`, :class:`~tiered.pool.Hybrid`,
+:class:`~tiered.pool.Fixed`), built on the simulator's clock.
 
 Arrivals are a non-homogeneous Poisson process: ``rate[i]`` requests/s, constant within interval
 ``i`` (an hourly series gives Poisson arrivals within each hour). Hold times are drawn from a
@@ -31,6 +30,7 @@ arrivals, and ``"fluid"`` above.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,6 +43,7 @@ import polars as pl
 from tiered.errors import ConfigError
 from tiered.forecast.capacity import erlang_c
 from tiered.pool.sizing import PoolLoad, SizingPolicy
+from tiered.pool.state import PoolState, clamp_target
 from tiered.sim.engine import Simulator
 
 __all__ = ["HoldTimes", "PoolRun", "PoolScenario", "RequestPool", "simulate_pool"]
@@ -50,6 +51,8 @@ __all__ = ["HoldTimes", "PoolRun", "PoolScenario", "RequestPool", "simulate_pool
 Clock = Callable[[], float]
 PolicyFactory = Callable[[Clock], SizingPolicy]
 Mode = Literal["auto", "requests", "fluid"]
+#: a queued request: (arrival time, hold time or None = draw one, callback when done)
+_Waiter = tuple[float, float | None, Callable[[], None] | None]
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,12 @@ _SERIES = ("t", "size", "in_use", "waiting", "utilization", "target", "rate")
 
 class RequestPool:
     """The request-level pool model on a :class:`Simulator` (``sim``: share one to put other
-    models on the same clock, as :mod:`tiered.sim.replay` does)."""
+    models on the same clock, as :mod:`tiered.sim.replay` does).
+
+    The pool's rules are :class:`tiered.pool.PoolState`'s -- the live pool's own object --
+    driven here with integer tokens for connections and ``(arrival, hold, done)`` for waiters;
+    only time is simulated: a connection opens ``connect_s`` after it is asked for, and a
+    request holds its connection for a drawn (or given) hold time."""
 
     def __init__(
         self, sc: PoolScenario, policy: PolicyFactory, sim: Simulator | None = None
@@ -154,24 +162,20 @@ class RequestPool:
         self.sc = sc
         self.sim = sim if sim is not None else Simulator()
         self.policy = policy(self.sim.now)
+        self.state: PoolState[int, _Waiter] = PoolState(
+            min_size=sc.min_size, max_size=sc.max_size, sizing=self.policy, clock=self.sim.now
+        )
         self.rng = np.random.default_rng(sc.seed)
-        self.idle = self.busy = self.opening = 0
-        # queued requests: (arrival time, hold time or None = draw one, callback when done)
-        self.waiters: deque[tuple[float, float | None, Callable[[], None] | None]] = deque()
-        self.target = max(sc.min_size, 1) if sc.min_size else 0
-        self.acc_t = self.acc_busy = self.acc_size = 0.0
-        self.conn_seconds = 0.0
-        self.tick_requests = self.tick_waited = 0
-        self.tick_wait_sum = 0.0
+        self._tokens = itertools.count()
         self.waits: list[float] = []
         self.series: list[tuple[float, ...]] = []
-        self.opened = self.resizes = 0
+        self.opened = 0
         self.hold_buf = np.empty(0)
         self.hold_i = 0
 
     @property
     def size(self) -> int:
-        return self.idle + self.busy + self.opening
+        return self.state.size
 
     def _hold(self) -> float:
         if self.hold_i >= self.hold_buf.size:
@@ -180,102 +184,62 @@ class RequestPool:
         self.hold_i += 1
         return float(self.hold_buf[self.hold_i - 1])
 
-    def _account(self) -> None:
-        now = self.sim.now()
-        dt = now - self.acc_t
-        if dt > 0:
-            self.acc_busy += self.busy * dt
-            size = self.size
-            self.acc_size += size * dt
-            self.conn_seconds += size * dt
-            self.acc_t = now
-
     def _consult(self, sample: bool) -> None:
-        self._account()
-        sc = self.sc
-        util = self.acc_busy / self.acc_size if self.acc_size > 0 else (1.0 if self.busy else 0.0)
-        load = PoolLoad(
-            size=self.size,
-            in_use=self.busy,
-            idle=self.idle,
-            waiting=len(self.waiters),
-            utilization=min(1.0, util),
-            requests=self.tick_requests,
-            waited=self.tick_waited,
-            wait_mean=self.tick_wait_sum / self.tick_waited if self.tick_waited else 0.0,
-            min_size=sc.min_size,
-            max_size=sc.max_size,
-        )
-        self.acc_busy = self.acc_size = 0.0
-        self.tick_requests = self.tick_waited = 0
-        self.tick_wait_sum = 0.0
-        target = min(sc.max_size, max(sc.min_size, self.policy.decide(load).target))
-        if target != self.target:
-            self.resizes += 1
-        self.target = target
+        load, d = self.state.consult()
         if sample:
-            now = self.sim.now()
+            sc, now = self.sc, self.sim.now()
             rate = float(sc.rate[min(int(now // sc.interval_s), sc.rate.size - 1)])
             self.series.append(
-                (now, load.size, load.in_use, load.waiting, load.utilization, target, rate)
+                (now, load.size, load.in_use, load.waiting, load.utilization, d.target, rate)
             )
 
     def _grow(self) -> None:
-        want = max(self.target, self.sc.min_size, 1 if self.waiters else 0)
-        for _ in range(want - self.size):
-            self._account()
-            self.opening += 1
+        for _ in range(self.state.to_open()):
             self.opened += 1
             self.sim.after(self.sc.connect_s, self._opened)
 
     def _opened(self) -> None:
-        self._account()
-        self.opening -= 1
-        self._put()
+        self.state.opened()
+        self._put(next(self._tokens))
 
-    def _put(self) -> None:
-        if self.waiters:
-            arrived, hold, done = self.waiters.popleft()
-            self._start(self.sim.now() - arrived, hold, done)
-        else:
-            self.idle += 1
+    def _put(self, slot: int) -> None:
+        w = self.state.put(slot)
+        if w is not None:
+            arrived, hold, done = w
+            waited = self.sim.now() - arrived
+            self.state.waited(waited)
+            self._start(slot, waited, hold, done)
 
-    def _start(self, waited: float, hold: float | None, done: Callable[[], None] | None) -> None:
-        self.busy += 1
+    def _start(
+        self, slot: int, waited: float, hold: float | None, done: Callable[[], None] | None
+    ) -> None:
         self.waits.append(waited)
-        if waited > 0:
-            self.tick_waited += 1
-            self.tick_wait_sum += waited
-        self.sim.after(self._hold() if hold is None else hold, self._done, done)
+        self.sim.after(self._hold() if hold is None else hold, self._done, slot, done)
 
     def request(self, hold: float | None = None, done: Callable[[], None] | None = None) -> None:
         """A request arrives now: it holds a connection for ``hold`` seconds (None: drawn from
         the scenario's hold times) and ``done()`` runs when it gives the connection back."""
-        self.tick_requests += 1
-        if self.idle:
-            self._account()
-            self.idle -= 1
-            self._start(0.0, hold, done)
+        state = self.state
+        state.requested()
+        slot = state.take_idle()
+        if slot is not None:
+            self._start(slot, 0.0, hold, done)
             return
-        self.waiters.append((self.sim.now(), hold, done))
+        state.waiters.append((self.sim.now(), hold, done))
         self._consult(sample=False)
         self._grow()
 
-    def _done(self, done: Callable[[], None] | None) -> None:
-        self._account()
-        self.busy -= 1
-        if self.size >= max(self.target, self.sc.min_size) + len(self.waiters) + 1:
-            self._grow()  # the connection closes (the pool is above its target)
+    def _done(self, slot: int, done: Callable[[], None] | None) -> None:
+        if self.state.give_back(slot):
+            self._put(slot)
         else:
-            self._put()
+            self._grow()  # the connection closes (the pool is above its target)
         if done is not None:
             done()
 
     def _maintain(self) -> None:
         self._consult(sample=True)
-        while self.size > self.target and self.idle:
-            self._account()
-            self.idle -= 1
+        self.state.shrink()  # idle connections above the target close
         self._grow()
 
     def _arrivals(self) -> None:
@@ -307,7 +271,7 @@ class RequestPool:
         self.sim.every(self.sc.maintenance_interval, self._maintain, until=self.sc.duration)
 
     def result(self) -> PoolRun:
-        self._account()
+        self.state.account()
         waits = np.asarray(self.waits)
         return PoolRun("requests", self._summary(waits), _series(self.series), waits)
 
@@ -328,10 +292,10 @@ class RequestPool:
             "waited_share": float((waits > 0).mean()) if n else 0.0,
             "wait_p99_ms": float(np.quantile(waits, 0.99) * 1000) if n else 0.0,
             "wait_mean_ms": float(waits.mean() * 1000) if n else 0.0,
-            "connection_hours": self.conn_seconds / 3600,
+            "connection_hours": self.state.conn_seconds / 3600,
             "max_size": float(max((r[1] for r in self.series), default=self.size)),
             "opened": float(self.opened),
-            "resizes": float(self.resizes),
+            "resizes": float(self.state.resizes),
             "events": float(self.sim.events),
         }
 
@@ -441,7 +405,7 @@ class _FluidPool:
                 min_size=sc.min_size,
                 max_size=sc.max_size,
             )
-            new = min(sc.max_size, max(sc.min_size, self.policy.decide(load).target))
+            new = clamp_target(self.policy, load, sc.min_size, sc.max_size).target
             if waiting:
                 new = max(new, 1)
             if new != target:
