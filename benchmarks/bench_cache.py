@@ -37,7 +37,7 @@ from tiered import Store
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
 from tiered.cache.layer import CacheConfig
 from tiered.sim import generate_episodes
-from tiered.sim.traces import (
+from tiered.workload.traces import (
     load_cache_trace,
     loop_mix_trace,
     shifting_trace,

@@ -1,9 +1,9 @@
-"""Scenario: see `tiered.sim.scenarios.run_cache_sizes`. Writes data/results/*.parquet.
+"""Scenario: see `tiered.scenarios.run_cache_sizes`. Writes data/results/*.parquet.
 
 Run headless: `python simulations/cache_sizes.py` (or all of them through `tiered report`).
 """
 
-from tiered.sim.scenarios import run_cache_sizes
+from tiered.scenarios import run_cache_sizes
 
 if __name__ == "__main__":
     print(run_cache_sizes())

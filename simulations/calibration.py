@@ -1,9 +1,9 @@
-"""Scenario: see `tiered.sim.scenarios.run_calibration`. Writes data/results/*.parquet.
+"""Scenario: see `tiered.scenarios.run_calibration`. Writes data/results/*.parquet.
 
 Run headless: `python simulations/calibration.py` (or all of them through `tiered report`).
 """
 
-from tiered.sim.scenarios import run_calibration
+from tiered.scenarios import run_calibration
 
 if __name__ == "__main__":
     print(run_calibration())

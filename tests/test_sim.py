@@ -11,9 +11,10 @@ from tiered.bench import Layers, Workload
 from tiered.errors import ConfigError
 from tiered.forecast import wait_probability
 from tiered.pool import Fixed, Reactive
+from tiered.scenarios import compare
 from tiered.sim.engine import Simulator
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
-from tiered.sim.replay import compare, replay
+from tiered.sim.replay import replay
 from tiered.sim.service import ServiceModel
 
 

@@ -1,7 +1,7 @@
 """``tiered`` command line: ``report`` (the main job), ``bench`` and ``dev-server``.
 
 ``tiered report`` runs the storage core end to end on the embedded default, the bench workload
-with each layer in turn, the simulation scenarios (:mod:`tiered.sim.scenarios`), every notebook,
+with each layer in turn, the simulation scenarios (:mod:`tiered.scenarios`), every notebook,
 and writes ``reports/index.html`` (:mod:`tiered.report`). The store run writes
 a seeded corpus of realistic episodes, patterns, heuristics and embeddings in batches, reads them
 back through every query path, prints what it did with timings, and saves
@@ -16,136 +16,18 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from tiered.demo import run_store_report
 from tiered.devserver import SqldCluster
 from tiered.errors import ConfigError, TieredError
-from tiered.progress import Progress
-from tiered.store import Store, StoreConfig
 
 if TYPE_CHECKING:
     from tiered.bench import BenchResult
 
 __all__ = ["main"]
-
-
-async def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
-    """Result of ``await fn()`` and its median wall time over ``repeat`` runs."""
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = await fn()
-        times.append(time.perf_counter() - t)
-    return result, sorted(times)[len(times) // 2]
-
-
-async def run_store_report(
-    url: str, *, episodes: int = 5000, batch: int = 500, seed: int = 0, out: TextIO = sys.stdout
-) -> dict[str, Any]:
-    """Write and read a seeded corpus through every Store path; returns what was measured."""
-    from tiered.sim import (
-        generate_embeddings,
-        generate_episodes,
-        generate_heuristics,
-        generate_patterns,
-    )
-
-    eps = generate_episodes(episodes, seed=seed)
-    pats, heus = generate_patterns(200, seed=seed), generate_heuristics(100, seed=seed)
-    embs = generate_embeddings(1000, dim=64, seed=seed)
-    results: dict[str, Any] = {"url": url, "episodes": episodes, "batch": batch, "seed": seed}
-    async with await Store.open(url, config=StoreConfig()) as store:
-        bar = Progress(len(eps), "store_episodes")
-        t0 = time.perf_counter()
-        for i in range(0, len(eps), batch):
-            await store.store_episodes(eps[i : i + batch])
-            bar.advance(len(eps[i : i + batch]))
-        write_s = time.perf_counter() - t0
-        results["store_episodes_per_s"] = len(eps) / write_s
-        (_, results["store_patterns_s"]) = await _timed(lambda: store.store_patterns(pats))
-        (_, results["store_heuristics_s"]) = await _timed(lambda: store.store_heuristics(heus))
-        (_, results["store_embeddings_s"]) = await _timed(lambda: store.store_embeddings(embs))
-
-        ids = [e.id for e in eps[:: max(1, len(eps) // 500)]]
-        t0 = time.perf_counter()
-        for eid in ids:
-            assert await store.get_episode(eid) is not None
-        results["get_episode_ms"] = (time.perf_counter() - t0) / len(ids) * 1e3
-        checks: dict[str, tuple[int, float, float]] = {}
-        mid = eps[len(eps) // 2].start_time
-        for name, fn in {
-            "query_episodes_since": lambda: store.query_episodes_since(mid, limit=100),
-            "query_episodes_by_metadata": lambda: store.query_episodes_by_metadata(
-                "agent", "coder"
-            ),
-            "query_episodes(domain, language)": lambda: store.query_episodes(
-                domain="web-api", language="python"
-            ),
-            "search_patterns": lambda: store.search_patterns(min_success_rate=0.5),
-            "list_heuristics": lambda: store.list_heuristics(min_confidence=0.8),
-            "get_episodes(500)": lambda: store.get_episodes(ids),
-            "nearest(k=10)": lambda: store.nearest(embs[3].vector, 10),
-        }.items():
-            got, first = await _timed(fn)  # a miss: the database answers
-            _, cached = await _timed(fn, repeat=3)  # the query cache answers
-            checks[name] = (len(got), first * 1e3, cached * 1e3)
-        results["queries"] = {
-            k: {"rows": n, "first_ms": f, "cached_ms": c} for k, (n, f, c) in checks.items()
-        }
-
-        # a skewed read workload through the cache layer
-        from tiered.sim.traces import zipf_trace
-
-        picks = zipf_trace(20_000, len(eps), 1.0, seed=seed).tolist()
-        before = store.stats()["statements"]["by_name"].get("get_episode", 0)
-        t0 = time.perf_counter()
-        for i in picks:
-            await store.get_episode(eps[i].id)
-        secs = time.perf_counter() - t0
-        db_reads = store.stats()["statements"]["by_name"].get("get_episode", 0) - before
-        results["zipf_reads"] = {
-            "reads": len(picks),
-            "db_reads": db_reads,
-            "reads_per_s": len(picks) / secs,
-        }
-        results["stats"] = store.stats()
-
-    codec = results["stats"]["codec"]
-    st = results["stats"]["statements"]
-    print(f"\ntiered store run on {url}", file=out)
-    print(
-        f"  wrote {episodes} episodes in batches of {batch}: "
-        f"{results['store_episodes_per_s']:,.0f} episodes/s",
-        file=out,
-    )
-    print(
-        f"  payload bytes {codec['bytes_raw']:,} raw -> {codec['bytes_stored']:,} stored "
-        f"(ratio {codec['ratio']:.2f}, {codec['frames_compressed']} compressed frames, "
-        f"{codec['frames_raw']} raw)",
-        file=out,
-    )
-    print(
-        f"  get_episode: {results['get_episode_ms']:.3f} ms average over {len(ids)} reads", file=out
-    )
-    print(f"  {'query':<34}{'rows':>6}{'first ms':>10}{'cached ms':>11}", file=out)
-    for name, (n, first, cached) in checks.items():
-        print(f"  {name:<34}{n:>6}{first:>10.2f}{cached:>11.3f}", file=out)
-    print(
-        f"  statements: {st['executions']:,} executed, {st['prepared']} prepared, "
-        f"{st['reused']:,} reused",
-        file=out,
-    )
-    z, ce = results["zipf_reads"], results["stats"]["cache"]["episodes"]
-    print(
-        f"  cache: {z['reads']:,} Zipf(1.0) get_episode calls -> {z['db_reads']:,} database "
-        f"reads ({1 - z['db_reads'] / z['reads']:.1%} saved), {z['reads_per_s']:,.0f} reads/s; "
-        f"episode cache {ce['entries']:,} entries, {ce['bytes'] / 1e6:.1f} MB, "
-        f"hit ratio {ce['hit_ratio']:.3f}",
-        file=out,
-    )
-    return results
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -154,7 +36,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     db = outdir / "store-run.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    url = args.url or f"file:{db}"
+    if args.url:
+        # never write a demo corpus into a database the tool did not create
+        raise ConfigError(
+            "--url: tiered report writes a synthetic demo corpus, so it runs only on a scratch "
+            "database it creates in --out (drop --url). To load your own server with the demo "
+            "workload use `tiered bench --url URL` (it writes its corpus there too: point it at "
+            "a scratch database); a read-only analysis of an existing database is not built yet"
+        )
+    url = f"file:{db}"
     results = asyncio.run(
         run_store_report(url, episodes=args.episodes, batch=args.batch, seed=args.seed)
     )
@@ -326,7 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tiered", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="run the main job and write reports/")
-    rep.add_argument("--url", help="database URL (default: a fresh embedded file in --out)")
+    rep.add_argument(
+        "--url",
+        help="not allowed: the report writes a demo corpus, only into a scratch database "
+        "it creates in --out",
+    )
     rep.add_argument("--out", default="reports", help="output folder (default: reports)")
     rep.add_argument("--episodes", type=int, default=5000)
     rep.add_argument("--batch", type=int, default=500)
@@ -346,7 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "each layer removes; writes parquet results. Default: an embedded database in a "
         "temporary folder. Example over a simulated remote link: tiered bench --rtt 20",
     )
-    b.add_argument("--url", help="database URL (default: a fresh embedded file per config)")
+    b.add_argument(
+        "--url",
+        help="database URL (default: a fresh embedded file per config). The bench WRITES its "
+        "corpus (episodes, patterns, heuristics) into it: use a scratch database",
+    )
     b.add_argument("--sqld", action="store_true", help="start a local sqld per config (ws)")
     b.add_argument(
         "--layers",

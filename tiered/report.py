@@ -20,7 +20,7 @@ import polars as pl
 
 from tiered import charts
 from tiered.errors import ConfigError
-from tiered.sim import scenarios
+from tiered.scenarios import runs as scenarios
 
 __all__ = ["build_index", "run_notebooks", "run_scenarios", "screenshot"]
 

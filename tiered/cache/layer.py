@@ -43,9 +43,11 @@ __all__ = [
     "CacheConfig",
     "CacheLayer",
     "QueryCache",
+    "QueryEntry",
     "RecordCacheConfig",
     "SingleFlight",
     "Versions",
+    "hit_ratio",
 ]
 
 T = TypeVar("T")
@@ -174,7 +176,7 @@ class SingleFlight(Generic[T]):
 
 
 @dataclass(slots=True)
-class _QueryEntry:
+class QueryEntry:
     table: str
     result: tuple[Any, ...]
     members: frozenset[str]
@@ -184,7 +186,7 @@ class _QueryEntry:
 class QueryCache:
     """Query results keyed by (query, parameters), each with its predicate and member ids."""
 
-    def __init__(self, cache: AdaptiveTTLCache[Hashable, _QueryEntry]) -> None:
+    def __init__(self, cache: AdaptiveTTLCache[Hashable, QueryEntry]) -> None:
         self.cache = cache
         self.invalidations = 0
         self.by_query: dict[str, list[int]] = {}  # query name -> [hits, misses]
@@ -201,11 +203,11 @@ class QueryCache:
         hm[0] += 1
         return e.result  # type: ignore[no-any-return]
 
-    def put(self, key: tuple[Any, ...], entry: _QueryEntry) -> None:
+    def put(self, key: tuple[Any, ...], entry: QueryEntry) -> None:
         if self.cache.set(key, entry):
             self._by_table.setdefault(entry.table, set()).add(key)
 
-    def _entries(self, table: str) -> list[tuple[Hashable, _QueryEntry]]:
+    def _entries(self, table: str) -> list[tuple[Hashable, QueryEntry]]:
         """The live entries of ``table`` (pruning keys the cache no longer serves)."""
         keys = self._by_table.get(table)
         if not keys:
@@ -508,7 +510,7 @@ class CacheLayer:
             if self.table_seq[table] == start:
                 qc.put(
                     key,
-                    _QueryEntry(
+                    QueryEntry(
                         table, tuple(rows), frozenset(member_id(r) for r in rows), predicate
                     ),
                 )
@@ -619,11 +621,18 @@ class CacheLayer:
         return out
 
 
+def hit_ratio(snapshot: dict[str, Any]) -> float:
+    """Hits / lookups over every cache of a :meth:`CacheLayer.snapshot` (records and queries)."""
+    hits = sum(v.get("hits", 0) for v in snapshot.values() if isinstance(v, dict))
+    misses = sum(v.get("misses", 0) for v in snapshot.values() if isinstance(v, dict))
+    return hits / (hits + misses) if hits + misses else 0.0
+
+
 def _approx_size(value: Any) -> int:
     """A cheap, stable size estimate (bytes) of a cached record or query entry."""
     if value is NOT_FOUND:
         return 64
-    if isinstance(value, _QueryEntry):
+    if isinstance(value, QueryEntry):
         return 256 + sum(_approx_size(r) for r in value.result)
     steps = getattr(value, "steps", None)
     if steps is not None:  # an episode: dominated by its steps' text

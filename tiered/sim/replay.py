@@ -22,8 +22,7 @@ Not modelled: the change-log poll as its own call (its cost is inside the measur
 samples, as it happened during the measurement), and CPU contention between requests on the
 event loop beyond what the measurement saw.
 
-:func:`calibrate` measures a service model on one seed, runs the real stack on another seed and
-the simulator on that same plan, and compares latency quantiles and hit ratio.
+:func:`tiered.scenarios.calibrate` compares it with the real stack.
 """
 
 from __future__ import annotations
@@ -36,24 +35,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.bench import (
-    Layers,
-    Link,
-    Workload,
-    arrival_times,
-    cache_hit_ratio,
-    make_corpus,
-    plan_requests,
-)
 from tiered.cache import predicates
-from tiered.cache.layer import CacheConfig, CacheLayer, _QueryEntry
+from tiered.cache.layer import CacheConfig, CacheLayer, QueryEntry, hit_ratio
 from tiered.errors import ConfigError
 from tiered.pool.sizing import Reactive
 from tiered.sim.engine import Simulator
 from tiered.sim.pool import PolicyFactory, PoolScenario, RequestPool
-from tiered.sim.service import ServiceModel, measure_service
+from tiered.sim.service import ServiceModel
+from tiered.workload.plans import Layers, Workload, arrival_times, make_corpus, plan_requests
 
-__all__ = ["Calibration", "ReplayResult", "calibrate", "replay"]
+__all__ = ["ReplayResult", "replay"]
 
 _READS = {"get_episode", "get_episodes", "query_episodes_since", "query_episodes_by_metadata",
           "query_episodes", "search_patterns"}  # fmt: skip
@@ -228,7 +219,7 @@ def replay(
             if qkey in flights:
                 flights[qkey].append(i)
                 return None
-            entry = _QueryEntry(table, (), frozenset(), pred)
+            entry = QueryEntry(table, (), frozenset(), pred)
             return db(i, op, lambda: queries.put(qkey, entry), qkey)
         return db(i, op)
 
@@ -246,56 +237,4 @@ def replay(
         }
     )
     run = pool.result()
-    return ReplayResult(frame, cache_hit_ratio(layer.snapshot()), run.summary, run.series)
-
-
-@dataclass
-class Calibration:
-    """Measured vs simulated, side by side (``table``: one row per operation and quantile)."""
-
-    table: pl.DataFrame
-    measured: pl.DataFrame
-    simulated: pl.DataFrame
-    model: ServiceModel
-
-
-QUANTILES = (0.5, 0.95, 0.99)
-
-
-def compare(
-    measured: pl.DataFrame, simulated: pl.DataFrame, hit: tuple[float, float]
-) -> pl.DataFrame:
-    """Latency quantiles (ms) per operation and overall, and the hit ratio, side by side."""
-    rows: list[tuple[str, str, float, float]] = []
-    for op in ["all", *sorted(set(measured["op"]))]:
-        m = measured if op == "all" else measured.filter(pl.col("op") == op)
-        s = simulated if op == "all" else simulated.filter(pl.col("op") == op)
-        for q in QUANTILES:
-            rows.append((op, f"p{round(q * 100)}_ms",
-                         float(np.quantile(m["latency_s"].to_numpy(), q) * 1000),
-                         float(np.quantile(s["latency_s"].to_numpy(), q) * 1000)))  # fmt: skip
-    rows.append(("all", "hit_ratio", hit[0], hit[1]))
-    return pl.DataFrame(
-        rows, schema=["op", "stat", "measured", "simulated"], orient="row"
-    ).with_columns(rel_error=(pl.col("simulated") - pl.col("measured")) / pl.col("measured"))
-
-
-def calibrate(
-    workload: Workload,
-    *,
-    link: Link | None = None,
-    layers: Layers | None = None,
-    progress: bool = True,
-) -> Calibration:
-    """Measure a service model on seed ``workload.seed + 100``, then run ``workload`` on the
-    real stack (a local sqld behind ``link``) and in the simulator, and compare."""
-    if workload.rate is None:
-        raise ConfigError("calibrate needs an open-loop workload (Workload(rate=...))")
-    layers = layers or Layers()
-    other = dataclasses.replace(workload, seed=workload.seed + 100)
-    model, _ = measure_service(other, layers=layers, link=link, progress=progress)
-    truth, measured = measure_service(workload, layers=layers, link=link, progress=progress)
-    sim = replay(workload, model, layers=layers)
-    hit = (float(truth.info["stats"]["cache_hit_ratio"]), sim.hit_ratio)
-    table = compare(measured.filter(pl.col("ok")), sim.requests, hit)
-    return Calibration(table, measured, sim.requests, model)
+    return ReplayResult(frame, hit_ratio(layer.snapshot()), run.summary, run.series)

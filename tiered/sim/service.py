@@ -1,7 +1,7 @@
 """The service model: what one operation costs, measured on the real stack by the metrics layer.
 
-:func:`measure_service` runs the ``tiered bench`` workload on the real stack (the embedded
-default, or a local sqld with an optional delay/bandwidth link in front of it) with
+:func:`tiered.scenarios.measure_service` runs the ``tiered bench`` workload on the real stack
+(the embedded default, or a local sqld with an optional delay/bandwidth link in front of it) with
 :meth:`tiered.metrics.Metrics.keep_samples` on, so every operation's total time and its phases
 (acquire, encode, round trip, decode, cache) are kept, and times fresh connection opens.
 
@@ -19,7 +19,6 @@ default: TCP, then TLS 1.3) to each measured open.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,11 @@ from typing import Any, cast
 import numpy as np
 import polars as pl
 
-from tiered.bench import Layers, Link, Workload, run_bench
 from tiered.errors import ConfigError
 from tiered.sim.pool import HoldTimes
+from tiered.workload.plans import Link
 
-__all__ = ["ServiceModel", "measure_service"]
+__all__ = ["ServiceModel"]
 
 
 @dataclass
@@ -125,35 +124,3 @@ class ServiceModel:
         meta = path.with_suffix(".json")
         info = json.loads(meta.read_text()) if meta.exists() else {}
         return cls(pl.read_parquet(path), info)
-
-
-def measure_service(
-    workload: Workload,
-    *,
-    layers: Layers | None = None,
-    link: Link | None = None,
-    sqld: bool = True,
-    progress: bool = True,
-) -> tuple[ServiceModel, pl.DataFrame]:
-    """Run ``workload`` once on the real stack with every layer on (or ``layers``) and return
-    the service model and the measured requests (one row each)."""
-    cfg = layers or Layers(cache=True, pool=True, compression=True)
-    link = link or Link()
-    result = asyncio.run(
-        run_bench(None, [cfg], workload, link=link, sqld=sqld, progress=progress, record=True)
-    )
-    assert result.samples is not None
-    info = {
-        "backend": "sqld (ws, loopback)" if sqld or link.active else "embedded file",
-        "rtt_ms": link.rtt_ms,
-        "mbps": link.mbps,
-        "layers": cfg.name,
-        "workload": result.info["workload"],
-        "stats": result.info["stats"][cfg.name],
-    }
-    # the harness's own start lag (open loop), drawn by the simulator for every request
-    lag = result.requests.select(
-        op=pl.lit("dispatch"), total_s=pl.col("lag_s").clip(lower_bound=0.0)
-    )
-    samples = pl.concat([result.samples.drop("config"), lag], how="diagonal").fill_null(0.0)
-    return ServiceModel(samples, info), result.requests

@@ -21,16 +21,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tiered.bench import BenchResult, Layers, Link, Workload, run_bench, write_results
+from tiered.bench import BenchResult, run_bench, write_results
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
 from tiered.errors import ConfigError
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
 from tiered.forecast.models import default_models
 from tiered.forecast.traces import REAL_TRACES, load_trace
 from tiered.pool.sizing import Fixed, Predictive, Reactive, SizingPolicy
+from tiered.scenarios.calibration import calibrate
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
-from tiered.sim.replay import calibrate, replay
+from tiered.sim.replay import replay
 from tiered.sim.service import ServiceModel
+from tiered.workload.plans import Layers, Link, Workload
 
 __all__ = [
     "POLICIES",
