@@ -249,9 +249,19 @@ class WriteTicket:
 class CacheLayer:
     """Everything the Store needs from caching, with the clock (seconds) injected."""
 
-    def __init__(self, config: CacheConfig, *, timer: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: CacheConfig,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+        getsizeof: Callable[[Any], int] | None = None,
+    ) -> None:
+        """``getsizeof`` estimates a cached record's bytes (for ``max_bytes`` bounds), given by
+        the user of the cache as in cachetools (default: a flat 400 bytes per record); a query
+        result counts its records plus a fixed overhead."""
         self.config = config
         self.timer = timer
+        self._record_size = getsizeof or _flat_size
         self.records: dict[str, AdaptiveTTLCache[str, Any] | None] = {
             t: self._make(getattr(config, t)) for t in TABLES
         }
@@ -288,10 +298,19 @@ class CacheLayer:
             ttl=rc.ttl,
             timer=self.timer,
             policy=self.config.policy,
-            getsizeof=_approx_size,
+            getsizeof=self._sizeof,
             seed=self.config.seed,
             stale_for=self.config.stale_if_error,
         )
+
+    def _sizeof(self, value: Any) -> int:
+        """Bytes of a cached value: a record (the user's estimate), a not-found marker, or a
+        query result (its records plus a fixed overhead)."""
+        if value is NOT_FOUND:
+            return 64
+        if isinstance(value, QueryEntry):
+            return 256 + sum(map(self._record_size, value.result))
+        return self._record_size(value)
 
     @property
     def enabled(self) -> bool:
@@ -628,20 +647,5 @@ def hit_ratio(snapshot: dict[str, Any]) -> float:
     return hits / (hits + misses) if hits + misses else 0.0
 
 
-def _approx_size(value: Any) -> int:
-    """A cheap, stable size estimate (bytes) of a cached record or query entry."""
-    if value is NOT_FOUND:
-        return 64
-    if isinstance(value, QueryEntry):
-        return 256 + sum(_approx_size(r) for r in value.result)
-    steps = getattr(value, "steps", None)
-    if steps is not None:  # an episode: dominated by its steps' text
-        n = 600 + len(value.description)
-        for s in steps:
-            r = s.result
-            n += 300 + len(s.action) + (len(r.output) if r is not None else 0)
-        return n
-    vec = getattr(value, "vector", None)
-    if vec is not None:
-        return 200 + 4 * len(vec)
+def _flat_size(value: Any) -> int:
     return 400

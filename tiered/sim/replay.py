@@ -42,6 +42,7 @@ from tiered.pool.sizing import Reactive
 from tiered.sim.engine import Simulator
 from tiered.sim.pool import PolicyFactory, PoolScenario, RequestPool
 from tiered.sim.service import ServiceModel
+from tiered.store.records import approx_size
 from tiered.workload.plans import Layers, Workload, arrival_times, make_corpus, plan_requests
 
 __all__ = ["ReplayResult", "replay"]
@@ -106,7 +107,7 @@ def replay(
     )
     pool = RequestPool(scenario, sizing or (lambda clock: Reactive(clock=clock)), sim)
     pool.start()
-    layer = CacheLayer(cfg, timer=sim.now)
+    layer = CacheLayer(cfg, timer=sim.now, getsizeof=approx_size)  # sized as the Store does
     episodes = layer.records["episodes"]
     queries = layer.queries
     n = len(plan)

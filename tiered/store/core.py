@@ -61,6 +61,7 @@ from tiered.store.records import (
     PATTERNS,
     PAYLOAD_KINDS,
     RecordKind,
+    approx_size,
     encode_frames,
 )
 from tiered.store.vectors import Vectors
@@ -144,7 +145,8 @@ class Store:
         cannot be reached, :class:`AuthError` when it rejects ``auth_token``.
         """
         config = config or StoreConfig()
-        layer = CacheLayer(cache or CacheConfig(), timer=timer)  # validated before any I/O
+        # validated before any I/O
+        layer = CacheLayer(cache or CacheConfig(), timer=timer, getsizeof=approx_size)
         db = await Database.open(
             url,
             auth_token=auth_token,

@@ -28,6 +28,7 @@ __all__ = [
     "PATTERNS",
     "PAYLOAD_KINDS",
     "RecordKind",
+    "approx_size",
     "decode_embedding",
     "encode_frames",
 ]
@@ -240,6 +241,21 @@ EMBEDDINGS: RecordKind[Embedding] = RecordKind(
     q.DELETE_EMBEDDING,
     lambda row, codec: decode_embedding(row),
 )
+
+
+def approx_size(value: Any) -> int:
+    """A cheap, stable estimate of a cached record's bytes (the cache's ``getsizeof``): an
+    episode is dominated by its steps' text, an embedding by its vector."""
+    if isinstance(value, Episode):
+        n = 600 + len(value.description)
+        for s in value.steps:
+            r = s.result
+            n += 300 + len(s.action) + (len(r.output) if r is not None else 0)
+        return n
+    if isinstance(value, Embedding):
+        return 200 + 4 * len(value.vector)
+    return 400
+
 
 #: every kind by its table name
 KINDS: dict[str, RecordKind[Any]] = {
