@@ -300,12 +300,13 @@ class Pool(Generic[C]):
         t0 = clock()
         self._stats["requests_num"] += 1
         state = self._state
-        state.requested()
-        while (slot := state.take_idle()) is not None:
+        slot = state.request()
+        while slot is not None:
             now = clock()
             if (
                 now - slot.last_checked > self.check_after or slot.last_checked < self._broken_at
             ) and not await self._check(slot):
+                slot = state.take_idle()
                 continue
             if self._closed:  # closed during the check
                 state.forget(slot)
@@ -373,27 +374,26 @@ class Pool(Generic[C]):
 
     def _release(self, slot: _Slot[C], exc: BaseException | None) -> None:
         now = self._clock()
-        keep = self._state.give_back(slot)
+        # the connection failed, or a cancelled request may still be in flight on it
+        broken = exc is not None and not _connection_ok(exc)
+        stale = slot.gen != self._gen or now >= slot.expires  # drained, or past its lifetime
+        kept, fut = self._state.release(slot, not (broken or stale or self._closed), _waiting)
         if self._all_back is not None and not self._lent:
             self._all_back.set()
         self._stats["usage_ms"] += round((now - slot.last_used) * 1000)
         slot.last_used = slot.last_checked = now
-        if exc is not None and not _connection_ok(exc):
-            # the connection failed, or a cancelled request may still be in flight on it
+        if kept:
+            if fut is not None:
+                fut.set_result(slot)
+            return
+        if broken:
             self._stats["connections_lost"] += 1
             if isinstance(exc, DatabaseUnavailable):
                 self._broken_at = now
-            self._discard(slot)
-            self._grow()
-            return
-        stale = slot.gen != self._gen or now >= slot.expires  # drained, or past its lifetime
-        if not keep or self._closed or stale:
-            if stale and not self._closed:
-                self._stats["connections_recycled"] += 1
-            self._discard(slot)
-            self._grow()
-            return
-        self._put(slot)
+        elif stale and not self._closed:
+            self._stats["connections_recycled"] += 1
+        self._discard(slot)
+        self._grow()
 
     def _put(self, slot: _Slot[C]) -> None:
         """Give a free connection to the first live waiter, or push it on the idle stack."""

@@ -96,10 +96,6 @@ class PoolState(Generic[S, W]):
             self.conn_seconds += size * dt
             self._acc_t = now
 
-    def requested(self) -> None:
-        """A borrow was asked for."""
-        self._tick_requests += 1
-
     def waited(self, seconds: float) -> None:
         """A borrower that queued got a connection (or gave up) after ``seconds``."""
         self._tick_waited += 1
@@ -140,6 +136,12 @@ class PoolState(Generic[S, W]):
 
     # -- lending ---------------------------------------------------------------------------------
 
+    def request(self) -> S | None:
+        """A borrow is asked for: the top of the idle stack, now lent (``None``: nothing idle;
+        queue the borrower in :attr:`waiters`)."""
+        self._tick_requests += 1
+        return self.take_idle()
+
     def take_idle(self) -> S | None:
         """The top of the idle stack, now counted as lent (``None``: nothing idle)."""
         if not self.idle:
@@ -161,12 +163,32 @@ class PoolState(Generic[S, W]):
         self.idle.append(slot)
         return None
 
-    def give_back(self, slot: S) -> bool:
-        """A lent connection came back: ``True`` to keep it (then :meth:`put` it), ``False``
-        to close it (the pool is above its target and the queue's needs, or does not reuse)."""
+    def release(
+        self, slot: S, reusable: bool, alive: Callable[[W], bool] = lambda w: True
+    ) -> tuple[bool, W | None]:
+        """A lent connection came back (``reusable``: not broken, not stale). Returns whether it
+        is kept and, if kept, the waiter it went to (``None``: onto the idle stack); a
+        connection not kept is for the caller to close (the pool is above its target and the
+        queue's needs, or does not reuse). One accounting for the whole hand-over: this is
+        the hot path of every call."""
         self.account()
-        self.lent.discard(slot)
-        return self.reuse and self.size <= max(self.target, self.min_size) + len(self.waiters)
+        lent = self.lent
+        lent.discard(slot)
+        if not (
+            reusable
+            and self.reuse
+            and len(self.idle) + len(lent) + self.opening
+            <= max(self.target, self.min_size) + len(self.waiters)
+        ):
+            return False, None
+        waiters = self.waiters
+        while waiters:
+            w = waiters.popleft()
+            if alive(w):
+                lent.add(slot)
+                return True, w
+        self.idle.append(slot)
+        return True, None
 
     def forget(self, slot: S) -> None:
         """A lent connection is gone (failed, or closed by its borrower)."""

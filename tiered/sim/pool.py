@@ -203,7 +203,10 @@ class RequestPool:
         self._put(next(self._tokens))
 
     def _put(self, slot: int) -> None:
-        w = self.state.put(slot)
+        self._handed(slot, self.state.put(slot))
+
+    def _handed(self, slot: int, w: _Waiter | None) -> None:
+        """``slot`` went to the queued request ``w`` (if any): it starts now."""
         if w is not None:
             arrived, hold, done = w
             waited = self.sim.now() - arrived
@@ -220,8 +223,7 @@ class RequestPool:
         """A request arrives now: it holds a connection for ``hold`` seconds (None: drawn from
         the scenario's hold times) and ``done()`` runs when it gives the connection back."""
         state = self.state
-        state.requested()
-        slot = state.take_idle()
+        slot = state.request()
         if slot is not None:
             self._start(slot, 0.0, hold, done)
             return
@@ -230,8 +232,9 @@ class RequestPool:
         self._grow()
 
     def _done(self, slot: int, done: Callable[[], None] | None) -> None:
-        if self.state.give_back(slot):
-            self._put(slot)
+        kept, w = self.state.release(slot, True)
+        if kept:
+            self._handed(slot, w)
         else:
             self._grow()  # the connection closes (the pool is above its target)
         if done is not None:
