@@ -12,14 +12,17 @@ from tiered.errors import (
     DatabaseBusy,
     DatabaseError,
     DatabaseUnavailable,
+    DataError,
     DevServerError,
     PayloadTooLarge,
     PoolClosed,
     PoolExhausted,
     PoolTimeout,
+    ReadOnlyError,
     StoreClosed,
     TieredError,
     UnknownDictionary,
+    UnknownLayout,
     ValidationError,
 )
 from tiered.metrics import Histogram, Metrics, MetricsServer, serve_metrics
@@ -47,7 +50,7 @@ from tiered.model import (
     to_micros,
 )
 from tiered.netproxy import TcpProxy
-from tiered.pool import Fixed, Hybrid, Pool, Predictive, Reactive, Schedule
+from tiered.pool import Fixed, Hybrid, Pool, PoolState, Predictive, Reactive, Schedule
 from tiered.store import PoolConfig, Store, StoreConfig, SyncStore, open_store, open_sync
 
 __version__ = "0.1.0"
@@ -64,6 +67,7 @@ __all__ = [
     "ConstraintError",
     "ContextPattern",
     "CorruptPayload",
+    "DataError",
     "DatabaseBusy",
     "DatabaseError",
     "DatabaseUnavailable",
@@ -89,9 +93,11 @@ __all__ = [
     "PoolClosed",
     "PoolConfig",
     "PoolExhausted",
+    "PoolState",
     "PoolTimeout",
     "Predictive",
     "Reactive",
+    "ReadOnlyError",
     "RecordCacheConfig",
     "Reflection",
     "RouterConfig",
@@ -110,6 +116,7 @@ __all__ = [
     "TieredError",
     "ToolSequence",
     "UnknownDictionary",
+    "UnknownLayout",
     "ValidationError",
     "__version__",
     "find_sqld",

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "ConstraintError",
     "CorruptPayload",
+    "DataError",
     "DatabaseBusy",
     "DatabaseError",
     "DatabaseUnavailable",
@@ -26,6 +27,7 @@ __all__ = [
     "StoreClosed",
     "TieredError",
     "UnknownDictionary",
+    "UnknownLayout",
     "ValidationError",
 ]
 
@@ -52,6 +54,21 @@ class ValidationError(TieredError, ValueError):
 
 class PayloadTooLarge(ValidationError):
     """An encoded record is larger than the store's ``max_payload_bytes``; nothing was written."""
+
+
+class DataError(TieredError, ValueError):
+    """Input data cannot be used as given: a traffic file without a timestamp column or with
+    negative counts, a database whose contents the analysis cannot read. The message says what
+    was found and what is needed."""
+
+
+class UnknownLayout(DataError):
+    """The database is neither of tiered's layout nor of the original system's (nor empty);
+    ``tables`` lists what it holds."""
+
+    def __init__(self, message: str, tables: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.tables = tables
 
 
 class CorruptPayload(TieredError, ValueError):
