@@ -40,6 +40,7 @@ FLOORS: dict[str, int] = {
     "tiered.sim": 5,
     "tiered.demo": 5,
     "tiered.scenarios": 6,
+    "tiered.analysis": 6,
     "tiered.report": 7,
     "tiered.cli": 7,
     "tiered.__main__": 7,

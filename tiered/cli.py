@@ -1,4 +1,4 @@
-"""``tiered`` command line: ``report`` (the main job), ``bench`` and ``dev-server``.
+"""``tiered`` command line: ``report`` (the main job), ``analyze``, ``bench`` and ``dev-server``.
 
 ``tiered report`` runs the storage core end to end on the embedded default, the bench workload
 with each layer in turn, the simulation scenarios (:mod:`tiered.scenarios`), every notebook,
@@ -74,6 +74,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     shot = report.screenshot(index)
     if shot is not None:
         print(f"screenshot (headless Chromium): {shot}")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    """Read-only analysis of a database (and a traffic file): recommendations first."""
+    import os
+
+    from tiered.analysis import analyze
+
+    token = args.auth_token or os.environ.get("TIERED_AUTH_TOKEN") or None
+    analysis = asyncio.run(
+        analyze(
+            args.url,
+            auth_token=token,
+            traffic=args.traffic,
+            sample=args.sample,
+            quantile=args.quantile,
+            slo_ms=args.slo_ms,
+            seed=args.seed,
+        )
+    )
+    paths = analysis.write(Path(args.out))
+    if args.json:
+        print(json.dumps(analysis.as_dict(), indent=2, default=str))
+    else:
+        print(analysis.render())
+        print(f"\nwritten (nothing else was): {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -232,6 +259,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reuse data/results/ instead of re-running the simulation scenarios",
     )
     rep.set_defaults(func=_cmd_report)
+    an = sub.add_parser(
+        "analyze",
+        help="read-only analysis of your database and traffic, with recommendations",
+        description="Opens URL read-only (file: with SQLite's mode=ro; on a server every "
+        "statement is a read, refused otherwise before it is sent), detects its layout "
+        "(tiered's or the original system's), and reports storage, compression, index health "
+        "and a pool plan checked on held-out traffic. Writes only into --out.",
+    )
+    an.add_argument("url", help="file:path, ws://host:port, http://host:port, libsql://...")
+    an.add_argument(
+        "--auth-token",
+        default=None,
+        help="token for a server (prefer the TIERED_AUTH_TOKEN environment variable; a "
+        "read-only token is enough)",
+    )
+    an.add_argument("--traffic", help="CSV or parquet: a timestamp column, optionally counts")
+    an.add_argument("--out", default="reports/analysis", help="where results are written")
+    an.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    an.add_argument("--sample", type=int, default=2000, help="episodes sampled for compression")
+    an.add_argument("--quantile", type=float, default=0.9, help="forecast quantile planned for")
+    an.add_argument("--slo-ms", type=float, default=10.0, help="wait for a connection target")
+    an.add_argument("--seed", type=int, default=0)
+    an.set_defaults(func=_cmd_analyze)
     b = sub.add_parser(
         "bench",
         help="run a mixed workload with layers on/off and print the latency breakdown",

@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import polars as pl
 
@@ -63,7 +63,9 @@ class Target:
     def __repr__(self) -> str:
         return f"<Target {self.backend} {redact_url(self.url)}>"
 
-    async def query(self, sql: str, args: Sequence[Value] = (), *, name: str = "analysis") -> list[Row]:
+    async def query(
+        self, sql: str, args: Sequence[Value] = (), *, name: str = "analysis"
+    ) -> list[Row]:
         """Rows of a read; anything that is not a read raises :class:`ReadOnlyError` before
         it reaches the database."""
         if not _is_read(sql):
@@ -144,7 +146,9 @@ async def history(target: Target, layout: Layout) -> pl.DataFrame:
         {"h": [int(r[0] or 0) for r in rows], "n": [float(r[1] or 0) for r in rows]},
         schema={"h": pl.Int64, "n": pl.Float64},
     )
-    return _hourly(frame.select(timestamp=pl.from_epoch(pl.col("h") * 3600, time_unit="s"), requests="n"))
+    return _hourly(
+        frame.select(timestamp=pl.from_epoch(pl.col("h") * 3600, time_unit="s"), requests="n")
+    )
 
 
 def _hourly(frame: pl.DataFrame) -> pl.DataFrame:
@@ -153,10 +157,8 @@ def _hourly(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.cast({"timestamp": pl.Datetime("us"), "requests": pl.Float64})
     frame = frame.with_columns(pl.col("timestamp").cast(pl.Datetime("us")).dt.truncate("1h"))
     frame = frame.group_by("timestamp").agg(pl.col("requests").sum()).sort("timestamp")
-    lo, hi = frame["timestamp"].min(), frame["timestamp"].max()
-    grid = pl.DataFrame(
-        {"timestamp": pl.datetime_range(lo, hi, "1h", eager=True, time_unit="us")}  # type: ignore[arg-type]
-    )
+    lo, hi = cast(datetime, frame["timestamp"].min()), cast(datetime, frame["timestamp"].max())
+    grid = pl.DataFrame({"timestamp": pl.datetime_range(lo, hi, "1h", eager=True, time_unit="us")})
     return grid.join(frame, on="timestamp", how="left").with_columns(
         pl.col("requests").fill_null(0.0).cast(pl.Float64)
     )
@@ -209,9 +211,7 @@ def traffic_file(path: str | Path) -> TrafficSeries:
     if raw.height == 0:
         raise DataError(f"traffic file {p} has no rows")
     ts_col, ts = _timestamps(raw, p)
-    count_col = next(
-        (c for c in raw.columns if c.lower() in _COUNT_NAMES and c != ts_col), None
-    )
+    count_col = next((c for c in raw.columns if c.lower() in _COUNT_NAMES and c != ts_col), None)
     notes: list[str] = []
     if count_col is None:
         counts = pl.Series("requests", [1.0] * raw.height)
@@ -255,7 +255,9 @@ def _timestamps(raw: pl.DataFrame, p: Path) -> tuple[str, pl.Series]:
         s = raw[c]
         if s.dtype.is_numeric():  # epoch seconds (or milliseconds, if they look like it)
             scale = 1000 if s.max() is not None and float(s.max()) > 1e11 else 1  # type: ignore[arg-type]
-            return c, pl.from_epoch((s.cast(pl.Float64) / scale).cast(pl.Int64), time_unit="s").cast(pl.Datetime("us"))
+            return c, pl.from_epoch(
+                (s.cast(pl.Float64) / scale).cast(pl.Int64), time_unit="s"
+            ).cast(pl.Datetime("us"))
         if s.dtype == pl.Utf8:
             parsed = s.str.to_datetime(strict=False, time_unit="us")
             if parsed.null_count() < s.len():
@@ -271,5 +273,5 @@ def window(series: pl.DataFrame, days: float) -> pl.DataFrame:
     """The last ``days`` days of an hourly series."""
     if series.height == 0:
         return series
-    end = series["timestamp"].max()
-    return series.filter(pl.col("timestamp") > end - timedelta(days=days))  # type: ignore[operator]
+    end = cast(datetime, series["timestamp"].max())
+    return series.filter(pl.col("timestamp") > end - timedelta(days=days))

@@ -33,8 +33,13 @@ class EmbeddedConnection(Connection):
         try:
             if read_only:
                 # SQLite's own read-only mode: no write can reach the file, and nothing about
-                # the file (journal mode included) is changed by opening it
-                target = f"file:{urllib.parse.quote(str(Path(path).resolve()))}?mode=ro"
+                # the file (journal mode included) is changed by opening it. A database with no
+                # write-ahead log beside it is at rest: read it as immutable, so that not even
+                # the -wal and -shm files a WAL-mode reader would create appear beside it.
+                at_rest = not Path(f"{path}-wal").exists()
+                target = f"file:{urllib.parse.quote(str(Path(path).resolve()))}?mode=ro" + (
+                    "&immutable=1" if at_rest else ""
+                )
             else:
                 target = path
             self._db = sqlite3.connect(

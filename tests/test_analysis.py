@@ -1,0 +1,337 @@
+"""``tiered analyze`` on a realistic database of the original layout (file and sqld) and on a
+tiered database: it reads only (every table's rows byte-identical afterwards, nothing new beside
+the file), its evidence is measured, and bad input is a typed error or a labelled partial report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tiered import DataError, ReadOnlyError, Store, StoreConfig, UnknownLayout
+from tiered.analysis import analyze, open_target, traffic_file
+from tiered.analysis.profile import PAYLOAD_COLUMNS, _text, compression_projection
+from tiered.compression import Codec
+from tiered.db.driver import Statement, connect
+from tiered.devserver import SqldProcess, free_port
+from tiered.sim import generate_episodes, generate_heuristics, generate_patterns
+from tiered.workload.legacy import envelope, write_legacy_database
+
+QUIET = {"say": lambda _m: None}
+
+
+def checksums_file(path: Path) -> dict[str, str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _checksums(lambda sql: db.execute(sql).fetchall())
+    finally:
+        db.close()
+
+
+def _checksums(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    names = [r[0] for r in run("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    out = {}
+    for t in names:
+        rows = run(f'SELECT * FROM "{t}"')
+        out[t] = hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
+    return out
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def checksums_url(url: str) -> dict[str, str]:
+    conn = await connect(url)
+    try:
+        tables = [
+            str(r[0])
+            for r in (
+                await conn.execute(
+                    Statement(
+                        "t", "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+                    )
+                )
+            ).rows
+        ]
+        out = {}
+        for t in tables:
+            rows = (await conn.execute(Statement("c", f'SELECT * FROM "{t}"', reuse=False))).rows
+            out[t] = hashlib.sha256(repr(sorted(map(repr, rows))).encode()).hexdigest()
+        return out
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("legacy") / "memory.db"
+    write_legacy_database(path, episodes=1500, weeks=5, seed=3)
+    return path
+
+
+@pytest.fixture
+def legacy_copy(legacy: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "memory.db"
+    shutil.copy(legacy, dest)
+    return dest
+
+
+@pytest.fixture
+def legacy_sqld(legacy: Path, sqld_binary: Path, tmp_path: Path) -> Iterator[SqldProcess]:
+    data = tmp_path / "sqld" / "dbs" / "default"
+    data.mkdir(parents=True)
+    shutil.copy(legacy, data / "data")  # sqld serves an existing SQLite file placed there
+    proc = SqldProcess(sqld_binary, tmp_path / "sqld", free_port(), log_path=tmp_path / "log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+# -- reads only ------------------------------------------------------------------------------------
+
+
+async def test_analyze_a_legacy_file_reads_only(legacy_copy: Path) -> None:
+    before, listing = (
+        checksums_file(legacy_copy),
+        sorted(p.name for p in legacy_copy.parent.iterdir()),
+    )
+    digest = file_digest(legacy_copy)
+    a = await analyze(f"file:{legacy_copy}", **QUIET)
+    assert checksums_file(legacy_copy) == before
+    assert file_digest(legacy_copy) == digest
+    assert sorted(p.name for p in legacy_copy.parent.iterdir()) == listing  # no -wal, no -shm
+    assert a.layout == "legacy" and a.statements_sent > 5
+    parts = {r.part for r in a.recommendations}
+    assert {"compression", "indexes", "pool"} <= parts
+    scans = a.indexes.filter(pl.col("full_scan"))["query"].to_list()
+    assert scans == ["query_episodes_by_metadata"]  # the original's metadata lookup scans
+    assert (
+        a.indexes.filter(pl.col("query") == "query_episodes_by_metadata")["tiered_scans"][0] == ""
+    )
+    assert "Store.open(" in a.snippet() and "PoolConfig(" in a.snippet()
+    assert json.loads(json.dumps(a.as_dict(), default=str))["layout"] == "legacy"
+
+
+async def test_analyze_a_legacy_database_on_sqld_reads_only(legacy_sqld: SqldProcess) -> None:
+    # (checksums read whole tables: over HTTP, which has no 4 MiB message limit)
+    before = await checksums_url(legacy_sqld.http_url)
+    a = await analyze(legacy_sqld.ws_url, **QUIET)
+    assert a.layout == "legacy" and a.compression is not None and a.compression.sampled > 1000
+    assert await checksums_url(legacy_sqld.http_url) == before
+
+
+async def test_analyze_a_tiered_database_reads_only(tmp_path: Path) -> None:
+    url = f"file:{tmp_path / 't.db'}"
+    async with await Store.open(url) as s:
+        await s.store_episodes(generate_episodes(600, seed=4))
+        await s.store_patterns(generate_patterns(20, seed=4))
+        await s.store_heuristics(generate_heuristics(10, seed=4))
+    before = checksums_file(tmp_path / "t.db")
+    a = await analyze(url, **QUIET)
+    assert checksums_file(tmp_path / "t.db") == before
+    assert a.layout == "tiered" and not a.indexes["full_scan"].any()
+    assert a.compression is not None and a.compression.undecodable == 0
+
+
+async def test_the_target_refuses_anything_but_reads(legacy_copy: Path) -> None:
+    target = await open_target(f"file:{legacy_copy}")
+    try:
+        for sql in (
+            "DELETE FROM episodes",
+            "SELECT 1; DROP TABLE episodes",
+            "PRAGMA journal_mode = DELETE",
+            "CREATE TABLE x(a)",
+            "ATTACH DATABASE 'x.db' AS x",
+        ):
+            with pytest.raises(ReadOnlyError):
+                await target.query(sql)
+        assert target.statements == 0
+        assert (await target.query("SELECT count(*) FROM episodes"))[0][0] == 1500
+    finally:
+        await target.close()
+
+
+async def test_a_read_only_store_refuses_every_write_before_any_io(db_url: str) -> None:
+    async with await Store.open(db_url) as s:
+        await s.store_episodes(generate_episodes(5, seed=1))
+    ro = await Store.open(db_url, config=StoreConfig(read_only=True))
+    try:
+        sent = ro.stats()["statements"]["executions"]
+        ep = generate_episodes(1, seed=2)[0]
+        writes = [
+            lambda: ro.store_episode(ep),
+            lambda: ro.store_episodes([ep]),
+            lambda: ro.delete_episode(ep.id),
+            lambda: ro.store_patterns(generate_patterns(1, seed=1)),
+            lambda: ro.delete_pattern("p"),
+            lambda: ro.store_heuristics(generate_heuristics(1, seed=1)),
+            lambda: ro.delete_heuristic("h"),
+            lambda: ro.delete_embedding("e"),
+            lambda: ro.train_dictionary("episodes", sample=30),
+        ]
+        for write in writes:
+            with pytest.raises(ReadOnlyError):
+                await write()
+        assert ro.stats()["statements"]["executions"] == sent  # nothing reached the database
+        assert len(await ro.query_episodes_since(0)) == 5
+    finally:
+        await ro.close()
+
+
+# -- measured, not guessed -----------------------------------------------------------------------
+
+
+async def test_compression_projection_is_within_10_percent_of_encoding_every_row(
+    legacy_copy: Path,
+) -> None:
+    target = await open_target(f"file:{legacy_copy}")
+    try:
+        proj = await compression_projection(target, "legacy", sample=300)
+        cols = ", ".join(PAYLOAD_COLUMNS["legacy"])
+        rows = await target.query(f"SELECT {cols} FROM episodes")
+    finally:
+        await target.close()
+    assert proj is not None and proj.sampled <= 300 and proj.rows == 1500
+    raws = [b"\x1e".join(_text(v) for v in r) for r in rows]
+    codec = Codec()
+    actual_plain = sum(map(len, codec.encode_many(raws)))
+    data = codec.train(raws[len(raws) // 5 :], size=16384)
+    actual_dict = codec.measure(raws, data)
+    assert abs(proj.zstd_bytes / actual_plain - 1) < 0.10
+    assert abs(proj.dictionary_bytes / actual_dict - 1) < 0.10
+    assert proj.dictionary_bytes < proj.zstd_bytes < proj.stored_bytes
+
+
+def _rhythm_series(weeks: int, peak: float, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 9, 7, tzinfo=UTC)
+    ts = [start + timedelta(hours=h) for h in range(weeks * 168)]
+    rate = [
+        peak * (0.1 + math.exp(-(((t.hour - 14) / 4) ** 2))) * (0.4 if t.weekday() >= 5 else 1.0)
+        for t in ts
+    ]
+    return pl.DataFrame({"time": ts, "requests": rng.poisson(np.array(rate) * 3600)})
+
+
+async def test_the_pool_plan_meets_its_slo_on_held_out_days(
+    legacy_copy: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "traffic.csv"
+    _rhythm_series(4, 30.0, seed=5).write_csv(path)
+    a = await analyze(f"file:{legacy_copy}", traffic=path, **QUIET)
+    assert a.traffic is not None and a.traffic.hours == 4 * 168
+    assert a.traffic.meets_slo, a.traffic.held_out
+    assert a.traffic.max_size > a.traffic.min_size >= 1
+    assert "file" in a.traffic_source
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_traffic_files_bad_and_odd(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text("host,bytes\na,1\nb,2\n")
+    with pytest.raises(DataError, match="no timestamp column"):
+        traffic_file(p)
+    p.write_text("timestamp,count\n2026-01-01T00:00:00,5\n2026-01-01T01:00:00,-3\n")
+    with pytest.raises(DataError, match="negative"):
+        traffic_file(p)
+    with pytest.raises(DataError, match="does not exist"):
+        traffic_file(tmp_path / "missing.csv")
+    # a request log: one row per request, irregular; a gap of three hours
+    t0 = datetime(2026, 1, 1)
+    times = [t0 + timedelta(minutes=7 * i) for i in range(40)]
+    times += [t0 + timedelta(hours=8, minutes=i) for i in range(10)]
+    pl.DataFrame({"ts": times}).write_parquet(tmp_path / "log.parquet")
+    s = traffic_file(tmp_path / "log.parquet")
+    assert s.frame["requests"].sum() == 50 and s.count_column is None
+    assert s.gaps >= 3 and any("no rows" in n for n in s.notes)
+    # epoch seconds and a count column
+    pl.DataFrame(
+        {"time": [1_767_225_600 + 600 * i for i in range(12)], "value": [2] * 12}
+    ).write_csv(tmp_path / "epoch.csv")
+    e = traffic_file(tmp_path / "epoch.csv")
+    assert e.frame["requests"].sum() == 24 and e.hours == 2
+
+
+async def test_two_days_of_traffic_give_a_labelled_partial_report(
+    legacy_copy: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "short.csv"
+    _rhythm_series(1, 5.0, seed=1).head(48).write_csv(path)
+    a = await analyze(f"file:{legacy_copy}", traffic=path, **QUIET)
+    assert a.traffic is None and any("no pool plan" in n for n in a.notes)
+    assert {r.part for r in a.recommendations} == {"compression", "indexes"}
+
+
+async def test_unknown_and_empty_databases(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE invoices(id INTEGER PRIMARY KEY, total REAL)")
+    db.commit()
+    db.close()
+    with pytest.raises(UnknownLayout) as info:
+        await analyze(f"file:{other}", **QUIET)
+    assert info.value.tables == ("invoices",)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    a = await analyze(f"file:{empty}", **QUIET)
+    assert a.layout == "empty" and a.traffic is None and a.compression is None
+    assert any("empty" in n for n in a.notes)
+
+
+def test_cli_analyze_writes_only_into_out(legacy_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = sorted(p.name for p in legacy_copy.parent.iterdir())
+    run = subprocess.run(
+        [sys.executable, "-m", "tiered", "analyze", f"file:{legacy_copy}", "--json",
+         "--out", str(out), "--sample", "200"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["layout"] == "legacy" and doc["recommendations"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "analysis.json", "history.parquet", "indexes.parquet", "pool-schedule.json",
+        "storage.parquet",
+    ]  # fmt: skip
+    assert sorted(p.name for p in legacy_copy.parent.iterdir() if p != out) == before
+    bad = subprocess.run(
+        [sys.executable, "-m", "tiered", "analyze", f"file:{tmp_path / 'nope' / 'x.db'}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_envelopes_round_trip() -> None:
+    from tiered.analysis import decode_envelope
+    from tiered.errors import CorruptPayload
+
+    data = json.dumps({"a": list(range(100))}).encode()
+    for algo in ("zstd", "gzip", "lz4"):
+        assert decode_envelope(envelope(data, algo)) == data
+    good = envelope(data, "zstd")
+    head, body = good.split("\n", 1)
+    for bad in (
+        good.replace(f":{len(data)}", f":{len(data) + 1}"),  # the size does not match
+        head + "\n" + body[:-8],  # truncated
+        "__compressed__:brotli:3\nAAAA",
+        "__compressed__:zstd\nAAAA",
+    ):
+        with pytest.raises(CorruptPayload):
+            decode_envelope(bad)

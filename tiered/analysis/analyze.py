@@ -1,0 +1,302 @@
+"""``tiered analyze``: a read-only analysis of a user's database and traffic, recommendations first.
+
+:func:`analyze` opens the target read-only (:mod:`tiered.analysis.sources`), detects its layout,
+and runs each analysis that its inputs allow, each returning its evidence as frames:
+
+* storage profile and the compression tiered's codec would achieve on a sample
+  (:mod:`tiered.analysis.profile`);
+* index health: the plans of the layout's hot queries beside tiered's
+  (:mod:`tiered.analysis.indexes`);
+* traffic model → pool plan, checked on held-out days (:mod:`tiered.analysis.traffic`), on the
+  user's traffic file, or else on the database's own history (a proxy for writes);
+
+then turns the evidence into :class:`Recommendation` s and one configuration snippet to paste.
+What is not analysed yet (a recorded access trace for cache sizing, latency probes against the
+live server) is listed as such in :attr:`Analysis.notes`, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tiered.analysis.indexes import index_health
+from tiered.analysis.profile import CompressionProjection, compression_projection, storage_profile
+from tiered.analysis.sources import (
+    Layout,
+    TrafficSeries,
+    detect_layout,
+    history,
+    open_target,
+    traffic_file,
+)
+from tiered.analysis.traffic import TrafficPlan, plan_traffic
+from tiered.db.driver import redact_url
+from tiered.errors import ConfigError, DataError
+from tiered.sim.pool import HoldTimes
+
+__all__ = ["Analysis", "Recommendation", "analyze"]
+
+
+@dataclass
+class Recommendation:
+    """One part of the recommended configuration, its predicted effect and how sure we are."""
+
+    part: str
+    setting: str  # a keyword argument of Store.open, as Python
+    effect: str
+    confidence: str
+    evidence: str  # which section of the report backs it
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Analysis:
+    """Everything :func:`analyze` found; :meth:`render` shows the recommendations first."""
+
+    target: str  # the URL, credentials redacted
+    layout: Layout
+    storage: pl.DataFrame
+    compression: CompressionProjection | None
+    indexes: pl.DataFrame
+    history: pl.DataFrame
+    traffic_source: str
+    traffic: TrafficPlan | None
+    recommendations: list[Recommendation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    statements_sent: int = 0
+
+    def snippet(self, schedule_file: str = "pool-schedule.json") -> str:
+        """The recommended configuration as Python to paste."""
+        lines = ["from tiered import Store, StoreConfig, PoolConfig, CacheConfig"]
+        if self.traffic is not None:
+            lines += [
+                "from tiered import Hybrid, Predictive, Reactive, Schedule",
+                "import json",
+                "",
+                f"steps = json.load(open({schedule_file!r}))  # (epoch seconds, size) changes",
+            ]
+        lines += ["", "store = await Store.open(", "    url,"]
+        lines += [f"    {r.setting}," for r in self.recommendations if r.setting]
+        lines.append(")")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "layout": self.layout,
+            "recommendations": [r.as_dict() for r in self.recommendations],
+            "snippet": self.snippet(),
+            "storage": self.storage.to_dicts(),
+            "compression": self.compression.as_dict() if self.compression else None,
+            "indexes": self.indexes.to_dicts(),
+            "traffic_source": self.traffic_source,
+            "traffic": self.traffic.as_dict() if self.traffic else None,
+            "history_hours": self.history.height,
+            "notes": self.notes,
+            "statements_sent": self.statements_sent,
+        }
+
+    def render(self) -> str:
+        out = [f"tiered analyze: {self.target} ({self.layout} layout)", "", "Recommended:"]
+        for r in self.recommendations:
+            out.append(f"  [{r.part}] {r.effect}")
+            out.append(f"      how sure: {r.confidence}")
+        out += ["", "Paste:", *("  " + x for x in self.snippet().splitlines())]
+        out += ["", "Evidence:"]
+        tables = self.storage.filter(pl.col("column") == "*").head(8)
+        out.append("  storage (rows, bytes as stored):")
+        for t in tables.iter_rows(named=True):
+            out.append(f"    {t['table']:<28}{t['rows']:>10,} rows {t['bytes']:>14,} bytes")
+        c = self.compression
+        if c is not None:
+            out.append(
+                f"  payloads of {c.rows:,} episodes (sample {c.sampled:,}): stored "
+                f"{c.stored_bytes:,.0f} B, raw {c.raw_bytes:,.0f} B, tiered zstd "
+                f"{c.zstd_bytes:,.0f} B, with a dictionary {c.dictionary_bytes:,.0f} B"
+            )
+        out.append("  hot queries (plan on this database | in tiered's layout):")
+        for q in self.indexes.iter_rows(named=True):
+            mark = "SCAN" if q["full_scan"] else "index"
+            out.append(f"    {q['query']:<28}{mark:<6} {q['plan'][:60]}")
+            out.append(f"    {'':<28}{'':<6} tiered: {q['tiered_plan'][:60]}")
+        if self.traffic is not None:
+            tp = self.traffic
+            out.append(f"  traffic ({self.traffic_source}): {tp.hours} hours, model {tp.model}")
+            for p in tp.held_out.iter_rows(named=True):
+                out.append(
+                    f"    held-out {p['policy']:<9} late {p['late_share']:.4%}  "
+                    f"connection-hours {p['connection_hours']:,.1f}"
+                )
+        for n in self.notes:
+            out.append(f"  note: {n}")
+        out.append(f"  ({self.statements_sent} read-only statements sent; nothing written)")
+        return "\n".join(out)
+
+    def write(self, out: Path) -> dict[str, Path]:
+        """``analysis.json``, the evidence frames as parquet and the pool schedule in ``out``."""
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "analysis.json"}
+        paths["json"].write_text(json.dumps(self.as_dict(), indent=2, default=str))
+        for name, frame in (
+            ("storage", self.storage),
+            ("indexes", self.indexes),
+            ("history", self.history),
+        ):
+            paths[name] = out / f"{name}.parquet"
+            frame.write_parquet(paths[name])
+        if self.traffic is not None:
+            paths["schedule"] = out / "pool-schedule.json"
+            paths["schedule"].write_text(json.dumps(self.traffic.schedule))
+        return paths
+
+
+def _hold_times() -> tuple[HoldTimes, float, str]:
+    """The service times a plan assumes: the project's measured model when present."""
+    try:
+        from tiered.scenarios.runs import load_service
+
+        model = load_service()
+        hold, connect = model.hold_times(), float(np.median(model.connect_times()))
+        rtt = model.info.get("rtt_ms", 0.0)
+        return hold, connect, f"service times measured on a local sqld behind a {rtt:g} ms link"
+    except (OSError, ConfigError, pl.exceptions.PolarsError):
+        rng = np.random.default_rng(0)
+        sample = rng.gamma(2.0, 0.0125, 5000)  # mean 25 ms, cv 0.7
+        return HoldTimes(sample), 0.05, "assumed service times (mean 25 ms): none measured"
+
+
+async def analyze(
+    url: str,
+    *,
+    auth_token: str | None = None,
+    traffic: str | Path | None = None,
+    sample: int = 2000,
+    quantile: float = 0.9,
+    slo_ms: float = 10.0,
+    seed: int = 0,
+    say: Callable[[str], None] | None = None,
+) -> Analysis:
+    """Analyse the database at ``url`` (read-only) and, if given, the ``traffic`` file.
+
+    Raises :class:`DataError` / :class:`UnknownLayout` for inputs it cannot use, the database
+    errors of :func:`tiered.analysis.sources.open_target` when the target cannot be opened.
+    """
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    series: TrafficSeries | None = None
+    if traffic is not None:
+        series = traffic_file(traffic)  # a bad file fails before any connection is made
+    say(f"opening {redact_url(url)} read-only")
+    target = await open_target(url, auth_token=auth_token)
+    notes: list[str] = []
+    try:
+        layout = await detect_layout(target)
+        if layout == "empty":
+            notes.append("the database is empty: no storage, compression or traffic evidence")
+        say("storage profile")
+        storage = await storage_profile(target, layout)
+        say(f"compression of a sample of up to {sample} episodes")
+        compression = await compression_projection(target, layout, sample=sample)
+        say("index health of the hot queries")
+        indexes = await index_health(target, layout)
+        hist = await history(target, layout)
+        statements = target.statements
+    finally:
+        await target.close()
+    if series is not None:
+        frame, source = series.frame, f"file {series.source}"
+        notes += [f"traffic file: {n}" for n in series.notes]
+    else:
+        frame, source = hist, "the database's own history (episodes started per hour)"
+        if hist.height:
+            notes.append(
+                "traffic from the database's history is a proxy for writes only: reads leave "
+                "no trace in a database; give --traffic with request counts for the real load"
+            )
+    plan: TrafficPlan | None = None
+    if frame.height:
+        hold, connect, service_note = _hold_times()
+        notes.append(service_note)
+        try:
+            plan = plan_traffic(
+                frame, hold, connect, quantile=quantile, slo_ms=slo_ms, seed=seed, progress=say
+            )
+        except DataError as e:
+            notes.append(f"no pool plan: {e}")
+    notes.append(
+        "not analysed yet: cache sizing (needs an access trace recorded by the Store) and "
+        "latency probes against the live server"
+    )
+    analysis = Analysis(
+        target=redact_url(url),
+        layout=layout,
+        storage=storage,
+        compression=compression,
+        indexes=indexes,
+        history=hist,
+        traffic_source=source,
+        traffic=plan,
+        notes=notes,
+        statements_sent=statements,
+    )
+    analysis.recommendations = _recommend(analysis)
+    return analysis
+
+
+def _recommend(a: Analysis) -> list[Recommendation]:
+    recs: list[Recommendation] = []
+    c = a.compression
+    if c is not None and c.stored_bytes:
+        recs.append(
+            Recommendation(
+                "compression",
+                "config=StoreConfig(compress=True, dictionary_after=1000)",
+                f"episode payloads {c.stored_bytes / 1e6:,.1f} MB as stored today -> "
+                f"{c.dictionary_bytes / 1e6:,.1f} MB with tiered's zstd and a trained "
+                f"dictionary ({c.saving:.0%} less)",
+                f"measured on {c.sampled:,} of {c.rows:,} episodes (dictionary judged on "
+                "rows it was not trained on)",
+                "compression",
+            )
+        )
+    scans = a.indexes.filter(pl.col("full_scan") & (pl.col("tiered_scans") == ""))
+    if scans.height:
+        names = ", ".join(scans["query"].to_list())
+        recs.append(
+            Recommendation(
+                "indexes",
+                "",
+                f"{names}: a full scan of the table per query here, an index lookup in "
+                "tiered's layout (move the data with tiered import)",
+                "from the query plans of this database and of tiered's schema",
+                "indexes",
+            )
+        )
+    t = a.traffic
+    if t is not None:
+        held = {r["policy"]: r for r in t.held_out.iter_rows(named=True)}
+        hy, re_ = held["hybrid"], held["reactive"]
+        recs.append(
+            Recommendation(
+                "pool",
+                f"pool=PoolConfig(min_size={t.min_size}, max_size={t.max_size}, "
+                f"sizing=Hybrid(Predictive(Schedule(steps), lead_time={t.lead_time_s:g}), "
+                "Reactive()))",
+                f"requests waiting > {t.slo_ms:g} ms: {hy['late_share']:.3%} "
+                f"(reactive default {re_['late_share']:.3%}) at "
+                f"{hy['hours_vs_reactive']:.2f}x its connection-hours",
+                f"simulated on the held-out end of {a.traffic_source} "
+                f"({'meets' if t.meets_slo else 'misses'} the {t.slo_share:.1%} target)",
+                "traffic",
+            )
+        )
+    return recs
