@@ -335,3 +335,67 @@ def test_envelopes_round_trip() -> None:
     ):
         with pytest.raises(CorruptPayload):
             decode_envelope(bad)
+
+
+# -- access trace and cache sizing -------------------------------------------------------------
+
+
+async def test_the_access_log_hashes_keys_and_keeps_all_accesses_of_sampled_keys(
+    tmp_path: Path,
+) -> None:
+    from tiered.metrics.access import read_access_log
+
+    eps = generate_episodes(200, seed=12)
+    url = f"file:{tmp_path / 'a.db'}"
+    folders = {1.0: tmp_path / "all", 0.5: tmp_path / "half"}
+    for share, folder in folders.items():
+        cfg = StoreConfig(access_log=str(folder), access_sample=share)
+        async with await Store.open(url, config=cfg) as s:
+            await s.store_episodes(eps[:50])
+            for e in eps[:100] * 3:
+                await s.get_episode(e.id)
+            await s.get_episodes([e.id for e in eps[:10]])
+            await s.query_episodes_since(0)
+            await s.delete_episode(eps[0].id)
+    full = read_access_log(folders[1.0])
+    assert set(full["op"].cast(pl.Utf8).unique()) == {"put", "get", "query", "delete"}
+    gets = full.filter(pl.col("op") == "get")
+    assert gets.height == 310 and gets.filter(pl.col("hit").not_())["key"].n_unique() >= 50
+    assert gets.filter(pl.col("size") > 0).height >= 50  # sizes seen at misses
+    for f in folders[1.0].glob("access-*.parquet"):  # no id in clear
+        assert eps[3].id.encode() not in f.read_bytes()
+    assert (folders[1.0] / "salt").stat().st_size == 16
+    half = read_access_log(folders[0.5]).filter(pl.col("op") == "get")
+    kept = set(half["key"].to_list())
+    assert 15 <= len(kept) <= 85  # about half of the 100 keys read
+    per_key = half.group_by("key").agg(pl.len()).filter(pl.col("len") < 3)
+    assert per_key.height <= 10  # every access of a kept key (3 reads each; +1 batch read)
+
+
+async def test_cache_sizing_predicts_the_reads_it_saves_on_a_live_server(
+    fresh_sqld: SqldProcess, tmp_path: Path
+) -> None:
+    from tiered import CacheConfig, RecordCacheConfig
+    from tiered.analysis.cache import size_cache
+    from tiered.workload.traces import zipf_trace
+
+    url = fresh_sqld.ws_url
+    eps = generate_episodes(1500, seed=13)
+    async with await Store.open(url) as s:
+        await s.store_episodes(eps)
+    keys = zipf_trace(10_000, len(eps), 0.9, seed=2).tolist()
+    first, second = keys[:5000], keys[5000:]
+    log = tmp_path / "trace"
+    small = CacheConfig(episodes=RecordCacheConfig(maxsize=50))
+    async with await Store.open(url, config=StoreConfig(access_log=str(log)), cache=small) as s:
+        for k in first:
+            await s.get_episode(eps[k].id)
+    sizing = size_cache(log)  # fitted on the first half
+    predicted = sizing.predicted["episodes"]
+    assert sizing.sizes["episodes"] < len(eps) and 0.3 < predicted < 0.99
+    async with await Store.open(url, cache=sizing.config) as s:  # the second half, live
+        for k in second:
+            await s.get_episode(eps[k].id)
+        c = s.stats()["cache"]["episodes"]
+    measured = c["hits"] / (c["hits"] + c["misses"])
+    assert abs(measured / predicted - 1) <= 0.10, (measured, predicted)

@@ -89,6 +89,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             args.url,
             auth_token=token,
             traffic=args.traffic,
+            access_log=args.access_log,
             sample=args.sample,
             quantile=args.quantile,
             slo_ms=args.slo_ms,
@@ -275,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "read-only token is enough)",
     )
     an.add_argument("--traffic", help="CSV or parquet: a timestamp column, optionally counts")
+    an.add_argument(
+        "--access-log",
+        help="a folder the Store recorded an access trace in (StoreConfig(access_log=...)): "
+        "sizes the cache on it",
+    )
     an.add_argument("--out", default="reports/analysis", help="where results are written")
     an.add_argument("--json", action="store_true", help="print the analysis as JSON")
     an.add_argument("--sample", type=int, default=2000, help="episodes sampled for compression")

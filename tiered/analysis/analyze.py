@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tiered.analysis.cache import CacheSizing, size_cache
 from tiered.analysis.indexes import index_health
 from tiered.analysis.profile import CompressionProjection, compression_projection, storage_profile
 from tiered.analysis.sources import (
@@ -71,13 +72,16 @@ class Analysis:
     history: pl.DataFrame
     traffic_source: str
     traffic: TrafficPlan | None
+    cache: CacheSizing | None = None
     recommendations: list[Recommendation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     statements_sent: int = 0
 
     def snippet(self, schedule_file: str = "pool-schedule.json") -> str:
         """The recommended configuration as Python to paste."""
-        lines = ["from tiered import Store, StoreConfig, PoolConfig, CacheConfig"]
+        lines = [
+            "from tiered import Store, StoreConfig, PoolConfig, CacheConfig, RecordCacheConfig"
+        ]
         if self.traffic is not None:
             lines += [
                 "from tiered import Hybrid, Predictive, Reactive, Schedule",
@@ -101,6 +105,7 @@ class Analysis:
             "indexes": self.indexes.to_dicts(),
             "traffic_source": self.traffic_source,
             "traffic": self.traffic.as_dict() if self.traffic else None,
+            "cache": self.cache.as_dict() if self.cache else None,
             "history_hours": self.history.height,
             "notes": self.notes,
             "statements_sent": self.statements_sent,
@@ -136,6 +141,14 @@ class Analysis:
                 out.append(
                     f"    held-out {p['policy']:<9} late {p['late_share']:.4%}  "
                     f"connection-hours {p['connection_hours']:,.1f}"
+                )
+        if self.cache is not None:
+            cs = self.cache
+            out.append(f"  cache ({cs.events:,} accesses over {cs.seconds:,.0f} s):")
+            for row in cs.curve.sort("table", "size").iter_rows(named=True):
+                out.append(
+                    f"    {row['table']:<12} {row['size']:>8,} entries  "
+                    f"hit ratio {row['hit_ratio']:.3f}"
                 )
         for n in self.notes:
             out.append(f"  note: {n}")
@@ -180,6 +193,7 @@ async def analyze(
     *,
     auth_token: str | None = None,
     traffic: str | Path | None = None,
+    access_log: str | Path | None = None,
     sample: int = 2000,
     quantile: float = 0.9,
     slo_ms: float = 10.0,
@@ -195,6 +209,10 @@ async def analyze(
     series: TrafficSeries | None = None
     if traffic is not None:
         series = traffic_file(traffic)  # a bad file fails before any connection is made
+    sizing: CacheSizing | None = None
+    if access_log is not None:
+        say(f"replaying the access trace in {access_log} at a range of cache sizes")
+        sizing = size_cache(access_log)
     say(f"opening {redact_url(url)} read-only")
     target = await open_target(url, auth_token=auth_token)
     notes: list[str] = []
@@ -232,10 +250,12 @@ async def analyze(
             )
         except DataError as e:
             notes.append(f"no pool plan: {e}")
-    notes.append(
-        "not analysed yet: cache sizing (needs an access trace recorded by the Store) and "
-        "latency probes against the live server"
-    )
+    if sizing is None:
+        notes.append(
+            "no cache sizing: record an access trace with StoreConfig(access_log=folder) and "
+            "give it with --access-log"
+        )
+    notes.append("not analysed yet: latency probes against the live server")
     analysis = Analysis(
         target=redact_url(url),
         layout=layout,
@@ -245,6 +265,7 @@ async def analyze(
         history=hist,
         traffic_source=source,
         traffic=plan,
+        cache=sizing,
         notes=notes,
         statements_sent=statements,
     )
@@ -279,6 +300,21 @@ def _recommend(a: Analysis) -> list[Recommendation]:
                 "tiered's layout (move the data with tiered import)",
                 "from the query plans of this database and of tiered's schema",
                 "indexes",
+            )
+        )
+    cs = a.cache
+    if cs is not None:
+        tables = ", ".join(f"{t} {cs.predicted[t]:.0%}" for t in cs.sizes)
+        latency = f", ~{cs.latency_saved_ms:.1f} ms each" if cs.latency_saved_ms is not None else ""
+        recs.append(
+            Recommendation(
+                "cache",
+                cs.snippet(),
+                f"reads answered by the cache: {tables}; {cs.reads_saved_per_s:,.1f} database "
+                f"reads/s saved at the traced load{latency}",
+                f"replayed {cs.events:,} recorded accesses through the real cache layer at "
+                f"{cs.curve['size'].n_unique()} sizes",
+                "cache",
             )
         )
     t = a.traffic

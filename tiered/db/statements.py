@@ -11,7 +11,14 @@ from functools import cache
 
 from tiered.db.driver import Statement
 
-__all__ = ["MAX_IN", "all_statements", "episodes_by_ids", "nearest_exact", "vector_nearest"]
+__all__ = [
+    "MAX_IN",
+    "all_statements",
+    "episodes_by_ids",
+    "episodes_by_ids_chunks",
+    "nearest_exact",
+    "vector_nearest",
+]
 
 MAX_IN = 256
 
@@ -71,6 +78,17 @@ def episodes_by_ids(n: int) -> Statement:
     return Statement(
         f"get_episodes_{n}", f"SELECT {EPISODE_COLS} FROM episodes e WHERE e.id IN ({marks})"
     )
+
+
+def episodes_by_ids_chunks(ids: list[str]) -> list[tuple[Statement, list[str]]]:
+    """``get_episodes`` for any number of ids: chunks of at most :data:`MAX_IN`, each padded
+    (with its last id) to a power of two, so only a few statement shapes are ever sent."""
+    out = []
+    for start in range(0, len(ids), MAX_IN):
+        chunk = ids[start : start + MAX_IN]
+        n = 1 << (len(chunk) - 1).bit_length()
+        out.append((episodes_by_ids(n), chunk + [chunk[-1]] * (n - len(chunk))))
+    return out
 
 
 # -- patterns -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tiered.errors import ConfigError, ValidationError
 
@@ -61,6 +61,9 @@ class StoreConfig:
         version or of another layout is read as it is), ``file:`` databases opened with
         SQLite's ``mode=ro``, and every write method raises :class:`ReadOnlyError` before any
         I/O.
+    access_log / access_sample: a folder to record this Store's access trace in (keys salted
+        and hashed; see :mod:`tiered.metrics.access`), and the share of keys recorded; ``tiered
+        analyze --access-log`` sizes the cache on it. ``None`` (default): nothing recorded.
     """
 
     timeout: float = 30.0
@@ -75,6 +78,8 @@ class StoreConfig:
     max_concurrent_writes: int = 1
     group_commit: bool = True
     read_only: bool = False
+    access_log: str | None = None
+    access_sample: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
@@ -100,8 +105,22 @@ class StoreConfig:
                 f"StoreConfig.max_payload_bytes must be within [1 KiB, 64 MiB], "
                 f"got {self.max_payload_bytes}"
             )
+        if not 0 < self.access_sample <= 1:
+            raise ConfigError(
+                f"StoreConfig.access_sample must be within (0, 1], got {self.access_sample}"
+            )
         if not isinstance(self.read_only, bool):
             raise ConfigError(f"StoreConfig.read_only must be a bool, got {self.read_only!r}")
+
+    def database_options(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`tiered.db.Database.open` these settings give."""
+        return {
+            "timeout": self.timeout,
+            "chunk_bytes": self.chunk_bytes,
+            "max_concurrent_writes": self.max_concurrent_writes,
+            "group_commit": self.group_commit,
+            "read_only": self.read_only,
+        }
 
 
 def check_limit(limit: object, name: str = "limit") -> int:

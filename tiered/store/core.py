@@ -15,6 +15,7 @@ the write gate). Every public method is measured (:mod:`tiered.metrics.phases`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
@@ -30,6 +31,7 @@ from tiered.db.driver import Row, Statement, Value, as_int, redact_url
 from tiered.db.router import Router, RouterConfig
 from tiered.errors import DatabaseUnavailable, UnknownDictionary, ValidationError
 from tiered.metrics import Metrics
+from tiered.metrics.access import AccessLog, flagged
 from tiered.metrics.phases import add_phase, cache_done, cache_mark, measure_all
 from tiered.model import (
     Embedding,
@@ -41,7 +43,6 @@ from tiered.model import (
     check_metadata_key,
     check_micros,
     check_text,
-    check_vector,
 )
 from tiered.pool import Pool, PoolConfig
 from tiered.store.config import (
@@ -64,7 +65,7 @@ from tiered.store.records import (
     approx_size,
     encode_frames,
 )
-from tiered.store.vectors import Vectors
+from tiered.store.vectors import Vectors, check_search
 
 __all__ = ["OPERATIONS", "Store"]
 
@@ -101,6 +102,7 @@ class Store:
         )
         self._dicts = Dictionaries(db, self.codec, config, clock=clock)
         self._vectors = Vectors(db, read=self._rows)
+        self._access = AccessLog.of(config.access_log, config.access_sample, sizeof=approx_size)
         self._op_seq = 0  # (tiered.metrics.phases.measured)
         self._phase_dicts: list[dict[str, float]] = []
         router = db.router
@@ -153,11 +155,7 @@ class Store:
             pool=pool,
             replicas=replicas,
             routing=routing,
-            timeout=config.timeout,
-            chunk_bytes=config.chunk_bytes,
-            max_concurrent_writes=config.max_concurrent_writes,
-            group_commit=config.group_commit,
-            read_only=config.read_only,
+            **config.database_options(),
             now_us=clock,
             timer=timer,
         )
@@ -177,6 +175,8 @@ class Store:
         if not self._db.closed:
             await self.settle()  # a dictionary being trained is stored before the pool closes
             await self._db.close()
+            if self._access is not None:
+                await asyncio.to_thread(self._access.flush)
 
     @property
     def pool(self) -> Pool[Any]:
@@ -220,17 +220,9 @@ class Store:
         await self._cache.settle()
 
     async def train_dictionary(self, kind: str, *, sample: int | None = None) -> int | None:
-        """Train a zstd dictionary for a record type on its most recently stored payloads.
-
-        ``kind`` is ``"episodes"``, ``"patterns"`` or ``"heuristics"``; ``sample`` how many
-        recent payloads train it (default ``StoreConfig.dictionary_sample``). The dictionary is
-        stored (the ``dictionaries`` table gives its id) and new frames of that type use it; frames
-        written before keep naming the dictionary they were compressed with, so they still
-        decode. Returns the new id, or ``None`` when the dictionary would not shrink held-out
-        records by at least 5 % (then nothing is stored). Raises :class:`ValidationError` for an
-        unknown kind, fewer than :data:`MIN_DICT_RECORDS` stored records, or records too uniform
-        for zstd to train on.
-        """
+        """Train a zstd dictionary for ``kind`` (``"episodes"``, ``"patterns"`` or
+        ``"heuristics"``) on its ``sample`` most recent payloads; its id, or ``None`` when it
+        would not shrink held-out records by 5 % (see :meth:`Dictionaries.train`)."""
         self._db.check_open()
         return await self._dicts.train(kind, sample=sample)
 
@@ -273,18 +265,25 @@ class Store:
 
     async def _get(self, kind: RecordKind[R], record_id: object) -> R | None:
         key = _key(kind.key, record_id)
+        loaded: R | bool | None = False  # what a miss loaded (False: the cache answered)
 
         async def load() -> R | None:
+            nonlocal loaded
             rows = await self._rows(kind.get, (key,))
-            return (await self._build(rows[:1], kind))[0] if rows else None
+            loaded = (await self._build(rows[:1], kind))[0] if rows else None
+            return loaded
 
         mark = cache_mark()
+        t0 = perf_counter() if self._access is not None else 0.0
         try:
             await self._sync()
-            return await self._cache.read(kind.table, key, load)
+            found = await self._cache.read(kind.table, key, load)
         finally:
             if mark is not None:
                 cache_done(mark)
+        if self._access is not None:
+            self._access.got(self.clock(), kind.table, key, loaded, perf_counter() - t0)
+        return found
 
     async def _query(
         self,
@@ -294,13 +293,20 @@ class Store:
         load: Callable[[], Awaitable[list[T]]],
         member_id: Callable[[Any], str] = lambda r: r.id,
     ) -> list[T]:
+        missed: list[bool] = []  # (the access log's: whether the query was loaded)
+        if self._access is not None:
+            load = flagged(load, missed)
         mark = cache_mark()
+        t0 = perf_counter() if self._access is not None else 0.0
         try:
             await self._sync()
-            return await self._cache.query(table, key, predicate, load, member_id)
+            result = await self._cache.query(table, key, predicate, load, member_id)
         finally:
             if mark is not None:
                 cache_done(mark)
+        if self._access is not None:
+            self._access.queried(self.clock(), table, key, not missed, perf_counter() - t0)
+        return result
 
     def _frames(self, table: str, records: Sequence[Any]) -> list[bytes]:
         t0 = perf_counter()
@@ -321,12 +327,15 @@ class Store:
         else:
             steps = await self._vectors.steps(rs, now)  # type: ignore[arg-type]
         ticket = self._cache.begin_write(kind.table, [r.id for r in rs])
+        t0 = perf_counter()
         try:
             await self._db.write(steps)
         except BaseException:
             self._cache.end_write(ticket, None, ok=False)
             raise
         self._cache.end_write(ticket, rs)
+        if self._access is not None:
+            self._access.put(self.clock(), kind.table, rs, perf_counter() - t0)
         self._dicts.maybe_train(kind.table)
         return len(rs)
 
@@ -340,6 +349,8 @@ class Store:
             self._cache.end_write(ticket, None, ok=False)
             raise
         self._cache.end_write(ticket, None, deleted=[key] if existed else [])
+        if self._access is not None:
+            self._access.deleted(self.clock(), kind.table, key)
         return existed
 
     # -- episodes ------------------------------------------------------------------------------
@@ -370,11 +381,8 @@ class Store:
         token = self._cache.versions["episodes"].token()
         loaded: dict[str, Episode | None] = dict.fromkeys(unique)
         try:
-            for start in range(0, len(unique), q.MAX_IN):
-                chunk = unique[start : start + q.MAX_IN]
-                n = 1 << (len(chunk) - 1).bit_length()  # pad to a power of two: few shapes
-                padded = chunk + [chunk[-1]] * (n - len(chunk))
-                for ep in await self._load(EPISODES, q.episodes_by_ids(n), padded):
+            for stmt, padded in q.episodes_by_ids_chunks(unique):
+                for ep in await self._load(EPISODES, stmt, padded):
                     loaded[ep.id] = ep
         except DatabaseUnavailable:
             stale = self._cache.stale_many("episodes", unique)  # serve-stale, if configured
@@ -385,6 +393,8 @@ class Store:
         if loaded:
             self._cache.fill_many("episodes", loaded, token)
             found.update(loaded)
+        if self._access is not None:
+            self._access.got_many(self.clock(), "episodes", ids, loaded)
         return [found.get(i) for i in ids]
 
     async def delete_episode(self, episode_id: str) -> bool:
@@ -555,11 +565,7 @@ class Store:
         ``exact=True`` or when the index is small; the embedded backend always searches exactly.
         Distances are recomputed in float64 and ties broken by id, so backends agree.
         """
-        probe = check_vector("vector", vector)
-        k = check_limit(k, "k")
-        _opt_key("owner_kind", owner_kind)
-        if not isinstance(exact, bool):
-            raise ValidationError("exact", f"must be a bool, got {type(exact).__name__}")
+        probe, k = check_search(vector, k, owner_kind, exact)
         dim = len(probe)
         vectors, now = self._vectors, self.clock()
         model_id: int | None = None

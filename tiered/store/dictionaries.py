@@ -123,8 +123,17 @@ class Dictionaries:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def train(self, kind: str, *, sample: int | None = None) -> int | None:
-        """Train ``kind``'s dictionary on its most recently stored payloads (see
-        :meth:`tiered.store.Store.train_dictionary`)."""
+        """Train a zstd dictionary for a record type on its most recently stored payloads.
+
+        ``kind`` is ``"episodes"``, ``"patterns"`` or ``"heuristics"``; ``sample`` how many
+        recent payloads train it (default ``StoreConfig.dictionary_sample``). The dictionary is
+        stored (the ``dictionaries`` table gives its id) and new frames of that type use it;
+        frames written before keep naming the dictionary they were compressed with, so they
+        still decode. Returns the new id, or ``None`` when the dictionary would not shrink
+        held-out records by at least 5 % (then nothing is stored). Raises
+        :class:`ValidationError` for an unknown kind, fewer than :data:`MIN_DICT_RECORDS` stored
+        records, or records too uniform for zstd to train on.
+        """
         if not isinstance(kind, str) or kind not in PAYLOAD_KINDS:
             raise ValidationError("kind", f"must be one of {', '.join(PAYLOAD_KINDS)}")
         n = self.sample_size if sample is None else sample

@@ -20,8 +20,9 @@ from tiered.db.driver import Row, Statement, Step, Value, as_int, as_str
 from tiered.db.schema import vector_table_ddl
 from tiered.errors import ValidationError
 from tiered.model import Embedding
-from tiered.store.config import MAX_LIMIT
+from tiered.store.config import MAX_LIMIT, check_limit
 from tiered.store.records import decode_embedding
+from tiered.validation import check_id, check_vector
 
 __all__ = ["Vectors", "rank"]
 
@@ -155,6 +156,20 @@ class Vectors:
         if owner_kind is not None:
             args.append(owner_kind)
         return await read(q.nearest_exact(owner_kind is not None), args)
+
+
+def check_search(
+    vector: object, k: object, owner_kind: object, exact: object
+) -> tuple[array[float], int]:
+    """The probe vector and ``k`` of a search, with its other arguments checked
+    (:class:`ValidationError` naming the argument)."""
+    probe = check_vector("vector", vector)
+    n = check_limit(k, "k")
+    if owner_kind is not None:
+        check_id("owner_kind", owner_kind)
+    if not isinstance(exact, bool):
+        raise ValidationError("exact", f"must be a bool, got {type(exact).__name__}")
+    return probe, n
 
 
 def rank(cands: list[Embedding], probe: array[float], k: int) -> list[tuple[Embedding, float]]:

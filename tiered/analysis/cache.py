@@ -1,0 +1,210 @@
+"""Cache sizing from an access trace the Store recorded (``StoreConfig(access_log=...)``).
+
+The trace (:mod:`tiered.metrics.access`: time, operation, table, salted key hash, hit, latency,
+record size) is replayed through the library's **real** cache objects -- a
+:class:`~tiered.cache.CacheLayer` on a virtual clock set to each access's time, with the
+record sizes the trace saw -- once per candidate size of the record caches: a ``get`` is a hit
+or a miss that fills the cache, a ``put`` writes through (batches up to
+``CacheConfig.write_through``) or invalidates, a ``delete`` invalidates. Query results are
+replayed too, conservatively: their predicates cannot be evaluated on hashed keys, so any write
+to a table drops every cached result of that table (the live cache drops only the results the
+write could change, so it does at least as well). The result is a miss-ratio curve per table
+and a recommended :class:`CacheConfig`: the smallest size that saves at least 95 % of the reads
+the largest candidate saves, with a byte bound for the records it will hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tiered.cache.layer import TABLES, CacheConfig, CacheLayer, QueryEntry, RecordCacheConfig
+from tiered.errors import DataError
+from tiered.metrics.access import read_access_log
+
+__all__ = ["CacheSizing", "replay_trace", "size_cache"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rec:
+    """A stand-in for a cached record: only its size matters to the cache."""
+
+    size: int
+
+
+_ALWAYS = lambda r: True  # noqa: E731 - (a hashed trace cannot tell which results a write changes)
+
+
+def replay_trace(trace: pl.DataFrame, config: CacheConfig) -> dict[str, dict[str, float]]:
+    """Replay ``trace`` through a cache layer built from ``config``: per table (and
+    ``"queries"``) lookups, hits, database reads and the hit ratio."""
+    now = [0.0]
+    layer = CacheLayer(config, timer=lambda: now[0], getsizeof=lambda v: getattr(v, "size", 400))
+    mean_size = {
+        t: int(trace.filter((pl.col("table") == t) & (pl.col("size") > 0))["size"].mean() or 400)  # type: ignore[arg-type]
+        for t in TABLES
+    }
+    sizes: dict[tuple[str, int], int] = {}
+    stats: dict[str, list[int]] = {t: [0, 0] for t in (*TABLES, "queries")}
+    t0 = int(trace["t_us"][0]) if trace.height else 0
+    qc = layer.queries
+    # writes at one instant to one table are one batch (one store_* call)
+    cols = [trace[c].to_list() for c in ("t_us", "op", "table", "key", "size")]
+    batch_n = (
+        trace.group_by("t_us", "table", "op").agg(pl.len().alias("n"))
+        if trace.height
+        else pl.DataFrame()
+    )
+    batches = {
+        (r["t_us"], r["table"]): r["n"]
+        for r in batch_n.filter(pl.col("op") == "put").iter_rows(named=True)
+    } if batch_n.height else {}  # fmt: skip
+    limit = config.write_through
+    for t_us, op, table, key, size in zip(*cols, strict=True):
+        now[0] = (t_us - t0) / 1e6
+        if size:
+            sizes[(table, key)] = size
+        if op == "query":
+            st = stats["queries"]
+            st[0] += 1
+            if qc is None or qc.get(key) is None:
+                st[1] += 1
+                if qc is not None:
+                    qc.put(key, QueryEntry(table, (), frozenset(), _ALWAYS))
+            continue
+        cache = layer.records.get(table)
+        if op == "get":
+            st = stats[table]
+            st[0] += 1
+            if cache is None or cache.get(key) is None:
+                st[1] += 1
+                if cache is not None:
+                    cache.set(key, _Rec(sizes.get((table, key), mean_size[table])))
+            continue
+        # a write: install or drop the record, drop the table's query results
+        if cache is not None:
+            if op == "put" and batches.get((t_us, table), 1) <= limit:
+                cache.set(key, _Rec(sizes.get((table, key), mean_size[table])))
+            elif key in cache:
+                del cache[key]
+        if qc is not None:
+            qc.invalidate_table(table)
+    out: dict[str, dict[str, float]] = {}
+    for t, (lookups, misses) in stats.items():
+        if lookups:
+            out[t] = {
+                "lookups": lookups,
+                "db_reads": misses,
+                "hits": lookups - misses,
+                "hit_ratio": (lookups - misses) / lookups,
+            }
+    return out
+
+
+@dataclass
+class CacheSizing:
+    """The miss-ratio curve (``curve``: table, size, lookups, db_reads, hit_ratio), the
+    recommended configuration and what it is predicted to save."""
+
+    curve: pl.DataFrame
+    config: CacheConfig
+    sizes: dict[str, int]  # recommended entries per table
+    predicted: dict[str, float]  # share of lookups the recommended config answers, per table
+    reads_saved_per_s: float
+    latency_saved_ms: float | None  # per lookup answered from the cache instead of the database
+    events: int
+    seconds: float
+
+    def snippet(self) -> str:
+        parts = [
+            f"{t}=RecordCacheConfig(maxsize={n}, max_bytes={getattr(self.config, t).max_bytes})"
+            for t, n in self.sizes.items()
+        ]
+        return "cache=CacheConfig(" + ", ".join(parts) + ")"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "curve": self.curve.to_dicts(),
+            "sizes": self.sizes,
+            "predicted_hit_ratio": self.predicted,
+            "reads_saved_per_s": self.reads_saved_per_s,
+            "latency_saved_ms": self.latency_saved_ms,
+            "events": self.events,
+            "seconds": self.seconds,
+            "snippet": self.snippet(),
+        }
+
+
+def _candidates(distinct: int) -> list[int]:
+    top = max(16, distinct)
+    sizes = {max(8, round(top * f)) for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)}
+    return sorted(sizes)
+
+
+def size_cache(trace: pl.DataFrame | str | Path, *, base: CacheConfig | None = None) -> CacheSizing:
+    """Replay ``trace`` (a frame, or an access log folder) at a range of record-cache sizes and
+    recommend one per table (see the module docstring). :class:`DataError` for a trace with no
+    point reads."""
+    frame = read_access_log(trace) if isinstance(trace, str | Path) else trace.sort("t_us")
+    reads = frame.filter(pl.col("op") == "get")
+    if reads.height == 0:
+        raise DataError("the access trace holds no point reads: nothing to size a cache on")
+    base = base or CacheConfig()
+    tables = sorted(set(reads["table"].cast(pl.Utf8).to_list()))
+    distinct = {t: reads.filter(pl.col("table") == t)["key"].n_unique() for t in tables}
+    frame = frame.with_columns(pl.col("table").cast(pl.Utf8), pl.col("op").cast(pl.Utf8))
+    rows = []
+    grid = sorted({s for t in tables for s in _candidates(distinct[t])})
+    for size in grid:
+        sized: dict[str, Any] = {
+            t: dataclasses.replace(getattr(base, t), maxsize=size, max_bytes=None) for t in tables
+        }
+        cfg = dataclasses.replace(base, **sized)
+        for t, s in replay_trace(frame, cfg).items():
+            if t in tables:
+                rows.append({"table": t, "size": size, **s})
+    curve = pl.DataFrame(rows)
+    chosen: dict[str, int] = {}
+    predicted: dict[str, float] = {}
+    for t in tables:
+        c = curve.filter(pl.col("table") == t).sort("size")
+        best = float(c["hit_ratio"].max())  # type: ignore[arg-type]
+        ok = c.filter(pl.col("hit_ratio") >= 0.95 * best)
+        chosen[t] = int(ok["size"][0])
+        predicted[t] = float(ok["hit_ratio"][0])
+    mean_size = {
+        t: float(frame.filter((pl.col("table") == t) & (pl.col("size") > 0))["size"].mean() or 400)  # type: ignore[arg-type]
+        for t in tables
+    }
+    recommended: dict[str, Any] = {
+        t: RecordCacheConfig(
+            maxsize=chosen[t],
+            max_bytes=max(1 << 20, int(chosen[t] * mean_size[t] * 1.25)),
+            ttl=getattr(base, t).ttl,
+            negative_ttl=getattr(base, t).negative_ttl,
+        )
+        for t in tables
+    }
+    config = dataclasses.replace(base, **recommended)
+    span = (int(frame["t_us"].max()) - int(frame["t_us"].min())) / 1e6 if frame.height else 0.0  # type: ignore[arg-type]
+    saved = sum(predicted[t] * reads.filter(pl.col("table") == t).height for t in tables)
+    hits = reads.filter(pl.col("hit") == True)["latency_us"]  # noqa: E712
+    misses = reads.filter(pl.col("hit") == False)["latency_us"]  # noqa: E712
+    latency = None
+    if hits.len() and misses.len():
+        latency = float(np.median(misses.to_numpy()) - np.median(hits.to_numpy())) / 1000
+    return CacheSizing(
+        curve=curve,
+        config=config,
+        sizes=chosen,
+        predicted=predicted,
+        reads_saved_per_s=saved / span if span > 0 else 0.0,
+        latency_saved_ms=latency,
+        events=frame.height,
+        seconds=span,
+    )
