@@ -29,7 +29,8 @@ from tiered.devserver import SqldProcess, free_port
 from tiered.sim import generate_episodes, generate_heuristics, generate_patterns
 from tiered.workload.legacy import envelope, write_legacy_database
 
-QUIET = {"say": lambda _m: None}
+#: no probes, one held-out day (the pool-plan test holds out the default week)
+QUIET = {"say": lambda _m: None, "probes": 0, "holdout_days": 1}
 
 
 def checksums_file(path: Path) -> dict[str, str]:
@@ -130,7 +131,18 @@ async def test_analyze_a_legacy_file_reads_only(legacy_copy: Path) -> None:
 async def test_analyze_a_legacy_database_on_sqld_reads_only(legacy_sqld: SqldProcess) -> None:
     # (checksums read whole tables: over HTTP, which has no 4 MiB message limit)
     before = await checksums_url(legacy_sqld.http_url)
-    a = await analyze(legacy_sqld.ws_url, **QUIET)
+    a = await analyze(legacy_sqld.ws_url, say=lambda _m: None, probes=30, rate=40.0, holdout_days=1)
+    assert a.latency is not None and a.latency.requests.height == 30
+    assert a.latency.achieved_rate <= 40.0 * 1.02  # the limit is honoured
+    ops = set(a.latency.requests["op"].to_list())
+    assert ops == {"get_episode", "query_episodes_since", "query_episodes_by_metadata"}
+    ok = a.latency.requests.filter(pl.col("error").is_null())
+    assert (ok["rows"] > 0).all()  # real keys: every probe that ran found rows
+    # the original's metadata lookup fails on rows whose metadata is an envelope: a finding
+    failed = a.latency.requests.filter(pl.col("error").is_not_null())
+    assert set(failed["op"].to_list()) <= {"query_episodes_by_metadata"}
+    if failed.height:
+        assert "data" in {r.part for r in a.recommendations}
     assert a.layout == "legacy" and a.compression is not None and a.compression.sampled > 1000
     assert await checksums_url(legacy_sqld.http_url) == before
 
@@ -233,7 +245,7 @@ async def test_the_pool_plan_meets_its_slo_on_held_out_days(
 ) -> None:
     path = tmp_path / "traffic.csv"
     _rhythm_series(4, 30.0, seed=5).write_csv(path)
-    a = await analyze(f"file:{legacy_copy}", traffic=path, **QUIET)
+    a = await analyze(f"file:{legacy_copy}", traffic=path, say=lambda _m: None, probes=0)
     assert a.traffic is not None and a.traffic.hours == 4 * 168
     assert a.traffic.meets_slo, a.traffic.held_out
     assert a.traffic.max_size > a.traffic.min_size >= 1
@@ -300,7 +312,7 @@ def test_cli_analyze_writes_only_into_out(legacy_copy: Path, tmp_path: Path) -> 
     before = sorted(p.name for p in legacy_copy.parent.iterdir())
     run = subprocess.run(
         [sys.executable, "-m", "tiered", "analyze", f"file:{legacy_copy}", "--json",
-         "--out", str(out), "--sample", "200"],
+         "--out", str(out), "--sample", "200", "--probes", "10", "--rate", "200", "--holdout-days", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -399,3 +411,26 @@ async def test_cache_sizing_predicts_the_reads_it_saves_on_a_live_server(
         c = s.stats()["cache"]["episodes"]
     measured = c["hits"] / (c["hits"] + c["misses"])
     assert abs(measured / predicted - 1) <= 0.10, (measured, predicted)
+
+
+async def test_the_rate_limiter_spaces_requests_on_a_virtual_clock() -> None:
+    from tiered.analysis.latency import RateLimiter
+
+    now = [0.0]
+    starts: list[float] = []
+
+    async def sleep(dt: float) -> None:
+        now[0] += dt
+
+    limiter = RateLimiter(20.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(41):
+        await limiter.acquire()
+        starts.append(now[0])
+        now[0] += 0.001  # each request takes 1 ms
+    gaps = np.diff(starts)
+    assert np.allclose(gaps, 0.05) and starts[-1] == pytest.approx(2.0)
+    now[0] += 10.0  # idle for a while: no burst to catch up
+    await limiter.acquire()
+    t = now[0]
+    await limiter.acquire()
+    assert now[0] - t == pytest.approx(0.05)

@@ -91,6 +91,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             traffic=args.traffic,
             access_log=args.access_log,
             sample=args.sample,
+            probes=args.probes,
+            rate=args.rate,
+            holdout_days=args.holdout_days,
             quantile=args.quantile,
             slo_ms=args.slo_ms,
             seed=args.seed,
@@ -284,8 +287,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     an.add_argument("--out", default="reports/analysis", help="where results are written")
     an.add_argument("--json", action="store_true", help="print the analysis as JSON")
     an.add_argument("--sample", type=int, default=2000, help="episodes sampled for compression")
+    an.add_argument(
+        "--probes", type=int, default=100, help="hot reads timed on sampled keys (0: none)"
+    )
+    an.add_argument(
+        "--rate", type=float, default=20.0, help="at most this many probe reads per second"
+    )
     an.add_argument("--quantile", type=float, default=0.9, help="forecast quantile planned for")
     an.add_argument("--slo-ms", type=float, default=10.0, help="wait for a connection target")
+    an.add_argument(
+        "--holdout-days",
+        type=int,
+        default=None,
+        help="days of traffic held out to check the pool plan on (default 7, or 1 when short)",
+    )
     an.add_argument("--seed", type=int, default=0)
     an.set_defaults(func=_cmd_analyze)
     b = sub.add_parser(

@@ -29,6 +29,7 @@ import polars as pl
 
 from tiered.analysis.cache import CacheSizing, size_cache
 from tiered.analysis.indexes import index_health
+from tiered.analysis.latency import LatencyProbe, probe_latency
 from tiered.analysis.profile import CompressionProjection, compression_projection, storage_profile
 from tiered.analysis.sources import (
     Layout,
@@ -73,6 +74,7 @@ class Analysis:
     traffic_source: str
     traffic: TrafficPlan | None
     cache: CacheSizing | None = None
+    latency: LatencyProbe | None = None
     recommendations: list[Recommendation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     statements_sent: int = 0
@@ -106,6 +108,7 @@ class Analysis:
             "traffic_source": self.traffic_source,
             "traffic": self.traffic.as_dict() if self.traffic else None,
             "cache": self.cache.as_dict() if self.cache else None,
+            "latency": self.latency.as_dict() if self.latency else None,
             "history_hours": self.history.height,
             "notes": self.notes,
             "statements_sent": self.statements_sent,
@@ -142,6 +145,22 @@ class Analysis:
                     f"    held-out {p['policy']:<9} late {p['late_share']:.4%}  "
                     f"connection-hours {p['connection_hours']:,.1f}"
                 )
+        if self.latency is not None:
+            lp = self.latency
+            out.append(
+                f"  latency of hot reads on this database ({lp.requests.height} requests at "
+                f"{lp.achieved_rate:.1f}/s, limit {lp.rate_limit:g}/s):"
+            )
+            for row in lp.summary().iter_rows(named=True):
+                out.append(
+                    f"    {row['op']:<28}round trip p50 {row['round_trip_p50_ms']:.2f} ms, "
+                    f"p95 {row['round_trip_p95_ms']:.2f} ms; decode p50 "
+                    f"{row['decode_p50_ms']:.3f} ms"
+                )
+                if row["errors"]:
+                    out.append(
+                        f"    {'':<28}FAILED {row['errors']} of {row['n']}: {row['first_error']}"
+                    )
         if self.cache is not None:
             cs = self.cache
             out.append(f"  cache ({cs.events:,} accesses over {cs.seconds:,.0f} s):")
@@ -195,6 +214,9 @@ async def analyze(
     traffic: str | Path | None = None,
     access_log: str | Path | None = None,
     sample: int = 2000,
+    probes: int = 100,
+    rate: float = 20.0,
+    holdout_days: int | None = None,
     quantile: float = 0.9,
     slo_ms: float = 10.0,
     seed: int = 0,
@@ -227,6 +249,10 @@ async def analyze(
         say("index health of the hot queries")
         indexes = await index_health(target, layout)
         hist = await history(target, layout)
+        probe = None
+        if probes:
+            say(f"{probes} hot reads on sampled keys, at most {rate:g}/s")
+            probe = await probe_latency(target, layout, count=probes, rate=rate, seed=seed)
         statements = target.statements
     finally:
         await target.close()
@@ -246,7 +272,14 @@ async def analyze(
         notes.append(service_note)
         try:
             plan = plan_traffic(
-                frame, hold, connect, quantile=quantile, slo_ms=slo_ms, seed=seed, progress=say
+                frame,
+                hold,
+                connect,
+                quantile=quantile,
+                slo_ms=slo_ms,
+                holdout_days=holdout_days,
+                seed=seed,
+                progress=say,
             )
         except DataError as e:
             notes.append(f"no pool plan: {e}")
@@ -255,7 +288,6 @@ async def analyze(
             "no cache sizing: record an access trace with StoreConfig(access_log=folder) and "
             "give it with --access-log"
         )
-    notes.append("not analysed yet: latency probes against the live server")
     analysis = Analysis(
         target=redact_url(url),
         layout=layout,
@@ -266,6 +298,7 @@ async def analyze(
         traffic_source=source,
         traffic=plan,
         cache=sizing,
+        latency=probe,
         notes=notes,
         statements_sent=statements,
     )
@@ -289,6 +322,20 @@ def _recommend(a: Analysis) -> list[Recommendation]:
                 "compression",
             )
         )
+    if a.latency is not None:
+        failing = a.latency.summary().filter(pl.col("errors") > 0)
+        for row in failing.iter_rows(named=True):
+            recs.append(
+                Recommendation(
+                    "data",
+                    "",
+                    f"{row['op']} fails on this database for {row['errors']} of {row['n']} "
+                    f"probes ({row['first_error']}); tiered's layout answers it from an index "
+                    "on decoded values (move the data with tiered import)",
+                    "observed: the database's own answer to real keys from its data",
+                    "latency",
+                )
+            )
     scans = a.indexes.filter(pl.col("full_scan") & (pl.col("tiered_scans") == ""))
     if scans.height:
         names = ", ".join(scans["query"].to_list())
