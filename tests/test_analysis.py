@@ -312,7 +312,8 @@ def test_cli_analyze_writes_only_into_out(legacy_copy: Path, tmp_path: Path) -> 
     before = sorted(p.name for p in legacy_copy.parent.iterdir())
     run = subprocess.run(
         [sys.executable, "-m", "tiered", "analyze", f"file:{legacy_copy}", "--json",
-         "--out", str(out), "--sample", "200", "--probes", "10", "--rate", "200", "--holdout-days", "1"],
+         "--out", str(out), "--sample", "200", "--probes", "10", "--rate", "200",
+         "--holdout-days", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
