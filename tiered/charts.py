@@ -10,13 +10,17 @@ import altair as alt
 import polars as pl
 
 __all__ = [
+    "cache_curve_chart",
     "calibration_chart",
+    "compression_chart",
     "forecast_chart",
     "hit_ratio_chart",
     "phase_chart",
     "phase_means",
     "policy_chart",
     "pool_chart",
+    "storage_chart",
+    "traffic_chart",
 ]
 
 PHASE_ORDER = ["cache", "acquire", "encode", "round_trip", "decode", "other"]
@@ -144,4 +148,57 @@ def calibration_chart(table: pl.DataFrame) -> alt.Chart:
             row=alt.Row("op:N", title=None),
         )
         .properties(width=60, height=70)
+    )
+
+
+# -- the analysis of a deployment (tiered analyze; notebook 06) ---------------------------------
+
+
+def storage_chart(storage: pl.DataFrame, *, top: int = 10) -> alt.Chart:
+    """Bytes as stored per table (``storage``: the analysis's storage profile)."""
+    tables = storage.filter(pl.col("column") == "*").sort("bytes", descending=True).head(top)
+    return (
+        alt.Chart(_data(tables), title="Bytes as stored, per table")
+        .mark_bar()
+        .encode(
+            x=alt.X("bytes:Q", title="bytes"),
+            y=alt.Y("table:N", sort="-x", title=None),
+            tooltip=["table:N", "rows:Q", "bytes:Q"],
+        )
+    )
+
+
+def compression_chart(projection: dict[str, float]) -> alt.Chart:
+    """Episode payload bytes: as stored today, raw, with tiered's zstd, with a dictionary
+    (``projection``: :meth:`CompressionProjection.as_dict`)."""
+    order = ["stored_bytes", "raw_bytes", "zstd_bytes", "dictionary_bytes"]
+    labels = ["stored today", "raw", "tiered zstd", "tiered zstd + dictionary"]
+    frame = pl.DataFrame({"form": labels, "bytes": [float(projection[k]) for k in order]})
+    return (
+        alt.Chart(_data(frame), title="Episode payloads, projected to every row")
+        .mark_bar()
+        .encode(x=alt.X("bytes:Q"), y=alt.Y("form:N", sort=labels, title=None))
+    )
+
+
+def traffic_chart(series: pl.DataFrame, *, title: str = "Requests per hour") -> alt.Chart:
+    """An hourly series (``timestamp, requests``)."""
+    return (
+        alt.Chart(_data(series.with_columns(pl.col("timestamp").cast(pl.Utf8))), title=title)
+        .mark_line()
+        .encode(x=alt.X("timestamp:T", title=None), y=alt.Y("requests:Q"))
+        .properties(width=600, height=160)
+    )
+
+
+def cache_curve_chart(curve: pl.DataFrame) -> alt.Chart:
+    """Hit ratio by cache size per table, replayed from an access trace."""
+    return (
+        alt.Chart(_data(curve), title="Hit ratio by cache size (replayed access trace)")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("size:Q", scale=alt.Scale(type="log"), title="entries"),
+            y=alt.Y("hit_ratio:Q", title="hit ratio"),
+            color="table:N",
+        )
     )

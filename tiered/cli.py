@@ -37,13 +37,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     if args.url:
-        # never write a demo corpus into a database the tool did not create
-        raise ConfigError(
-            "--url: tiered report writes a synthetic demo corpus, so it runs only on a scratch "
-            "database it creates in --out (drop --url). To load your own server with the demo "
-            "workload use `tiered bench --url URL` (it writes its corpus there too: point it at "
-            "a scratch database); a read-only analysis of an existing database is not built yet"
-        )
+        # the user's database: read-only analysis and notebook 06 on it (the demo corpus is
+        # written only into a scratch database the tool creates itself, below)
+        return _report_deployment(args, outdir)
     url = f"file:{db}"
     results = asyncio.run(
         run_store_report(url, episodes=args.episodes, batch=args.batch, seed=args.seed)
@@ -74,6 +70,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     shot = report.screenshot(index)
     if shot is not None:
         print(f"screenshot (headless Chromium): {shot}")
+    return 0
+
+
+def _report_deployment(args: argparse.Namespace, outdir: Path) -> int:
+    import os
+
+    from tiered import report
+    from tiered.analysis import analyze
+
+    token = os.environ.get("TIERED_AUTH_TOKEN") or None
+    analysis = asyncio.run(
+        analyze(args.url, auth_token=token, traffic=args.traffic, access_log=args.access_log)
+    )
+    paths = analysis.write(outdir / "analysis")
+    print(analysis.render())
+    print("\n== notebook 06 on your deployment", flush=True)
+    page = report.run_deployment(
+        outdir, url=args.url, traffic=args.traffic, access_log=args.access_log
+    )
+    print(f"\nreport: {page}\nanalysis: {paths['json']}")
     return 0
 
 
@@ -249,9 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("report", help="run the main job and write reports/")
     rep.add_argument(
         "--url",
-        help="not allowed: the report writes a demo corpus, only into a scratch database "
-        "it creates in --out",
+        help="your database: a read-only analysis (tiered analyze) and notebook 06 on it, "
+        "instead of the demo (which writes only into a scratch database it creates)",
     )
+    rep.add_argument("--traffic", help="with --url: a traffic file (see tiered analyze)")
+    rep.add_argument("--access-log", help="with --url: an access trace folder")
     rep.add_argument("--out", default="reports", help="output folder (default: reports)")
     rep.add_argument("--episodes", type=int, default=5000)
     rep.add_argument("--batch", type=int, default=500)

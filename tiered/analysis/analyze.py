@@ -73,6 +73,7 @@ class Analysis:
     history: pl.DataFrame
     traffic_source: str
     traffic: TrafficPlan | None
+    series: pl.DataFrame  # the hourly traffic the pool plan was made on (timestamp, requests)
     cache: CacheSizing | None = None
     latency: LatencyProbe | None = None
     recommendations: list[Recommendation] = field(default_factory=list)
@@ -297,6 +298,7 @@ async def analyze(
         history=hist,
         traffic_source=source,
         traffic=plan,
+        series=frame,
         cache=sizing,
         latency=probe,
         notes=notes,

@@ -30,7 +30,7 @@ import zstandard
 
 from tiered.errors import ConfigError
 from tiered.model import Episode
-from tiered.workload.records import generate_episodes, generate_heuristics, generate_patterns
+from tiered.workload.records import generate_heuristics, generate_patterns, iter_episodes
 
 __all__ = ["LEGACY_TABLES", "LegacyDatabase", "envelope", "write_legacy_database"]
 
@@ -315,8 +315,9 @@ def write_legacy_database(
 
 
 def _episodes(n: int, seed: int) -> Iterator[Episode]:
-    # content from the project's generator (the ids and times are the original's)
-    return iter(generate_episodes(n, seed=seed))
+    # content from the project's generator (the ids and times are the original's), one at a
+    # time: a database of hundreds of thousands of episodes never sits in memory
+    return iter_episodes(n, seed=seed)
 
 
 def _episode_row(
