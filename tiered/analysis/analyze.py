@@ -193,8 +193,15 @@ class Analysis:
         return paths
 
 
-def _hold_times() -> tuple[HoldTimes, float, str]:
-    """The service times a plan assumes: the project's measured model when present."""
+def _hold_times(probe: LatencyProbe | None = None) -> tuple[HoldTimes, float, str]:
+    """The service times a plan assumes: the round trips the probes measured on this database
+    (20 or more), else the project's measured model, else an assumption (said so)."""
+    ok = None if probe is None else probe.requests.filter(pl.col("error").is_null())
+    if ok is not None and ok.height >= 20:
+        rtt = ok["round_trip_ms"].to_numpy() / 1000
+        connect = float(np.median(rtt)) * 3  # TCP, TLS and the protocol's hello
+        note = f"service times measured: {ok.height} probe round trips on this database"
+        return HoldTimes(np.maximum(rtt, 1e-5)), connect, note
     try:
         from tiered.scenarios.runs import load_service
 
@@ -269,7 +276,7 @@ async def analyze(
             )
     plan: TrafficPlan | None = None
     if frame.height:
-        hold, connect, service_note = _hold_times()
+        hold, connect, service_note = _hold_times(probe)
         notes.append(service_note)
         try:
             plan = plan_traffic(
