@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,9 @@ BAD = "bad \udc80"  # a lone surrogate: a str Python holds, but no UTF-8 encoder
 # -- 1. a read-only token's write is an AuthError on every backend ------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["ws", "http"])
-async def test_write_with_read_only_token_is_auth_error(
-    sqld_binary: Path, tmp_path: Path, scheme: str
-) -> None:
+@pytest.fixture
+def jwt_sqld(sqld_binary: Path, tmp_path: Path) -> Iterator[tuple[SqldProcess, JwtKey]]:
+    """A fresh sqld that requires JWTs signed by the key it yields beside it."""
     key = JwtKey()
     proc = SqldProcess(
         sqld_binary,
@@ -56,56 +56,53 @@ async def test_write_with_read_only_token_is_auth_error(
     )
     proc.start()
     try:
-        url = getattr(proc, f"{scheme}_url")
-        async with await Store.open(url, auth_token=key.token()) as rw:
-            await rw.store_episodes(generate_episodes(3, seed=1))
-        ro = await Store.open(url, auth_token=key.token("ro"))
-        try:
-            for write in (
-                lambda: ro.store_episodes(generate_episodes(2, seed=8)),
-                lambda: ro.delete_episode("nope"),
-                lambda: ro.store_heuristic(Heuristic("h", "c", "a", 0.5)),
-            ):
-                with pytest.raises(AuthError):
-                    await write()
-            stats = ro.pool.get_stats()
-            assert not stats["outage"] and stats["connections_lost"] == 0, stats
-            assert len(await ro.query_episodes_since(0)) == 3  # reads still work
-        finally:
-            await ro.close()
+        yield proc, key
     finally:
         proc.stop()
 
 
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+async def test_write_with_read_only_token_is_auth_error(
+    jwt_sqld: tuple[SqldProcess, JwtKey], scheme: str
+) -> None:
+    proc, key = jwt_sqld
+    url = getattr(proc, f"{scheme}_url")
+    async with await Store.open(url, auth_token=key.token()) as rw:
+        await rw.store_episodes(generate_episodes(3, seed=1))
+    ro = await Store.open(url, auth_token=key.token("ro"))
+    try:
+        for write in (
+            lambda: ro.store_episodes(generate_episodes(2, seed=8)),
+            lambda: ro.delete_episode("nope"),
+            lambda: ro.store_heuristic(Heuristic("h", "c", "a", 0.5)),
+        ):
+            with pytest.raises(AuthError):
+                await write()
+        stats = ro.pool.get_stats()
+        assert not stats["outage"] and stats["connections_lost"] == 0, stats
+        assert len(await ro.query_episodes_since(0)) == 3  # reads still work
+    finally:
+        await ro.close()
+
+
 async def test_forbidden_write_on_an_opaque_token_is_auth_error(
-    sqld_binary: Path, tmp_path: Path
+    jwt_sqld: tuple[SqldProcess, JwtKey],
 ) -> None:
     """A token whose claims the Store cannot read (not a JWT it can decode) still gets
     AuthError: the driver asks the server whether the socket it dropped was a permission
     refusal."""
-    key = JwtKey()
-    proc = SqldProcess(
-        sqld_binary,
-        tmp_path / "db",
-        free_port(),
-        auth_jwt_key_file=key.write_public(tmp_path / "jwt.pub"),
-        log_path=tmp_path / "log",
-    )
-    proc.start()
-    try:
-        async with await Store.open(proc.ws_url, auth_token=key.token()) as rw:
-            await rw.store_episodes(generate_episodes(1, seed=1))
-        from tiered.db.driver import connect
-        from tiered.db.statements import UPSERT_HEURISTIC
+    from tiered.db.driver import connect
+    from tiered.db.statements import UPSERT_HEURISTIC
 
-        conn = await connect(proc.ws_url, auth_token=key.token("ro"))
-        try:
-            with pytest.raises(AuthError):
-                await conn.execute(UPSERT_HEURISTIC, ("h", 0.5, 1, 1, b"x"))
-        finally:
-            await conn.close()
+    proc, key = jwt_sqld
+    async with await Store.open(proc.ws_url, auth_token=key.token()) as rw:
+        await rw.store_episodes(generate_episodes(1, seed=1))
+    conn = await connect(proc.ws_url, auth_token=key.token("ro"))
+    try:
+        with pytest.raises(AuthError):
+            await conn.execute(UPSERT_HEURISTIC, ("h", 0.5, 1, 1, b"x"))
     finally:
-        proc.stop()
+        await conn.close()
 
 
 # -- 2. strings that cannot be encoded as UTF-8 ---------------------------------------------------
