@@ -203,3 +203,22 @@ def test_plan_pool_builds_a_schedule_a_predictive_policy_follows() -> None:
     assert worse["intervals_missing_slo"] > 0 and worse["late_share"] > ev["late_share"]
     with pytest.raises(ConfigError):
         plan_pool([-1.0], service_s=0.01)
+
+
+def test_a_plan_keeps_its_assumptions_and_says_what_it_capped() -> None:
+    rates = np.array([10.0, 50.0, 2000.0])
+    plan = plan_pool(rates, service_s=0.02, service_cv=2.0, max_size=20)
+    assert plan.service_cv == 2.0
+    # judged with the variation it was made with, unless told otherwise
+    assert plan.evaluate(rates) == plan.evaluate(rates, service_cv=2.0)
+    assert plan.evaluate(rates) != plan.evaluate(rates, service_cv=0.5)
+    # 2000 requests/s x 20 ms needs ~40 connections: sized at max_size, and counted
+    assert plan.sizes[2] == 20 and plan.capped == 1
+    assert plan_pool(rates[:2], service_s=0.02, max_size=20).capped == 0
+
+
+def test_the_scenarios_fall_back_to_a_model_that_exists(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tiered.scenarios.runs import _model_for
+
+    name = _model_for("nycflights13", 168, tmp_path / "no-backtests.parquet")
+    assert name in {m.name for m in default_models()}

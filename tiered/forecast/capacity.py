@@ -24,6 +24,7 @@ lead time for warm-up, and the plan's expected connection-hours and SLO violatio
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ import numpy as np
 
 from tiered.errors import ConfigError
 from tiered.pool.sizing import Hybrid, Predictive, Reactive, Schedule
+
+log = logging.getLogger("tiered.forecast")
 
 __all__ = [
     "CapacityPlan",
@@ -126,6 +129,8 @@ class CapacityPlan:
     service_s: float
     max_wait_s: float
     quantile: float
+    service_cv: float = 1.0  # the variation of service times the plan was made with
+    capped: int = 0  # intervals that needed more than max_size connections (sized at max_size)
 
     @property
     def schedule(self) -> Schedule:
@@ -142,11 +147,14 @@ class CapacityPlan:
         return Hybrid(pred, reactive)
 
     def evaluate(
-        self, actual_rate: Sequence[float], *, service_cv: float = 1.0
+        self, actual_rate: Sequence[float], *, service_cv: float | None = None
     ) -> dict[str, float]:
         """Expected outcome if the true rates were ``actual_rate`` (requests/s per interval):
         the share of requests waiting more than ``max_wait_s``, intervals whose ``quantile``
-        wait misses the target, and connection-hours."""
+        wait misses the target, and connection-hours. ``service_cv`` defaults to the one the
+        plan was made with (the same assumptions for making and judging it)."""
+        if service_cv is None:
+            service_cv = self.service_cv
         actual = np.asarray(actual_rate, dtype=float)
         if actual.shape != self.sizes.shape:
             raise ConfigError("actual_rate must have one value per planned interval")
@@ -189,11 +197,18 @@ def plan_pool(
         raise ConfigError("plan_pool needs a non-empty 1-D series of rates >= 0")
     if service_s <= 0 or interval_s <= 0 or not 0 < quantile < 1 or max_wait_s < 0:
         raise ConfigError("plan_pool needs service_s > 0, interval_s > 0, 0 < quantile < 1")
-    sizes = np.array([
+    needed = np.array([
         servers_needed(x, service_s, max_wait_s=max_wait_s, quantile=quantile,
-                       service_cv=service_cv, min_size=min_size, max_size=max_size)
+                       service_cv=service_cv, min_size=min_size, max_size=max_size + 1)
         for x in r
     ])  # fmt: skip
+    capped = int((needed > max_size).sum())
+    if capped:
+        log.warning(
+            "pool plan: %d of %d intervals need more than max_size=%d connections; sized at "
+            "max_size (their waits will miss the target)", capped, r.size, max_size,
+        )  # fmt: skip
+    sizes = np.minimum(needed, max_size)
     starts = start_s + interval_s * np.arange(r.size)
     return CapacityPlan(starts, sizes, r, interval_s, connect_s + warmup_s, service_s,
-                        max_wait_s, quantile)  # fmt: skip
+                        max_wait_s, quantile, service_cv, capped)  # fmt: skip

@@ -25,7 +25,7 @@ from tiered.bench import BenchResult, run_bench, write_results
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
 from tiered.errors import ConfigError
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
-from tiered.forecast.models import default_models
+from tiered.forecast.models import SeasonalProfile, default_models
 from tiered.forecast.traces import REAL_TRACES, load_trace
 from tiered.pool.sizing import Fixed, Predictive, Reactive, SizingPolicy
 from tiered.scenarios.calibration import calibrate
@@ -58,6 +58,10 @@ def scaled_rate(trace: str, peak_rate: float) -> np.ndarray:
     return out
 
 
+def tiered_model_names() -> list[str]:
+    return [m.name for m in default_models()]
+
+
 def _model_for(trace: str, horizon: int, backtests: Path | None) -> str:
     """The model with the lowest backtest MASE on ``trace`` (``bench_forecast`` results), or the
     four-week profile when no backtest is stored."""
@@ -69,7 +73,7 @@ def _model_for(trace: str, horizon: int, backtests: Path | None) -> str:
         if b.height:
             best = b.group_by("model").agg(pl.col("mase").mean()).sort("mase")
             return str(best["model"][0])
-    return "profile_4w"
+    return SeasonalProfile(168, weeks=4).name  # (the model that exists: profile_median4)
 
 
 @dataclasses.dataclass
@@ -104,7 +108,9 @@ def pool_policies(
         raise ConfigError(f"{trace!r} has {rate.size} hours; need {start + hours}")
     actual = rate[start : start + hours]
     name = _model_for(trace, 168, backtests)
-    model = next(m for m in default_models() if m.name == name)
+    model = next((m for m in default_models() if m.name == name), None)
+    if model is None:
+        raise ConfigError(f"no traffic model named {name!r} among {tiered_model_names()}")
     fc = model.fit(rate[:start] * 3600).forecast(hours, (0.1, 0.5, quantile))
     planned = np.clip(fc.quantiles[quantile] / 3600, 0, None)
 
