@@ -435,3 +435,43 @@ async def test_the_rate_limiter_spaces_requests_on_a_virtual_clock() -> None:
     t = now[0]
     await limiter.acquire()
     assert now[0] - t == pytest.approx(0.05)
+
+
+def test_a_server_that_does_not_answer_is_a_typed_error(tmp_path: Path) -> None:
+    import asyncio
+
+    from tiered import DatabaseUnavailable
+
+    port = free_port()
+    for url in (f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"):
+        with pytest.raises(DatabaseUnavailable):
+            asyncio.run(analyze(url, **QUIET))
+    bad = subprocess.run(
+        [sys.executable, "-m", "tiered", "analyze", f"ws://127.0.0.1:{port}",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+async def test_a_read_only_store_sees_a_writers_later_commits(tmp_path: Path) -> None:
+    """``StoreConfig(read_only=True)`` is ``mode=ro`` only, never immutable: a reader beside a
+    writer sees what the writer commits after the reader opened."""
+    from tiered import CacheConfig
+
+    url = f"file:{tmp_path / 'shared.db'}"
+    writer = await Store.open(url)
+    try:
+        await writer.store_episodes(generate_episodes(3, seed=1))
+        reader = await Store.open(
+            url, config=StoreConfig(read_only=True), cache=CacheConfig(enabled=False)
+        )
+        try:
+            assert len(await reader.query_episodes_since(0)) == 3
+            await writer.store_episodes(generate_episodes(5, seed=2))
+            assert len(await reader.query_episodes_since(0)) == 8
+        finally:
+            await reader.close()
+    finally:
+        await writer.close()

@@ -229,12 +229,14 @@ async def analyze(
     slo_ms: float = 10.0,
     seed: int = 0,
     say: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> Analysis:
     """Analyse the database at ``url`` (read-only) and, if given, the ``traffic`` file.
 
     Raises :class:`DataError` / :class:`UnknownLayout` for inputs it cannot use, the database
     errors of :func:`tiered.analysis.sources.open_target` when the target cannot be opened.
     """
+    bars = (say is None) if progress is None else progress  # bars unless the caller is quiet
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     series: TrafficSeries | None = None
     if traffic is not None:
@@ -242,7 +244,7 @@ async def analyze(
     sizing: CacheSizing | None = None
     if access_log is not None:
         say(f"replaying the access trace in {access_log} at a range of cache sizes")
-        sizing = size_cache(access_log)
+        sizing = size_cache(access_log, progress=bars)
     say(f"opening {redact_url(url)} read-only")
     target = await open_target(url, auth_token=auth_token)
     notes: list[str] = []
@@ -253,14 +255,16 @@ async def analyze(
         say("storage profile")
         storage = await storage_profile(target, layout)
         say(f"compression of a sample of up to {sample} episodes")
-        compression = await compression_projection(target, layout, sample=sample)
+        compression = await compression_projection(target, layout, sample=sample, progress=bars)
         say("index health of the hot queries")
         indexes = await index_health(target, layout)
         hist = await history(target, layout)
         probe = None
         if probes:
             say(f"{probes} hot reads on sampled keys, at most {rate:g}/s")
-            probe = await probe_latency(target, layout, count=probes, rate=rate, seed=seed)
+            probe = await probe_latency(
+                target, layout, count=probes, rate=rate, seed=seed, progress=bars
+            )
         statements = target.statements
     finally:
         await target.close()
@@ -288,6 +292,7 @@ async def analyze(
                 holdout_days=holdout_days,
                 seed=seed,
                 progress=say,
+                bars=bars,
             )
         except DataError as e:
             notes.append(f"no pool plan: {e}")

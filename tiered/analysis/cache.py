@@ -26,6 +26,7 @@ import polars as pl
 from tiered.cache.layer import TABLES, CacheConfig, CacheLayer, QueryEntry, RecordCacheConfig
 from tiered.errors import DataError
 from tiered.metrics.access import read_access_log
+from tiered.progress import Progress
 
 __all__ = ["CacheSizing", "replay_trace", "size_cache"]
 
@@ -146,7 +147,9 @@ def _candidates(distinct: int) -> list[int]:
     return sorted(sizes)
 
 
-def size_cache(trace: pl.DataFrame | str | Path, *, base: CacheConfig | None = None) -> CacheSizing:
+def size_cache(
+    trace: pl.DataFrame | str | Path, *, base: CacheConfig | None = None, progress: bool = False
+) -> CacheSizing:
     """Replay ``trace`` (a frame, or an access log folder) at a range of record-cache sizes and
     recommend one per table (see the module docstring). :class:`DataError` for a trace with no
     point reads."""
@@ -160,7 +163,9 @@ def size_cache(trace: pl.DataFrame | str | Path, *, base: CacheConfig | None = N
     frame = frame.with_columns(pl.col("table").cast(pl.Utf8), pl.col("op").cast(pl.Utf8))
     rows = []
     grid = sorted({s for t in tables for s in _candidates(distinct[t])})
+    bar = Progress(len(grid), "cache sizes replayed", enabled=progress)
     for size in grid:
+        bar.advance()
         sized: dict[str, Any] = {
             t: dataclasses.replace(getattr(base, t), maxsize=size, max_bytes=None) for t in tables
         }

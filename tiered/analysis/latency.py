@@ -25,6 +25,7 @@ from tiered.analysis.sources import Layout, Target
 from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.errors import ConfigError, CorruptPayload, DatabaseError
+from tiered.progress import Progress
 
 __all__ = ["LatencyProbe", "RateLimiter", "probe_latency"]
 
@@ -151,6 +152,7 @@ async def probe_latency(
     rate: float = 20.0,
     seed: int = 0,
     limiter: RateLimiter | None = None,
+    progress: bool = False,
 ) -> LatencyProbe | None:
     """Run ``count`` hot reads on sampled keys at most ``rate`` per second (see the module
     docstring); ``None`` for an empty database."""
@@ -200,6 +202,7 @@ async def probe_latency(
                 lambda: (*keys["pairs"][rng.integers(len(keys["pairs"]))], 50),
             )
     limiter = limiter or RateLimiter(rate)
+    bar = Progress(count, "latency probes", enabled=progress)
     names = sorted(ops)
     rows: list[tuple[str, float, float, int, str | None]] = []
     sent: list[float] = []
@@ -207,6 +210,7 @@ async def probe_latency(
         name = names[i % len(names)]
         sql, args = ops[name]
         await limiter.acquire()
+        bar.advance()
         t0 = time.perf_counter()
         sent.append(t0)
         try:

@@ -22,6 +22,7 @@ import zstandard
 from tiered.analysis.sources import Layout, Target
 from tiered.compression import Codec
 from tiered.errors import CorruptPayload
+from tiered.progress import Progress
 
 __all__ = ["CompressionProjection", "compression_projection", "decode_envelope", "storage_profile"]
 
@@ -126,8 +127,11 @@ class CompressionProjection:
 PAGE = 100
 
 
-async def _sample(target: Target, layout: Layout, sample: int) -> tuple[int, list[tuple[Any, ...]]]:
+async def _sample(
+    target: Target, layout: Layout, sample: int, progress: bool
+) -> tuple[int, list[tuple[Any, ...]]]:
     n = int((await target.query("SELECT count(*) FROM episodes"))[0][0] or 0)
+    bar = Progress(min(sample, n), "payload sample", enabled=progress)
     cols = ", ".join(PAYLOAD_COLUMNS[layout])
     stride = max(1, n // max(1, sample))
     rows: list[tuple[Any, ...]] = []
@@ -142,16 +146,17 @@ async def _sample(target: Target, layout: Layout, sample: int) -> tuple[int, lis
             break
         after = int(page[-1][0] or 0)
         rows += [tuple(r[1:]) for r in page]
+        bar.advance(len(page))
     return n, rows
 
 
 async def compression_projection(
-    target: Target, layout: Layout, *, sample: int = 2000, level: int = 3
+    target: Target, layout: Layout, *, sample: int = 2000, level: int = 3, progress: bool = False
 ) -> CompressionProjection | None:
     """The projection (see the module docstring), or ``None`` for a database without episodes."""
     if layout == "empty":
         return None
-    n, rows = await _sample(target, layout, sample)
+    n, rows = await _sample(target, layout, sample, progress)
     if not rows:
         return None
     codec = Codec(level=level)

@@ -102,7 +102,7 @@ async def open_target(url: str, *, auth_token: str | None = None, timeout: float
         raise ConfigError("the target must be a database URL: file:path, ws://host:port, ...")
     if backend_of(url) == "file":
         path = url.split("?", 1)[0]
-        url = f"{path}?mode=ro"
+        url = f"{path}?mode=ro&snapshot=1"  # a one-off read: nothing beside the file either
     conn = await connect(url, auth_token=auth_token, timeout=timeout)
     return Target(url, conn)
 

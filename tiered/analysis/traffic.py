@@ -25,6 +25,7 @@ from tiered.forecast.backtest import backtest, summarize_backtest
 from tiered.forecast.capacity import CapacityPlan, plan_pool
 from tiered.forecast.models import Model, SeasonalNaive, SeasonalProfile
 from tiered.pool.sizing import Reactive, SizingPolicy
+from tiered.progress import Progress
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
 
 __all__ = ["TrafficPlan", "plan_traffic"]
@@ -109,6 +110,7 @@ def plan_traffic(
     max_size: int = 100,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    bars: bool = False,
 ) -> TrafficPlan:
     """Plan the pool for ``series`` (``timestamp, requests`` per hour) and check the plan on
     held-out days. Raises :class:`DataError` when the series is shorter than three days."""
@@ -160,8 +162,10 @@ def plan_traffic(
         "hybrid": lambda c: plan.policy(c, reactive=Reactive(clock=c)),
     }
     rows = []
+    bar = Progress(len(factories), "held-out simulations", enabled=bars)
     for policy, make in factories.items():
         run = simulate_pool(scenario, make)
+        bar.advance()
         s = run.summary
         rows.append(
             {

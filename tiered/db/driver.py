@@ -68,8 +68,8 @@ def file_path(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(f"file URL must not name a host, got {parts.netloc!r}")
-    if parts.query and parts.query != "mode=ro":
-        raise ConfigError("file URLs take no query parameters but mode=ro")
+    if parts.query and parts.query not in ("mode=ro", "mode=ro&snapshot=1"):
+        raise ConfigError("file URLs take no query parameters but mode=ro (and snapshot=1)")
     path = urllib.parse.unquote(parts.path)
     if not path:
         raise ConfigError("file URL has no path: use file:relative.db or file:///absolute.db")
@@ -78,7 +78,7 @@ def file_path(url: str) -> str:
 
 def file_read_only(url: str) -> bool:
     """Whether a ``file:`` URL asks for a read-only connection (``?mode=ro``)."""
-    return urllib.parse.urlsplit(url).query == "mode=ro"
+    return urllib.parse.urlsplit(url).query.startswith("mode=ro")
 
 
 async def connect(
@@ -99,7 +99,12 @@ async def connect(
         if not parent.exists():
             raise ConfigError(f"directory {str(parent)!r} of the database file does not exist")
         read_only = file_read_only(url)
-        conn = EmbeddedConnection(path, busy_timeout=min(timeout, 30.0), read_only=read_only)
+        conn = EmbeddedConnection(
+            path,
+            busy_timeout=min(timeout, 30.0),
+            read_only=read_only,
+            snapshot=urllib.parse.urlsplit(url).query == "mode=ro&snapshot=1",
+        )
     elif backend == "ws":
         conn = HranaWsConnection(url, auth_token=auth_token, timeout=timeout)
     else:

@@ -24,7 +24,19 @@ class EmbeddedConnection(Connection):
 
     backend = "file"
 
-    def __init__(self, path: str, *, busy_timeout: float = 5.0, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = 5.0,
+        read_only: bool = False,
+        snapshot: bool = False,
+    ) -> None:
+        """``read_only``: SQLite's ``mode=ro``. ``snapshot`` (with ``read_only``): a database
+        with no write-ahead log beside it is at rest, and is read as immutable, so that not
+        even the ``-wal``/``-shm`` files a WAL-mode reader would create appear beside it -- for
+        a one-off read such as ``tiered analyze``, never for a long-lived reader beside a
+        writer (an immutable reader does not see later writes)."""
         super().__init__()
         self.path = path
         self.read_only = read_only
@@ -33,10 +45,8 @@ class EmbeddedConnection(Connection):
         try:
             if read_only:
                 # SQLite's own read-only mode: no write can reach the file, and nothing about
-                # the file (journal mode included) is changed by opening it. A database with no
-                # write-ahead log beside it is at rest: read it as immutable, so that not even
-                # the -wal and -shm files a WAL-mode reader would create appear beside it.
-                at_rest = not Path(f"{path}-wal").exists()
+                # the file (journal mode included) is changed by opening it
+                at_rest = snapshot and not Path(f"{path}-wal").exists()
                 target = f"file:{urllib.parse.quote(str(Path(path).resolve()))}?mode=ro" + (
                     "&immutable=1" if at_rest else ""
                 )
