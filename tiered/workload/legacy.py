@@ -397,8 +397,15 @@ def _write_patterns(
     rows = []
     for p in pats:
         body = _fields(p.body)
-        # the original stores a debug dump of the whole pattern as its "type"
-        dump = f"{type(p.body).__name__} {{ {', '.join(f'{k}: {v!r}' for k, v in body.items())} }}"
+        # the original stores a debug dump of the whole pattern as its "type" (Rust's Debug:
+        # `ToolSequence { tools: ["a", "b"], context: "..." }`); one in ten is mangled beyond
+        # recognising (a newer variant, a truncated dump)
+        fields = ", ".join(
+            f"{k}: {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in body.items()
+        )
+        dump = f"{type(p.body).__name__} {{ {fields} }}"
+        if rng.random() < 0.1:
+            dump = f"Pattern {{ id: {p.id}, {dump[:40]}"
         data = {"description": dump[:80], "context": {"domain": p.domain}, "heuristic": None}
         t = stop - rng.randint(0, 30 * 86400)
         rows.append(

@@ -1,0 +1,132 @@
+"""``tiered import``: a database of the original layout onto tiered -- faithful, idempotent,
+resumable, and the source untouched."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.test_analysis import checksums_file
+from tiered import Store, UnknownLayout, ValidationError
+from tiered.importer import import_database, map_pattern
+from tiered.model import PatternKind
+from tiered.workload.legacy import envelope, write_legacy_database
+
+
+@pytest.fixture(scope="module")
+def source_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("src") / "memory.db"
+    write_legacy_database(path, episodes=400, weeks=2, seed=21, embeddings=60, dim=16)
+    return path
+
+
+@pytest.fixture
+def source(source_db: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "source.db"
+    shutil.copy(source_db, dest)
+    return dest
+
+
+async def test_import_is_faithful_idempotent_and_leaves_the_source_alone(
+    source: Path, tmp_path: Path
+) -> None:
+    before = checksums_file(source)
+    dest = f"file:{tmp_path / 'tiered.db'}"
+    report = await import_database(f"file:{source}", dest, progress=False)
+    assert checksums_file(source) == before
+    assert report.read["episodes"] == 400 and report.imported["episodes"] == 400
+    assert report.imported["heuristics"] == 100 and report.imported["embeddings"] == 60
+    assert report.imported["patterns"] == 200 and 0 < report.patterns_unrecovered < 60
+    assert not report.issues and not report.differences
+    assert report.verified == 400 + 200 + 100 + 60
+    assert report.not_imported["episode_summaries"] == 101  # counted, not dropped silently
+    assert report.orphans["episode_tags"] == 3 and report.fts_duplicates == 8
+    async with await Store.open(dest) as s:
+        # the original's times are epoch seconds: now microseconds
+        eps = await s.query_episodes_since(0, limit=1000)
+        assert len(eps) == 400 and all(e.start_time % 1_000_000 == 0 for e in eps)
+        changes = s.stats()["cache"]["coherence"]["last_change"]
+    again = await import_database(f"file:{source}", dest, progress=False)  # a no-op
+    assert again.imported["episodes"] == 400 and not again.differences
+    async with await Store.open(dest) as s:
+        assert len(await s.query_episodes_since(0, limit=1000)) == 400
+        assert s.stats()["cache"]["coherence"]["last_change"] >= changes
+
+
+async def test_a_checkpoint_resumes_after_the_last_committed_batch(
+    source: Path, tmp_path: Path
+) -> None:
+    dest = f"file:{tmp_path / 'tiered.db'}"
+    ck = tmp_path / "import.checkpoint"
+    ck.write_text('{"episodes": 200}')  # as if the import had stopped after rowid 200
+    db = sqlite3.connect(source)
+    rest = db.execute("SELECT count(*) FROM episodes WHERE rowid > 200").fetchone()[0]
+    db.close()
+    report = await import_database(f"file:{source}", dest, checkpoint=ck, progress=False)
+    assert report.resumed == {"episodes": 200} and report.imported["episodes"] == rest
+    async with await Store.open(dest) as s:
+        assert len(await s.query_episodes_since(0, limit=1000)) == rest
+    # the checkpoint now holds every table's last rowid: a rerun imports nothing
+    again = await import_database(f"file:{source}", dest, checkpoint=ck, progress=False)
+    assert sum(again.imported.values()) == 0
+
+
+async def test_bad_rows_are_reported_with_their_id_or_stop_the_import(
+    source: Path, tmp_path: Path
+) -> None:
+    db = sqlite3.connect(source)
+    good = envelope(b'{"agent": "coder"}', "gzip")
+    head, body = good.split("\n", 1)
+    lying = head.replace(":18", ":99") + "\n" + body  # the size does not match
+    ids = [r[0] for r in db.execute("SELECT episode_id FROM episodes ORDER BY rowid LIMIT 3")]
+    db.execute("UPDATE episodes SET metadata = ? WHERE episode_id = ?", (lying, ids[0]))
+    db.execute("UPDATE episodes SET steps = '[{not json' WHERE episode_id = ?", (ids[1],))
+    db.execute(
+        "UPDATE embeddings SET embedding_data = '[1.0, 2.0]' "
+        "WHERE rowid = (SELECT min(rowid) FROM embeddings)"
+    )
+    db.commit()
+    db.close()
+    dest = f"file:{tmp_path / 'tiered.db'}"
+    report = await import_database(f"file:{source}", dest, progress=False)
+    bad = {(i.table, i.row_id) for i in report.issues}
+    assert ("episodes", ids[0]) in bad and ("episodes", ids[1]) in bad
+    assert any(t == "embeddings" for t, _ in bad)
+    assert report.imported["episodes"] == 398 and not report.differences
+    with pytest.raises(ValidationError, match=ids[0]):
+        await import_database(
+            f"file:{source}", f"file:{tmp_path / 'other.db'}", on_error="stop", progress=False
+        )
+
+
+async def test_dry_run_writes_nothing_and_other_layouts_are_refused(
+    source: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "never.db"
+    report = await import_database(f"file:{source}", f"file:{dest}", dry_run=True, progress=False)
+    assert report.dry_run and report.imported["episodes"] == 400 and not dest.exists()
+    tiered_db = f"file:{tmp_path / 't.db'}"
+    async with await Store.open(tiered_db):
+        pass
+    with pytest.raises(UnknownLayout):
+        await import_database(tiered_db, f"file:{tmp_path / 'x.db'}", progress=False)
+
+
+def test_pattern_kinds_are_recovered_from_the_original_debug_dump() -> None:
+    row = {
+        "pattern_id": "p1",
+        "pattern_data": '{"description": "retry"}',
+        "success_rate": 0.5,
+        "context_domain": "web-api",
+        "occurrence_count": 3,
+    }
+    dump = 'ErrorRecovery { error_type: "timeout", recovery_steps: ["wait, then retry", "b"] }'
+    p, ok = map_pattern({**row, "pattern_type": dump})
+    assert ok and p.kind is PatternKind.ERROR_RECOVERY
+    assert p.body.recovery_steps == ("wait, then retry", "b")  # type: ignore[union-attr]
+    p, ok = map_pattern({**row, "pattern_type": "Pattern { id: 7, Tool"})
+    assert not ok and p.kind is PatternKind.CONTEXT_PATTERN
+    assert p.body.features == ("Pattern { id: 7, Tool",)  # type: ignore[union-attr]

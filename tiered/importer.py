@@ -1,0 +1,446 @@
+"""``tiered import``: move a database of the original system's layout onto tiered, resumably.
+
+The source is opened read-only (:func:`tiered.analysis.open_target`: only reads are ever sent).
+Rows are read in rowid order, a page at a time, decoded (compressed envelopes opened, JSON
+``"null"`` and SQL NULL both "absent", epoch seconds to microseconds) and mapped onto tiered's
+records:
+
+* episodes with their steps, outcome variant, reward (its ``total``), reflection, metadata, pattern
+  and heuristic ids, and their tags (from ``episode_tags``); ``checkpoints`` and ``archived_at``
+  have no home in tiered and are counted in :attr:`ImportReport.dropped`;
+* heuristics with their evidence; embeddings of any dimension (JSON array, envelope, or the native
+  vector when the JSON is absent); patterns, whose kind is recovered from the original's debug
+  dump where it names one (``ToolSequence``, ``DecisionPoint``, ``ErrorRecovery``,
+  ``ContextPattern``), otherwise kept as a ``ContextPattern`` holding the dump (counted);
+* tables with no home (summaries, relationships, tag metadata, ...) are counted, never dropped
+  silently.
+
+Each batch is one transaction through the Store (``store_episodes`` and friends: all or nothing).
+After each committed batch a checkpoint file records the last source rowid per table, so an
+interrupted import resumes after it; records are upserts by id, so a batch replayed after a crash
+between commit and checkpoint writes nothing twice. ``dry_run`` reads and maps everything and
+writes nothing. ``verify`` reads every imported record back through the Store and compares it
+with the mapping of its source row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tiered.analysis.profile import ENVELOPE, decode_envelope
+from tiered.analysis.sources import Target, detect_layout, open_target
+from tiered.errors import ConfigError, CorruptPayload, UnknownLayout, ValidationError
+from tiered.model import (
+    Abstained,
+    Complexity,
+    ContextPattern,
+    DecisionPoint,
+    Embedding,
+    Episode,
+    ErrorRecovery,
+    Evidence,
+    ExecutionStep,
+    Failure,
+    Heuristic,
+    Outcome,
+    PartialSuccess,
+    Pattern,
+    PatternBody,
+    Reflection,
+    StepResult,
+    Success,
+    TaskContext,
+    ToolSequence,
+)
+from tiered.progress import Progress
+from tiered.store import Store, StoreConfig
+
+__all__ = ["ImportReport", "Issue", "import_database", "map_episode", "map_pattern"]
+
+OnError = Literal["skip", "stop"]
+PAGE = 200
+#: tables of the original layout with no home in tiered: counted, reported, not imported
+NO_HOME = (
+    "episode_summaries",
+    "episode_relationships",
+    "episode_pattern_relationships",
+    "tag_metadata",
+    "procedural_memory",
+    "recommendation_sessions",
+    "recommendation_feedback",
+    "execution_records",
+    "agent_metrics",
+    "task_metrics",
+    "metadata",
+)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A source row that could not be imported as it is."""
+
+    table: str
+    row_id: str
+    message: str
+
+
+@dataclass
+class ImportReport:
+    read: dict[str, int] = field(default_factory=dict)
+    imported: dict[str, int] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # fields with no home, per field
+    not_imported: dict[str, int] = field(default_factory=dict)  # tables with no home: rows
+    patterns_unrecovered: int = 0
+    orphans: dict[str, int] = field(default_factory=dict)
+    fts_duplicates: int = 0
+    resumed: dict[str, int] = field(default_factory=dict)  # rowid resumed after, per table
+    verified: int = 0
+    differences: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["issues"] = [i.__dict__ for i in self.issues]
+        return d
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def _json(v: Any) -> Any:
+    """A column's JSON value (envelopes opened); ``None`` for SQL NULL and JSON ``null``."""
+    if v is None:
+        return None
+    text = decode_envelope(v).decode() if isinstance(v, str) and v.startswith(ENVELOPE) else v
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise CorruptPayload(f"not JSON: {e}") from e
+
+
+def _seconds(v: Any) -> int | None:
+    return None if v is None else int(v) * 1_000_000
+
+
+def _outcome(d: Any) -> Outcome | None:
+    if not isinstance(d, dict):
+        return None
+    kind = str(d.get("type", "")).lower().replace("partialsuccess", "partial_success")
+    if kind == "success":
+        return Success(d.get("verdict", ""), tuple(d.get("artifacts") or ()))
+    if kind == "partial_success":
+        return PartialSuccess(
+            d.get("verdict", ""), tuple(d.get("completed") or ()), tuple(d.get("failed") or ())
+        )
+    if kind == "failure":
+        return Failure(d.get("reason", ""), d.get("error_details"))
+    if kind == "abstained":
+        return Abstained(d.get("reason", ""))
+    raise CorruptPayload(f"unknown outcome type {d.get('type')!r}")
+
+
+def _step(d: dict[str, Any]) -> ExecutionStep:
+    r = d.get("result")
+    result = None
+    if isinstance(r, dict):
+        result = StepResult(str(r.get("type", "success")).lower(), r.get("output") or "")
+    return ExecutionStep(
+        d["tool"],
+        d.get("action", ""),
+        d.get("parameters") or {},
+        result,
+        float(d.get("latency_ms") or 0.0),
+        d.get("tokens_used"),
+    )
+
+
+def map_episode(row: dict[str, Any], tags: Sequence[str] = ()) -> tuple[Episode, list[str]]:
+    """The tiered episode of a source row, and the names of its fields that have no home."""
+    ctx = _json(row["context"]) or {}
+    reward = _json(row["reward"])
+    if isinstance(reward, dict):
+        reward = reward.get("total")
+    refl = _json(row["reflection"])
+    dropped = []
+    if _json(row.get("checkpoints")) not in (None, []):
+        dropped.append("episodes.checkpoints")
+    if row.get("archived_at") is not None:
+        dropped.append("episodes.archived_at")
+    episode = Episode(
+        id=row["episode_id"],
+        task_type=row["task_type"],
+        description=row["task_description"],
+        context=TaskContext(
+            ctx.get("domain") or row["domain"],
+            ctx.get("language") or row.get("language"),
+            ctx.get("framework"),
+            Complexity(str(ctx.get("complexity") or "moderate").lower()),
+            tuple(ctx.get("tags") or ()),
+        ),
+        start_time=_seconds(row["start_time"]) or 0,
+        end_time=_seconds(row["end_time"]),
+        steps=tuple(_step(s) for s in (_json(row["steps"]) or ())),
+        outcome=_outcome(_json(row["outcome"])),
+        reward=float(reward) if isinstance(reward, int | float) else None,
+        reflection=Reflection(
+            tuple(refl.get("successes") or ()),
+            tuple(refl.get("improvements") or ()),
+            tuple(refl.get("insights") or ()),
+        )
+        if isinstance(refl, dict)
+        else None,
+        pattern_ids=tuple(_json(row["patterns"]) or ()),
+        heuristic_ids=tuple(_json(row["heuristics"]) or ()),
+        metadata={str(k): str(v) for k, v in (_json(row["metadata"]) or {}).items()},
+        tags=tuple(sorted(tags)),
+    )
+    return episode, dropped
+
+
+_DUMP = re.compile(r"^\s*(ToolSequence|DecisionPoint|ErrorRecovery|ContextPattern)\s*\{(.*)\}\s*$")
+
+
+def _field(body: str, name: str) -> Any:
+    """A field of a Rust ``Debug`` dump: a string or a list of strings (JSON-like)."""
+    m = re.search(rf'\b{name}:\s*(\[(?:[^\]"]|"(?:[^"\\]|\\.)*")*\]|"(?:[^"\\]|\\.)*")', body)
+    if m is None:
+        return None
+    try:
+        return json.loads(m.group(1))
+    except ValueError:
+        return None
+
+
+def map_pattern(row: dict[str, Any]) -> tuple[Pattern, bool]:
+    """The tiered pattern of a source row, and whether its kind was recovered from the dump
+    (if not, it is kept as a ``ContextPattern`` whose features hold the whole dump)."""
+    data = _json(row["pattern_data"]) or {}
+    dump = str(row["pattern_type"])
+    body: PatternBody | None = None
+    m = _DUMP.match(dump)
+    if m is not None:
+        kind, inner = m.group(1), m.group(2)
+
+        def f(name: str) -> Any:
+            return _field(inner, name)
+
+        try:
+            if kind == "ToolSequence":
+                body = ToolSequence(tuple(f("tools") or ()), f("context") or "")
+            elif kind == "DecisionPoint":
+                body = DecisionPoint(f("condition") or "", f("action") or "")
+            elif kind == "ErrorRecovery":
+                body = ErrorRecovery(f("error_type") or "", tuple(f("recovery_steps") or ()))
+            else:
+                body = ContextPattern(tuple(f("features") or ()), f("recommended_approach") or "")
+        except ValidationError:
+            body = None
+    recovered = body is not None
+    if body is None:
+        body = ContextPattern((dump,), str(data.get("description") or dump)[:1000] or "-")
+    pattern = Pattern(
+        row["pattern_id"],
+        body,
+        row.get("context_domain") or "unknown",
+        float(row["success_rate"]),
+        0.0,
+        int(row.get("occurrence_count") or 0),
+    )
+    return pattern, recovered
+
+
+def map_heuristic(row: dict[str, Any]) -> Heuristic:
+    ev = _json(row["evidence"]) or {}
+    return Heuristic(
+        row["heuristic_id"],
+        row["condition_text"],
+        row["action_text"],
+        float(row["confidence"]),
+        Evidence(
+            tuple(ev.get("episode_ids") or ()),
+            float(ev.get("success_rate") or 0.0),
+            int(ev.get("sample_size") or 0),
+        ),
+    )
+
+
+def map_embedding(row: dict[str, Any]) -> Embedding:
+    vec = _json(row["embedding_data"])
+    if not isinstance(vec, list):
+        blob = row.get("embedding_vector")
+        if not isinstance(blob, bytes):
+            raise CorruptPayload("no vector: neither the JSON array nor the native column")
+        vec = array("f")
+        vec.frombytes(blob)
+    dim = int(row.get("dimension") or len(vec))
+    if len(vec) != dim:
+        raise CorruptPayload(f"vector of {len(vec)} floats, the row says dimension {dim}")
+    return Embedding(row["embedding_id"], row["item_id"], row["item_type"], row["model"], vec)
+
+
+# -- the import -------------------------------------------------------------------------------
+
+
+def _load_checkpoint(path: Path | None) -> dict[str, int]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"checkpoint {path} is not readable: {e}") from e
+
+
+def _save_checkpoint(path: Path | None, state: dict[str, int]) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)  # a crash leaves the old checkpoint or the new one, never half of one
+
+
+async def _pages(
+    src: Target, table: str, after: int
+) -> Any:  # an async iterator of (rowid, row dict) pages
+    while True:
+        rows = await src.query(
+            f'SELECT rowid AS _rowid, * FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT ?',
+            (after, PAGE),
+        )
+        if not rows:
+            return
+        cols = [r[1] for r in await src.query(f'PRAGMA table_info("{table}")')]
+        page = [(int(r[0] or 0), dict(zip(cols, r[1:], strict=True))) for r in rows]
+        yield page
+        after = page[-1][0]
+
+
+async def import_database(
+    source: str,
+    dest: str,
+    *,
+    source_token: str | None = None,
+    dest_token: str | None = None,
+    dry_run: bool = False,
+    verify: bool = True,
+    on_error: OnError = "skip",
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> ImportReport:
+    """Import ``source`` (the original layout) into ``dest`` (see the module docstring).
+
+    ``on_error``: ``"skip"`` reports a row that does not map (with its id) and goes on;
+    ``"stop"`` raises :class:`ValidationError` for it before its batch is written (batches
+    already committed stay: the checkpoint resumes after them). Raises :class:`UnknownLayout`
+    when the source is not of the original layout.
+    """
+    if on_error not in ("skip", "stop"):
+        raise ConfigError(f"on_error must be 'skip' or 'stop', got {on_error!r}")
+    ck = Path(checkpoint) if checkpoint is not None else None
+    state = _load_checkpoint(ck)
+    report = ImportReport(dry_run=dry_run, resumed=dict(state))
+    src = await open_target(source, auth_token=source_token)
+    store: Store | None = None
+    try:
+        layout = await detect_layout(src)
+        if layout != "legacy":
+            raise UnknownLayout(f"the source is of the {layout} layout, not the original one")
+        tables = set(await src.tables())
+        for t in NO_HOME:
+            if t in tables:
+                n = int((await src.query(f'SELECT count(*) FROM "{t}"'))[0][0] or 0)
+                if n:
+                    report.not_imported[t] = n
+        tags: dict[str, list[str]] = {}
+        if "episode_tags" in tables:
+            for eid, tag in await src.query("SELECT episode_id, tag FROM episode_tags"):
+                tags.setdefault(str(eid), []).append(str(tag))
+            known = {str(r[0]) for r in await src.query("SELECT episode_id FROM episodes")}
+            report.orphans["episode_tags"] = sum(1 for e in tags if e not in known)
+        if "episodes_fts" in tables:
+            row = await src.query("SELECT count(*) - count(DISTINCT episode_id) FROM episodes_fts")
+            report.fts_duplicates = int(row[0][0] or 0)
+        if not dry_run:
+            store = await Store.open(
+                dest, auth_token=dest_token, config=StoreConfig(dictionary_after=0)
+            )
+        mappers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "episodes": lambda r: map_episode(r, tags.get(r["episode_id"], ())),
+            "patterns": map_pattern,
+            "heuristics": map_heuristic,
+            "embeddings": map_embedding,
+        }
+        for table, mapper in mappers.items():
+            total = int((await src.query(f'SELECT count(*) FROM "{table}"'))[0][0] or 0)
+            bar = Progress(total, f"import {table}", enabled=progress)
+            async for page in _pages(src, table, state.get(table, 0)):
+                batch = []
+                for rowid, row in page:
+                    report.read[table] = report.read.get(table, 0) + 1
+                    try:
+                        got = mapper(row)
+                    except (CorruptPayload, ValidationError, KeyError, TypeError, ValueError) as e:
+                        rid = str(row.get(f"{table[:-1]}_id", rowid))
+                        report.issues.append(Issue(table, rid, f"{type(e).__name__}: {e}"))
+                        if on_error == "stop":
+                            raise ValidationError(f"{table}[{rid}]", f"does not import: {e}") from e
+                        continue
+                    if table == "episodes":
+                        got, dropped = got
+                        for name in dropped:
+                            report.dropped[name] = report.dropped.get(name, 0) + 1
+                    elif table == "patterns":
+                        got, recovered = got
+                        report.patterns_unrecovered += 0 if recovered else 1
+                    batch.append(got)
+                if store is not None and batch:
+                    writer = getattr(store, f"store_{table}")
+                    await writer(batch)
+                report.imported[table] = report.imported.get(table, 0) + len(batch)
+                state[table] = page[-1][0]
+                if not dry_run:
+                    _save_checkpoint(ck, state)
+                bar.advance(len(page))
+        if verify and store is not None:
+            report.verified, report.differences = await _verify(src, store, tags)
+    finally:
+        if store is not None:
+            await store.close()
+        await src.close()
+    return report
+
+
+async def _verify(src: Target, store: Store, tags: dict[str, list[str]]) -> tuple[int, list[str]]:
+    """Every mappable source record read back through the Store and compared field by field."""
+    checked, diffs = 0, []
+    getters: dict[str, Callable[[str], Any]] = {
+        "episodes": store.get_episode,
+        "patterns": store.get_pattern,
+        "heuristics": store.get_heuristic,
+        "embeddings": store.get_embedding,
+    }
+    for table, get in getters.items():
+        async for page in _pages(src, table, 0):
+            for _, row in page:
+                try:
+                    if table == "episodes":
+                        want: Any = map_episode(row, tags.get(row["episode_id"], ()))[0]
+                    elif table == "patterns":
+                        want = map_pattern(row)[0]
+                    elif table == "heuristics":
+                        want = map_heuristic(row)
+                    else:
+                        want = map_embedding(row)
+                except (CorruptPayload, ValidationError, KeyError, TypeError, ValueError):
+                    continue  # reported as an issue by the import
+                got = await get(want.id)
+                checked += 1
+                if got != want:
+                    diffs.append(f"{table} {want.id}: read back differs from the source row")
+    return checked, diffs
