@@ -81,9 +81,14 @@ async def test_bad_rows_are_reported_with_their_id_or_stop_the_import(
     good = envelope(b'{"agent": "coder"}', "gzip")
     head, body = good.split("\n", 1)
     lying = head.replace(":18", ":99") + "\n" + body  # the size does not match
-    ids = [r[0] for r in db.execute("SELECT episode_id FROM episodes ORDER BY rowid LIMIT 3")]
+    ids = [r[0] for r in db.execute("SELECT episode_id FROM episodes ORDER BY rowid LIMIT 4")]
     db.execute("UPDATE episodes SET metadata = ? WHERE episode_id = ?", (lying, ids[0]))
     db.execute("UPDATE episodes SET steps = '[{not json' WHERE episode_id = ?", (ids[1],))
+    # text that is not UTF-8 (the original never checked): sqlite3 cannot even read the row
+    db.execute(
+        "UPDATE episodes SET task_description = CAST(x'ff41' AS TEXT) WHERE episode_id = ?",
+        (ids[3],),
+    )
     db.execute(
         "UPDATE embeddings SET embedding_data = '[1.0, 2.0]' "
         "WHERE rowid = (SELECT min(rowid) FROM embeddings)"
@@ -93,9 +98,9 @@ async def test_bad_rows_are_reported_with_their_id_or_stop_the_import(
     dest = f"file:{tmp_path / 'tiered.db'}"
     report = await import_database(f"file:{source}", dest, progress=False)
     bad = {(i.table, i.row_id) for i in report.issues}
-    assert ("episodes", ids[0]) in bad and ("episodes", ids[1]) in bad
+    assert {("episodes", ids[0]), ("episodes", ids[1]), ("episodes", ids[3])} <= bad
     assert any(t == "embeddings" for t, _ in bad)
-    assert report.imported["episodes"] == 398 and not report.differences
+    assert report.imported["episodes"] == 397 and not report.differences
     with pytest.raises(ValidationError, match=ids[0]):
         await import_database(
             f"file:{source}", f"file:{tmp_path / 'other.db'}", on_error="stop", progress=False

@@ -28,14 +28,20 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tiered.analysis.profile import ENVELOPE, decode_envelope
 from tiered.analysis.sources import Target, detect_layout, open_target
-from tiered.errors import ConfigError, CorruptPayload, UnknownLayout, ValidationError
+from tiered.errors import (
+    ConfigError,
+    CorruptPayload,
+    DatabaseError,
+    UnknownLayout,
+    ValidationError,
+)
 from tiered.model import (
     Abstained,
     Complexity,
@@ -306,16 +312,36 @@ def _save_checkpoint(path: Path | None, state: dict[str, int]) -> None:
 
 
 async def _pages(
-    src: Target, table: str, after: int
-) -> Any:  # an async iterator of (rowid, row dict) pages
+    src: Target, table: str, after: int, issues: list[Issue] | None = None
+) -> AsyncIterator[list[tuple[int, dict[str, Any]]]]:
+    """Pages of ``(rowid, row)`` after ``after``, in rowid order. A page that does not read
+    (text that is not valid UTF-8 fails the whole answer) is read again row by row, and each
+    row that still fails becomes an :class:`Issue` naming it."""
+    cols = [str(r[1]) for r in await src.query(f'PRAGMA table_info("{table}")')]
+    key = f"{table[:-1]}_id" if f"{table[:-1]}_id" in cols else cols[0]
+    sql = f'SELECT rowid AS _rowid, * FROM "{table}"'
     while True:
-        rows = await src.query(
-            f'SELECT rowid AS _rowid, * FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT ?',
-            (after, PAGE),
-        )
+        try:
+            rows = await src.query(f"{sql} WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, PAGE))
+        except DatabaseError:
+            ids = await src.query(
+                f'SELECT rowid, CAST("{key}" AS BLOB) FROM "{table}" WHERE rowid > ? '
+                "ORDER BY rowid LIMIT ?",
+                (after, PAGE),
+            )
+            rows = []
+            for rowid, rid in ids:
+                try:
+                    rows += await src.query(f"{sql} WHERE rowid = ?", (rowid,))
+                except DatabaseError as e:
+                    name = rid.decode(errors="replace") if isinstance(rid, bytes) else str(rid)
+                    if issues is not None:
+                        issues.append(Issue(table, name, f"does not read: {e}"))
+            if not rows and ids:
+                after = int(ids[-1][0] or 0)
+                continue
         if not rows:
             return
-        cols = [r[1] for r in await src.query(f'PRAGMA table_info("{table}")')]
         page = [(int(r[0] or 0), dict(zip(cols, r[1:], strict=True))) for r in rows]
         yield page
         after = page[-1][0]
@@ -364,8 +390,8 @@ async def import_database(
             known = {str(r[0]) for r in await src.query("SELECT episode_id FROM episodes")}
             report.orphans["episode_tags"] = sum(1 for e in tags if e not in known)
         if "episodes_fts" in tables:
-            row = await src.query("SELECT count(*) - count(DISTINCT episode_id) FROM episodes_fts")
-            report.fts_duplicates = int(row[0][0] or 0)
+            dup = await src.query("SELECT count(*) - count(DISTINCT episode_id) FROM episodes_fts")
+            report.fts_duplicates = int(dup[0][0] or 0)
         if not dry_run:
             store = await Store.open(
                 dest, auth_token=dest_token, config=StoreConfig(dictionary_after=0)
@@ -379,7 +405,7 @@ async def import_database(
         for table, mapper in mappers.items():
             total = int((await src.query(f'SELECT count(*) FROM "{table}"'))[0][0] or 0)
             bar = Progress(total, f"import {table}", enabled=progress)
-            async for page in _pages(src, table, state.get(table, 0)):
+            async for page in _pages(src, table, state.get(table, 0), report.issues):
                 batch = []
                 for rowid, row in page:
                     report.read[table] = report.read.get(table, 0) + 1
