@@ -42,6 +42,7 @@ FLOORS: dict[str, int] = {
     "tiered.scenarios": 6,
     "tiered.analysis": 6,
     "tiered.importer": 6,
+    "tiered.compare": 6,
     "tiered.report": 7,
     "tiered.cli": 7,
     "tiered.__main__": 7,

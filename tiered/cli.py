@@ -159,6 +159,22 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if len(report.issues) > 20:
         print(f"  ... and {len(report.issues) - 20} more (--json lists them all)")
     print(f"  verified: {report.verified:,} records read back, {len(report.differences)} differ")
+    if args.compare and not report.dry_run:
+        from tiered.compare import compare_layouts
+
+        comparison = asyncio.run(
+            compare_layouts(
+                args.source,
+                args.dest,
+                source_token=os.environ.get("TIERED_SOURCE_TOKEN") or None,
+                dest_token=os.environ.get("TIERED_AUTH_TOKEN") or None,
+            )
+        )
+        print("\nBefore and after, on the same data:")
+        for r in comparison.iter_rows(named=True):
+            before = "fails" if r["original"] is None else f"{r['original']:,.3f}"
+            note = f"  ({r['note']})" if r["note"] else ""
+            print(f"  {r['measure']:<42}{before:>14}  ->{r['tiered']:>14,.3f}{note}")
     return 0 if not report.differences else 1
 
 
@@ -373,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     im.add_argument("--on-error", choices=("skip", "stop"), default="skip")
     im.add_argument("--checkpoint", help="resume file (default: none; give one for big imports)")
     im.add_argument("--json", action="store_true", help="print the report as JSON")
+    im.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="skip the before/after comparison (bytes, hot queries on both layouts)",
+    )
     im.set_defaults(func=_cmd_import)
     b = sub.add_parser(
         "bench",

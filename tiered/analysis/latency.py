@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from tiered.db import statements as q
 from tiered.errors import ConfigError, CorruptPayload, DatabaseError
 from tiered.progress import Progress
 
-__all__ = ["LatencyProbe", "RateLimiter", "probe_latency"]
+__all__ = ["LatencyProbe", "RateLimiter", "decode_legacy_rows", "probe_latency"]
 
 
 class RateLimiter:
@@ -89,7 +89,7 @@ class LatencyProbe:
         }
 
 
-def _legacy_decode(rows: list[tuple[Any, ...]]) -> None:
+def decode_legacy_rows(rows: Sequence[Sequence[Any]]) -> None:
     """What a reader of the original layout does with each row: parse its JSON columns."""
     for r in rows:
         for v in r:
@@ -223,7 +223,7 @@ async def probe_latency(
         t1 = time.perf_counter()
         try:
             if layout == "legacy":
-                _legacy_decode(result)
+                decode_legacy_rows(result)
             else:
                 for r in result:
                     codec.decode(r[2])  # type: ignore[arg-type]
