@@ -100,6 +100,7 @@ class Issue:
 class ImportReport:
     read: dict[str, int] = field(default_factory=dict)
     imported: dict[str, int] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)  # already there, equal: not written
     issues: list[Issue] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # fields with no home, per field
     not_imported: dict[str, int] = field(default_factory=dict)  # tables with no home: rows
@@ -426,8 +427,12 @@ async def import_database(
                         report.patterns_unrecovered += 0 if recovered else 1
                     batch.append(got)
                 if store is not None and batch:
-                    writer = getattr(store, f"store_{table}")
-                    await writer(batch)
+                    same = await _already_there(store, table, batch)
+                    if same:
+                        batch = [r for r in batch if r.id not in same]
+                        report.unchanged[table] = report.unchanged.get(table, 0) + len(same)
+                    if batch:
+                        await getattr(store, f"store_{table}")(batch)
                 report.imported[table] = report.imported.get(table, 0) + len(batch)
                 state[table] = page[-1][0]
                 if not dry_run:
@@ -440,6 +445,18 @@ async def import_database(
             await store.close()
         await src.close()
     return report
+
+
+async def _already_there(store: Store, table: str, batch: list[Any]) -> set[str]:
+    """Ids of ``batch`` whose record is already in the destination, equal: a rerun of an
+    import (without its checkpoint) writes nothing it wrote before."""
+    ids = [r.id for r in batch]
+    if table == "episodes":
+        found: list[Any] = await store.get_episodes(ids)
+    else:
+        get = getattr(store, f"get_{table[:-1]}")
+        found = [await get(i) for i in ids]
+    return {r.id for r, f in zip(batch, found, strict=True) if f is not None and f == r}
 
 
 async def _verify(src: Target, store: Store, tags: dict[str, list[str]]) -> tuple[int, list[str]]:
