@@ -46,6 +46,8 @@ async def test_import_is_faithful_idempotent_and_leaves_the_source_alone(
     assert report.verified == 400 + 200 + 100 + 60
     assert report.not_imported["episode_summaries"] == 101  # counted, not dropped silently
     assert report.orphans["episode_tags"] == 3 and report.fts_duplicates == 8
+    assert report.orphans["episode_summaries.episode_id"] == 1
+    assert report.orphans["episode_relationships.from_episode_id"] == 1
     async with await Store.open(dest) as s:
         # the original's times are epoch seconds: now microseconds
         eps = await s.query_episodes_since(0, limit=1000)
@@ -84,7 +86,12 @@ async def test_bad_rows_are_reported_with_their_id_or_stop_the_import(
     good = envelope(b'{"agent": "coder"}', "gzip")
     head, body = good.split("\n", 1)
     lying = head.replace(":18", ":99") + "\n" + body  # the size does not match
-    ids = [r[0] for r in db.execute("SELECT episode_id FROM episodes ORDER BY rowid LIMIT 4")]
+    ids = [r[0] for r in db.execute("SELECT episode_id FROM episodes ORDER BY rowid LIMIT 5")]
+    garbled = head + "\n" + "bm90IHpzdGQgZGF0YQ=="  # base64 of bytes that are not zstd
+    db.execute(
+        "UPDATE episodes SET metadata = ? WHERE episode_id = ?",
+        (garbled.replace("gzip", "zstd"), ids[4]),
+    )
     db.execute("UPDATE episodes SET metadata = ? WHERE episode_id = ?", (lying, ids[0]))
     db.execute("UPDATE episodes SET steps = '[{not json' WHERE episode_id = ?", (ids[1],))
     # text that is not UTF-8 (the original never checked): sqlite3 cannot even read the row
@@ -101,9 +108,9 @@ async def test_bad_rows_are_reported_with_their_id_or_stop_the_import(
     dest = f"file:{tmp_path / 'tiered.db'}"
     report = await import_database(f"file:{source}", dest, progress=False)
     bad = {(i.table, i.row_id) for i in report.issues}
-    assert {("episodes", ids[0]), ("episodes", ids[1]), ("episodes", ids[3])} <= bad
+    assert {("episodes", ids[i]) for i in (0, 1, 3, 4)} <= bad
     assert any(t == "embeddings" for t, _ in bad)
-    assert report.imported["episodes"] == 397 and not report.differences
+    assert report.imported["episodes"] == 396 and not report.differences
     with pytest.raises(ValidationError, match=ids[0]):
         await import_database(
             f"file:{source}", f"file:{tmp_path / 'other.db'}", on_error="stop", progress=False

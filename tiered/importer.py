@@ -390,6 +390,19 @@ async def import_database(
                 tags.setdefault(str(eid), []).append(str(tag))
             known = {str(r[0]) for r in await src.query("SELECT episode_id FROM episodes")}
             report.orphans["episode_tags"] = sum(1 for e in tags if e not in known)
+        # foreign keys are off in the original: rows may point at episodes that are gone
+        for t, col in (
+            ("episode_summaries", "episode_id"),
+            ("episode_relationships", "from_episode_id"),
+            ("episode_relationships", "to_episode_id"),
+        ):
+            if t in tables:
+                gone = await src.query(
+                    f'SELECT count(*) FROM "{t}" '
+                    f'WHERE "{col}" NOT IN (SELECT episode_id FROM episodes)'
+                )
+                if int(gone[0][0] or 0):
+                    report.orphans[f"{t}.{col}"] = int(gone[0][0] or 0)
         if "episodes_fts" in tables:
             dup = await src.query("SELECT count(*) - count(DISTINCT episode_id) FROM episodes_fts")
             report.fts_duplicates = int(dup[0][0] or 0)
