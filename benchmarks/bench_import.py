@@ -46,8 +46,10 @@ async def import_rate(source: str, dest: str, episodes: int) -> dict[str, Any]:
     secs = time.perf_counter() - t0
     return {
         "seconds": secs,
+        "seconds_per_table": report.seconds,
         "records": sum(report.imported.values()),
-        "episodes_per_s": report.imported.get("episodes", 0) / secs,
+        # the episodes phase alone: embeddings on sqld pay for its vector index, per vector
+        "episodes_per_s": report.imported.get("episodes", 0) / report.seconds["episodes"],
         "issues": len(report.issues),
     }
 
@@ -56,7 +58,7 @@ async def main(episodes: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-import-"))
     src = tmp / "original.db"
     t0 = time.perf_counter()
-    write_legacy_database(src, episodes=episodes, weeks=12, seed=5, embeddings=episodes // 10)
+    write_legacy_database(src, episodes=episodes, weeks=12, seed=5, embeddings=episodes // 100)
     out: dict[str, Any] = {"episodes": episodes, "write_source_s": time.perf_counter() - t0}
     base = await store_rate(f"file:{tmp / 'rate.db'}")
     imp = await import_rate(f"file:{src}", f"file:{tmp / 'tiered.db'}", episodes)
