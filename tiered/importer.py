@@ -40,6 +40,7 @@ import msgspec
 
 from tiered.analysis.profile import ENVELOPE, decode_envelope
 from tiered.analysis.sources import Target, detect_layout, open_target
+from tiered.db.driver import Row
 from tiered.errors import (
     ConfigError,
     CorruptPayload,
@@ -399,9 +400,9 @@ async def import_database(
                     report.not_imported[t] = n
         tags: dict[str, list[str]] = {}
         if "episode_tags" in tables:
-            for eid, tag in await src.query("SELECT episode_id, tag FROM episode_tags"):
+            for eid, tag in await _column_pages(src, "episode_tags", "episode_id, tag"):
                 tags.setdefault(str(eid), []).append(str(tag))
-            known = {str(r[0]) for r in await src.query("SELECT episode_id FROM episodes")}
+            known = {str(r[0]) for r in await _column_pages(src, "episodes", "episode_id")}
             report.orphans["episode_tags"] = sum(1 for e in tags if e not in known)
         # foreign keys are off in the original: rows may point at episodes that are gone
         for t, col in (
@@ -522,6 +523,22 @@ async def _write(
     bar.advance(rows)
 
 
+async def _column_pages(src: Target, table: str, columns: str) -> list[Row]:
+    """A few columns of every row, read in pages (one answer stays under a ws message's
+    4 MiB limit however big the table)."""
+    out: list[Row] = []
+    after = -1
+    while True:
+        page = await src.query(
+            f'SELECT rowid, {columns} FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT 20000',
+            (after,),
+        )
+        if not page:
+            return out
+        out += [tuple(r[1:]) for r in page]
+        after = int(page[-1][0] or 0)
+
+
 async def _present_ids(dest: str, token: str | None) -> dict[str, set[str]]:
     """The record ids the destination holds already, per table (read-only, paged): only those
     records are compared before writing, so a fresh import pays nothing for it."""
@@ -529,18 +546,7 @@ async def _present_ids(dest: str, token: str | None) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     try:
         for table in ("episodes", "patterns", "heuristics", "embeddings"):
-            ids: set[str] = set()
-            after = -1
-            while True:
-                page = await target.query(
-                    f"SELECT rowid, id FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 20000",
-                    (after,),
-                )
-                if not page:
-                    break
-                ids.update(str(r[1]) for r in page)
-                after = int(page[-1][0] or 0)
-            out[table] = ids
+            out[table] = {str(r[0]) for r in await _column_pages(target, table, "id")}
     finally:
         await target.close()
     return out
