@@ -166,6 +166,7 @@ async def test_the_target_refuses_anything_but_reads(legacy_copy: Path) -> None:
         for sql in (
             "DELETE FROM episodes",
             "SELECT 1; DROP TABLE episodes",
+            "WITH x AS (SELECT 1) INSERT INTO metadata(key) SELECT * FROM x",
             "PRAGMA journal_mode = DELETE",
             "CREATE TABLE x(a)",
             "ATTACH DATABASE 'x.db' AS x",

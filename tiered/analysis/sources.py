@@ -43,7 +43,7 @@ __all__ = [
 Layout = Literal["tiered", "legacy", "empty"]
 
 TIERED_TABLES = ("episodes", "episode_metadata", "patterns", "heuristics", "change_log")
-_READ = re.compile(r"\s*(SELECT|WITH|EXPLAIN)\b", re.IGNORECASE)
+_READ = re.compile(r"\s*(SELECT|EXPLAIN)\b", re.IGNORECASE)  # (not WITH: a CTE may write)
 #: the pragmas the analysis reads (each of them only reads when given no value)
 _PRAGMAS = {"table_info", "index_list", "index_info", "page_size", "page_count", "freelist_count"}
 
