@@ -21,7 +21,6 @@ side goes through a Store opened read-only with the cache off, so every call is 
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,12 +29,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.analysis.latency import decode_legacy_rows
-from tiered.analysis.profile import ENVELOPE, decode_envelope
+from tiered.analysis.latency import decode_legacy_rows, legacy_metadata_pair
 from tiered.analysis.sources import Target, detect_layout, open_target
 from tiered.cache.layer import CacheConfig
 from tiered.db.driver import Row, Value
-from tiered.errors import CorruptPayload, DatabaseError, UnknownLayout
+from tiered.errors import DatabaseError, UnknownLayout
 from tiered.store import Store, StoreConfig
 
 __all__ = ["compare_layouts"]
@@ -197,15 +195,7 @@ async def _each(get: Callable[[str], Awaitable[Any]], keys: list[str]) -> list[A
 
 async def _a_metadata_pair(src: Target) -> tuple[str, str] | None:
     for (meta,) in await src.query("SELECT metadata FROM episodes LIMIT 50"):
-        if not isinstance(meta, str):
-            continue
-        try:
-            text = decode_envelope(meta).decode() if meta.startswith(ENVELOPE) else meta
-            doc = json.loads(text)
-        except (CorruptPayload, ValueError):
-            continue
-        if isinstance(doc, dict):
-            for k, v in doc.items():
-                if isinstance(v, str):
-                    return str(k), v
+        pair = legacy_metadata_pair(meta)
+        if pair is not None:
+            return pair
     return None

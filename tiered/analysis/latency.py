@@ -27,7 +27,13 @@ from tiered.db import statements as q
 from tiered.errors import ConfigError, CorruptPayload, DatabaseError
 from tiered.progress import Progress
 
-__all__ = ["LatencyProbe", "RateLimiter", "decode_legacy_rows", "probe_latency"]
+__all__ = [
+    "LatencyProbe",
+    "RateLimiter",
+    "decode_legacy_rows",
+    "legacy_metadata_pair",
+    "probe_latency",
+]
 
 
 class RateLimiter:
@@ -89,6 +95,22 @@ class LatencyProbe:
         }
 
 
+def legacy_metadata_pair(meta: Any) -> tuple[str, str] | None:
+    """The first ``key, value`` pair with a text value of an original-layout ``metadata``
+    column (envelope opened), or ``None`` when it has none or does not decode."""
+    if not isinstance(meta, str):
+        return None
+    try:
+        doc = json.loads(decode_envelope(meta) if meta.startswith(ENVELOPE) else meta)
+    except (CorruptPayload, ValueError):
+        return None
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if isinstance(v, str):
+                return str(k), v
+    return None
+
+
 def decode_legacy_rows(rows: Sequence[Sequence[Any]]) -> None:
     """What a reader of the original layout does with each row: parse its JSON columns."""
     for r in rows:
@@ -125,15 +147,9 @@ async def _sample_keys(target: Target, layout: Layout, n: int) -> dict[str, list
         for (meta,) in await target.query(
             "SELECT metadata FROM episodes WHERE rowid % ? = 0 LIMIT ?", (stride, n)
         ):
-            if not isinstance(meta, str):
-                continue
-            try:
-                text = decode_envelope(meta).decode() if meta.startswith(ENVELOPE) else meta
-                doc = json.loads(text)
-            except (CorruptPayload, ValueError):
-                continue
-            if isinstance(doc, dict):
-                pairs += [(k, v) for k, v in doc.items() if isinstance(v, str)][:1]
+            pair = legacy_metadata_pair(meta)
+            if pair is not None:
+                pairs.append(pair)
     else:
         pairs = [
             (str(k), str(v))
