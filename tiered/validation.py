@@ -84,7 +84,7 @@ def _encodable(name: str, value: str) -> None:
 def _text(name: str, value: object, *, max_len: int | None = None, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise ValidationError(name, f"must be a string, got {type(value).__name__}")
-    if not empty and not value.strip():
+    if not empty and (not value or value.isspace()):  # (no copy, unlike strip())
         raise ValidationError(name, "must not be empty")
     if max_len is not None and len(value) > max_len:
         raise ValidationError(name, f"must be at most {max_len} characters, got {len(value)}")
@@ -173,30 +173,70 @@ def check_micros(name: str, value: object) -> int:
 
 
 def check_json(name: str, value: object, depth: int = 0) -> JSONValue:
-    """Validate a JSON-compatible value (finite floats, string keys, bounded nesting)."""
+    """Validate a JSON-compatible value (finite floats, string keys, bounded nesting).
+
+    The walk builds no field names while it succeeds (it runs on every step of every episode);
+    a problem names its field (``name.key[2]``) on the way out."""
+    try:
+        return _walk(value, depth)
+    except _Problem as p:
+        raise ValidationError(name + "".join(reversed(p.path)), p.message) from None
+
+
+class _Problem(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.path: list[str] = []
+
+
+def _walk(value: object, depth: int) -> JSONValue:
     if depth > 32:
-        raise ValidationError(name, "nested deeper than 32 levels")
-    if value is None or isinstance(value, bool | int | str):
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValidationError(name, "must not contain NUL characters")
-            _encodable(name, value)
+        raise _Problem("nested deeper than 32 levels")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _Problem("must not contain NUL characters")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise _Problem(
+                    f"must be valid Unicode text: character {e.start} is a lone surrogate"
+                ) from None
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError(name, "floats must be finite")
+            raise _Problem("floats must be finite")
         return value
     if isinstance(value, Mapping):
         out: dict[str, JSONValue] = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ValidationError(name, f"keys must be strings, got {type(k).__name__}")
-            _encodable(f"{name} key", k)
-            out[k] = check_json(f"{name}.{k}", v, depth + 1)
+                raise _Problem(f"keys must be strings, got {type(k).__name__}")
+            if not k.isascii():
+                try:
+                    _encodable("key", k)
+                except ValidationError as e:
+                    problem = _Problem(e.message)
+                    problem.path.append(" key")  # named "<field> key", as before
+                    raise problem from None
+            try:
+                out[k] = _walk(v, depth + 1)
+            except _Problem as p:
+                p.path.append(f".{k}")
+                raise
         return out
     if isinstance(value, list | tuple):
-        return [check_json(f"{name}[{i}]", v, depth + 1) for i, v in enumerate(value)]
-    raise ValidationError(name, f"must be JSON-compatible, got {type(value).__name__}")
+        items: list[JSONValue] = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_walk(v, depth + 1))
+            except _Problem as p:
+                p.path.append(f"[{i}]")
+                raise
+        return items
+    raise _Problem(f"must be JSON-compatible, got {type(value).__name__}")
 
 
 def check_vector(name: str, values: object) -> array[float]:
