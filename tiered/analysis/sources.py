@@ -28,6 +28,7 @@ import polars as pl
 
 from tiered.db.driver import Connection, Row, Statement, Value, backend_of, connect, redact_url
 from tiered.errors import ConfigError, DataError, ReadOnlyError, UnknownLayout
+from tiered.forecast.traces import resample
 from tiered.workload.legacy import LEGACY_TABLES
 
 __all__ = [
@@ -155,13 +156,7 @@ def _hourly(frame: pl.DataFrame) -> pl.DataFrame:
     """``timestamp, requests`` on a full hourly grid (missing hours 0)."""
     if frame.height == 0:
         return frame.cast({"timestamp": pl.Datetime("us"), "requests": pl.Float64})
-    frame = frame.with_columns(pl.col("timestamp").cast(pl.Datetime("us")).dt.truncate("1h"))
-    frame = frame.group_by("timestamp").agg(pl.col("requests").sum()).sort("timestamp")
-    lo, hi = cast(datetime, frame["timestamp"].min()), cast(datetime, frame["timestamp"].max())
-    grid = pl.DataFrame({"timestamp": pl.datetime_range(lo, hi, "1h", eager=True, time_unit="us")})
-    return grid.join(frame, on="timestamp", how="left").with_columns(
-        pl.col("requests").fill_null(0.0).cast(pl.Float64)
-    )
+    return resample(frame, "1h", how="sum", fill="zero")
 
 
 @dataclass
