@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from tiered.analysis.profile import ENVELOPE, decode_envelope
+from tiered.analysis.profile import opened
 from tiered.analysis.sources import Target, detect_layout, open_target
 from tiered.db.driver import Row
 from tiered.errors import (
@@ -132,7 +132,7 @@ def _json(v: Any) -> Any:
     """A column's JSON value (envelopes opened); ``None`` for SQL NULL and JSON ``null``."""
     if v is None:
         return None
-    text = decode_envelope(v) if isinstance(v, str) and v.startswith(ENVELOPE) else v
+    text = opened(v) if isinstance(v, str) else v
     if not isinstance(text, str | bytes):
         raise CorruptPayload(f"a JSON column holds a {type(text).__name__}")
     try:

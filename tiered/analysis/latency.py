@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.analysis.profile import ENVELOPE, decode_envelope
+from tiered.analysis.profile import ENVELOPE, decode_envelope, opened
 from tiered.analysis.sources import Layout, Target
 from tiered.compression import Codec
 from tiered.db import statements as q
@@ -101,7 +101,7 @@ def legacy_metadata_pair(meta: Any) -> tuple[str, str] | None:
     if not isinstance(meta, str):
         return None
     try:
-        doc = json.loads(decode_envelope(meta) if meta.startswith(ENVELOPE) else meta)
+        doc = json.loads(opened(meta))
     except (CorruptPayload, ValueError):
         return None
     if isinstance(doc, dict):

@@ -24,7 +24,13 @@ from tiered.compression import Codec
 from tiered.errors import CorruptPayload
 from tiered.progress import Progress
 
-__all__ = ["CompressionProjection", "compression_projection", "decode_envelope", "storage_profile"]
+__all__ = [
+    "CompressionProjection",
+    "compression_projection",
+    "decode_envelope",
+    "opened",
+    "storage_profile",
+]
 
 ENVELOPE = "__compressed__:"
 
@@ -71,14 +77,19 @@ def decode_envelope(text: str) -> bytes:
     return raw
 
 
+def opened(text: str) -> str | bytes:
+    """``text`` itself, or the bytes it stands for when it is a compressed envelope."""
+    return decode_envelope(text) if text.startswith(ENVELOPE) else text
+
+
 def _text(v: Any) -> bytes:
     """A legacy column's value as the bytes it stands for (envelopes opened)."""
     if v is None:
         return b""
     if isinstance(v, bytes):
         return v
-    s = str(v)
-    return decode_envelope(s) if s.startswith(ENVELOPE) else s.encode()
+    raw = opened(str(v))
+    return raw if isinstance(raw, bytes) else raw.encode()
 
 
 async def storage_profile(target: Target, layout: Layout) -> pl.DataFrame:
