@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -74,13 +75,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(var: str) -> str | None:
+    """A token from the environment (``None`` when unset or blank): never a command-line echo."""
+    return os.environ.get(var) or None
+
+
 def _report_deployment(args: argparse.Namespace, outdir: Path) -> int:
-    import os
 
     from tiered import report
     from tiered.analysis import analyze
 
-    token = os.environ.get("TIERED_AUTH_TOKEN") or None
+    token = _token("TIERED_AUTH_TOKEN")
     analysis = asyncio.run(
         analyze(args.url, auth_token=token, traffic=args.traffic, access_log=args.access_log)
     )
@@ -96,11 +101,10 @@ def _report_deployment(args: argparse.Namespace, outdir: Path) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     """Read-only analysis of a database (and a traffic file): recommendations first."""
-    import os
 
     from tiered.analysis import analyze
 
-    token = args.auth_token or os.environ.get("TIERED_AUTH_TOKEN") or None
+    token = args.auth_token or _token("TIERED_AUTH_TOKEN")
     analysis = asyncio.run(
         analyze(
             args.url,
@@ -127,7 +131,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     """Import a database of the original layout into a tiered database."""
-    import os
 
     from tiered.importer import import_database
 
@@ -135,8 +138,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         import_database(
             args.source,
             args.dest,
-            source_token=os.environ.get("TIERED_SOURCE_TOKEN") or None,
-            dest_token=os.environ.get("TIERED_AUTH_TOKEN") or None,
+            source_token=_token("TIERED_SOURCE_TOKEN"),
+            dest_token=_token("TIERED_AUTH_TOKEN"),
             dry_run=args.dry_run,
             verify=not args.no_verify,
             on_error=args.on_error,
@@ -166,8 +169,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
             compare_layouts(
                 args.source,
                 args.dest,
-                source_token=os.environ.get("TIERED_SOURCE_TOKEN") or None,
-                dest_token=os.environ.get("TIERED_AUTH_TOKEN") or None,
+                source_token=_token("TIERED_SOURCE_TOKEN"),
+                dest_token=_token("TIERED_AUTH_TOKEN"),
             )
         )
         print("\nBefore and after, on the same data:")
