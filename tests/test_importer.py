@@ -253,3 +253,21 @@ async def test_import_between_sqld_servers_and_a_killed_destination(
     finally:
         dst.stop()
         src.stop()
+
+
+async def test_a_row_that_does_not_read_is_reported_once_wherever_it_stands(
+    source: Path, tmp_path: Path
+) -> None:
+    db = sqlite3.connect(source)
+    last = db.execute("SELECT episode_id FROM episodes ORDER BY rowid DESC LIMIT 1").fetchone()[0]
+    db.execute(
+        "UPDATE episodes SET task_description = CAST(x'ff41' AS TEXT) WHERE episode_id = ?",
+        (last,),
+    )
+    db.commit()
+    db.close()
+    report = await import_database(
+        f"file:{source}", f"file:{tmp_path / 'tiered.db'}", progress=False
+    )
+    assert [(i.table, i.row_id) for i in report.issues] == [("episodes", last)]
+    assert report.imported["episodes"] == 399

@@ -338,12 +338,18 @@ async def _pages(
     while True:
         try:
             rows = await src.query(f"{sql} WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, PAGE))
+            if not rows:
+                return
+            last = int(rows[-1][0] or 0)
         except DatabaseError:
             ids = await src.query(
                 f'SELECT rowid, CAST("{key}" AS BLOB) FROM "{table}" WHERE rowid > ? '
                 "ORDER BY rowid LIMIT ?",
                 (after, PAGE),
             )
+            if not ids:
+                return
+            last = int(ids[-1][0] or 0)
             rows = []
             for rowid, rid in ids:
                 try:
@@ -352,14 +358,9 @@ async def _pages(
                     name = rid.decode(errors="replace") if isinstance(rid, bytes) else str(rid)
                     if issues is not None:
                         issues.append(Issue(table, name, f"does not read: {e}"))
-            if not rows and ids:
-                after = int(ids[-1][0] or 0)
-                continue
-        if not rows:
-            return
-        page = [(int(r[0] or 0), dict(zip(cols, r[1:], strict=True))) for r in rows]
-        yield page
-        after = page[-1][0]
+        if rows:
+            yield [(int(r[0] or 0), dict(zip(cols, r[1:], strict=True))) for r in rows]
+        after = last  # past every row tried: one that does not read is reported once
 
 
 async def import_database(
