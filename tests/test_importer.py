@@ -4,6 +4,7 @@ resumable, and the source untouched."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -13,7 +14,8 @@ import pytest
 
 from tests.test_analysis import checksums_file
 from tiered import Store, UnknownLayout, ValidationError
-from tiered.importer import import_database, map_pattern
+from tiered.analysis import open_target
+from tiered.importer import _verify, import_database, map_pattern
 from tiered.model import PatternKind
 from tiered.workload.legacy import envelope, write_legacy_database
 
@@ -271,3 +273,32 @@ async def test_a_row_that_does_not_read_is_reported_once_wherever_it_stands(
     )
     assert [(i.table, i.row_id) for i in report.issues] == [("episodes", last)]
     assert report.imported["episodes"] == 399
+
+
+async def test_verification_names_each_record_missing_from_the_destination(
+    source: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "tiered.db"
+    await import_database(f"file:{source}", f"file:{dest}", verify=False, progress=False)
+    db = sqlite3.connect(dest)
+    gone_episode = db.execute("SELECT id FROM episodes ORDER BY id LIMIT 1").fetchone()[0]
+    gone_heuristic = db.execute("SELECT id FROM heuristics ORDER BY id LIMIT 1").fetchone()[0]
+    db.execute("DELETE FROM episodes WHERE id = ?", (gone_episode,))
+    db.execute("DELETE FROM heuristics WHERE id = ?", (gone_heuristic,))
+    db.commit()
+    db.close()
+    tags: dict[str, list[str]] = {}
+    with contextlib.closing(sqlite3.connect(source)) as db:
+        for eid, tag in db.execute("SELECT episode_id, tag FROM episode_tags"):
+            tags.setdefault(eid, []).append(tag)
+    src = await open_target(f"file:{source}")
+    try:
+        async with await Store.open(f"file:{dest}") as store:
+            checked, diffs = await _verify(src, store, tags)
+    finally:
+        await src.close()
+    assert checked == 400 + 200 + 100 + 60
+    assert sorted(d.split(":")[0] for d in diffs) == [
+        f"episodes {gone_episode}",
+        f"heuristics {gone_heuristic}",
+    ]

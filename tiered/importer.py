@@ -309,6 +309,26 @@ def map_embedding(row: dict[str, Any]) -> Embedding:
 # -- the import -------------------------------------------------------------------------------
 
 
+# what a source row that does not map raises (reported as an issue naming the row)
+_UNMAPPABLE = (CorruptPayload, ValidationError, KeyError, TypeError, ValueError)
+
+
+def _mappers(tags: dict[str, list[str]]) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """Per table, in import order, what a source row becomes: an episode and the names of its
+    dropped fields, a pattern and whether its kind was recovered, a heuristic, an embedding."""
+    return {
+        "episodes": lambda r: map_episode(r, tags.get(r["episode_id"], ())),
+        "patterns": map_pattern,
+        "heuristics": map_heuristic,
+        "embeddings": map_embedding,
+    }
+
+
+def _record(got: Any) -> Any:
+    """The record of a mapper's answer (episodes and patterns come with a note)."""
+    return got[0] if isinstance(got, tuple) else got
+
+
 def _load_checkpoint(path: Path | None) -> dict[str, int]:
     if path is None or not path.exists():
         return {}
@@ -427,13 +447,7 @@ async def import_database(
                 dest, auth_token=dest_token, config=StoreConfig(dictionary_after=0)
             )
             present = await _present_ids(dest, dest_token)
-        mappers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "episodes": lambda r: map_episode(r, tags.get(r["episode_id"], ())),
-            "patterns": map_pattern,
-            "heuristics": map_heuristic,
-            "embeddings": map_embedding,
-        }
-        for table, mapper in mappers.items():
+        for table, mapper in _mappers(tags).items():
             total = int((await src.query(f'SELECT count(*) FROM "{table}"'))[0][0] or 0)
             bar = Progress(total, f"import {table}", enabled=progress)
             started = time.perf_counter()
@@ -447,13 +461,7 @@ async def import_database(
                         report.read[table] = report.read.get(table, 0) + 1
                         try:
                             got = mapper(row)
-                        except (
-                            CorruptPayload,
-                            ValidationError,
-                            KeyError,
-                            TypeError,
-                            ValueError,
-                        ) as e:
+                        except _UNMAPPABLE as e:
                             rid = str(row.get(f"{table[:-1]}_id", rowid))
                             report.issues.append(Issue(table, rid, f"{type(e).__name__}: {e}"))
                             if on_error == "stop":
@@ -553,43 +561,38 @@ async def _present_ids(dest: str, token: str | None) -> dict[str, set[str]]:
     return out
 
 
+async def _read_back(store: Store, table: str, ids: list[str]) -> list[Any]:
+    """The destination's records for ``ids``, in order, ``None`` where missing (episodes in a
+    few queries, the others one by one)."""
+    if table == "episodes":
+        return list(await store.get_episodes(ids))
+    get = getattr(store, f"get_{table[:-1]}")
+    return [await get(i) for i in ids]
+
+
 async def _already_there(store: Store, table: str, batch: list[Any]) -> set[str]:
     """Ids of ``batch`` whose record is already in the destination, equal: a rerun of an
     import (without its checkpoint) writes nothing it wrote before."""
-    ids = [r.id for r in batch]
-    if table == "episodes":
-        found: list[Any] = await store.get_episodes(ids)
-    else:
-        get = getattr(store, f"get_{table[:-1]}")
-        found = [await get(i) for i in ids]
+    found = await _read_back(store, table, [r.id for r in batch])
     return {r.id for r, f in zip(batch, found, strict=True) if f is not None and f == r}
 
 
 async def _verify(src: Target, store: Store, tags: dict[str, list[str]]) -> tuple[int, list[str]]:
     """Every mappable source record read back through the Store and compared field by field."""
     checked, diffs = 0, []
-    getters: dict[str, Callable[[str], Any]] = {
-        "episodes": store.get_episode,
-        "patterns": store.get_pattern,
-        "heuristics": store.get_heuristic,
-        "embeddings": store.get_embedding,
-    }
-    for table, get in getters.items():
+    for table, mapper in _mappers(tags).items():
         async for page in _pages(src, table, 0):
+            wants = []
             for _, row in page:
                 try:
-                    if table == "episodes":
-                        want: Any = map_episode(row, tags.get(row["episode_id"], ()))[0]
-                    elif table == "patterns":
-                        want = map_pattern(row)[0]
-                    elif table == "heuristics":
-                        want = map_heuristic(row)
-                    else:
-                        want = map_embedding(row)
-                except (CorruptPayload, ValidationError, KeyError, TypeError, ValueError):
+                    wants.append(_record(mapper(row)))
+                except _UNMAPPABLE:
                     continue  # reported as an issue by the import
-                got = await get(want.id)
-                checked += 1
-                if got != want:
-                    diffs.append(f"{table} {want.id}: read back differs from the source row")
+            found = await _read_back(store, table, [w.id for w in wants])
+            checked += len(wants)
+            diffs += [
+                f"{table} {want.id}: read back differs from the source row"
+                for want, got in zip(wants, found, strict=True)
+                if got != want
+            ]
     return checked, diffs
