@@ -9,8 +9,8 @@
   keys, the answer decoded on both sides (the original's JSON parsed, tiered's frames decoded
   into records):
   ``query_episodes_since``, the metadata lookup, get by id and a batch get of embeddings --
-  latency (median), the bytes the answer carried (the values' lengths: what went over the
-  wire), rows returned, and the plan (``SCAN`` or an index); the original's vector search needs
+  latency (median), rows returned, and the original's plan (``SCAN`` or an index; tiered's
+  plans are in the analysis' index report); the original's vector search needs
   libSQL's DiskANN index, which a copy written by plain SQLite lacks, so it is not compared;
   a query that fails on the original layout (its metadata lookup meets a compressed envelope)
   says so instead of a time.
@@ -37,10 +37,6 @@ from tiered.errors import DatabaseError, UnknownLayout
 from tiered.store import Store, StoreConfig
 
 __all__ = ["compare_layouts"]
-
-
-def _wire(rows: Sequence[Row]) -> int:
-    return sum(len(v) if isinstance(v, str | bytes) else 8 for r in rows for v in r)
 
 
 async def _timed(call: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float, Any]:
@@ -139,9 +135,9 @@ async def compare_layouts(
             plan = await src.query(f"EXPLAIN QUERY PLAN {sql}", args)
             try:
                 ms, got = await _timed(_original(src, sql, args), repeat)
-                original: dict[str, Any] = {"ms": ms, "rows": len(got), "bytes": _wire(got)}
+                original: dict[str, Any] = {"ms": ms, "rows": len(got)}
             except DatabaseError as e:
-                original = {"ms": None, "rows": None, "bytes": None, "error": str(e)[:80]}
+                original = {"ms": None, "rows": None, "error": str(e)[:80]}
             t_ms, result = await _timed(tiered_call, repeat)
             n = len(result) if isinstance(result, list) else int(result is not None)
             rows.append(
