@@ -8,14 +8,27 @@ import contextlib
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.test_analysis import checksums_file
 from tiered import Store, UnknownLayout, ValidationError
 from tiered.analysis import open_target
-from tiered.importer import _verify, import_database, map_pattern
+from tiered.importer import (
+    _DECODE_STEPS,
+    _prechecked_step,
+    _step,
+    _steps,
+    _verify,
+    import_database,
+    map_pattern,
+)
 from tiered.model import PatternKind
 from tiered.workload.legacy import envelope, write_legacy_database
 
@@ -147,6 +160,88 @@ def test_pattern_kinds_are_recovered_from_the_original_debug_dump() -> None:
     p, ok = map_pattern({**row, "pattern_type": "Pattern { id: 7, Tool"})
     assert not ok and p.kind is PatternKind.CONTEXT_PATTERN
     assert p.body.features == ("Pattern { id: 7, Tool",)  # type: ignore[union-attr]
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_DEEP: object = "x"
+for _ in range(40):
+    _DEEP = {"a": _DEEP}
+_step_docs = st.fixed_dictionaries(
+    {"tool": st.one_of(st.sampled_from(["run_tests", "", " \t", "x" * 129, "t\x00"]),
+                       st.text(max_size=4), st.integers(), st.none())},
+    optional={
+        "action": st.one_of(st.text(max_size=5), st.none(), st.integers()),
+        "parameters": st.one_of(
+            st.dictionaries(st.text(max_size=3), _values, max_size=3),
+            st.none(), st.lists(_scalars, max_size=2), st.just({"deep": _DEEP}),
+        ),
+        "result": st.one_of(
+            st.none(), st.text(max_size=3),
+            st.fixed_dictionaries({}, optional={
+                "type": st.sampled_from(["success", "Error", "TIMEOUT", "nope", None, 3]),
+                "output": st.one_of(st.none(), st.text(max_size=5), st.integers()),
+            }),
+        ),
+        "latency_ms": st.one_of(
+            st.none(), st.floats(-5, 1e9), st.integers(-3, 10**6), st.booleans(), st.just("12")
+        ),
+        "tokens_used": st.one_of(
+            st.none(), st.integers(-2, 2**63 + 5), st.floats(0, 10), st.booleans()
+        ),
+        "timestamp": st.one_of(st.none(), st.integers(0, 2**40)),
+        "metadata": st.one_of(
+            st.none(), st.just({}), st.dictionaries(st.text(max_size=2), _scalars)
+        ),
+    },
+)  # fmt: skip
+
+
+def _outcome_of(f: Callable[[], object]) -> object:
+    try:
+        return ("ok", f())
+    except Exception as e:  # compared below: the same error, named the same way
+        return ("error", type(e), str(e))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_step_docs, max_size=4))
+def test_the_fast_path_of_steps_builds_what_the_constructor_builds(docs: list[Any]) -> None:
+    """Steps built from raw JSON without the model's checks (see ``_prechecked_step``) equal
+    the constructor's on every document, and a document the constructor refuses is refused
+    with the constructor's own error."""
+    text = json.dumps(docs)
+    slow = _outcome_of(lambda: tuple(_step(d) for d in docs))
+    got = _outcome_of(lambda: _steps(text)[0])
+    assert got == slow
+    if "\\u0000" in text:
+        return  # (the fast path's precondition: no NUL anywhere in the text)
+    with contextlib.suppress(msgspec.DecodeError):
+        for typed, doc in zip(_DECODE_STEPS(text), docs, strict=True):
+            fast = _prechecked_step(typed)
+            if fast is not None:  # taken: the constructor accepts it and builds the same
+                assert fast == _step(doc)
+
+
+def test_the_fast_path_takes_every_step_of_the_original_layout(source_db: Path) -> None:
+    with sqlite3.connect(source_db) as db:
+        texts = [r[0] for r in db.execute("SELECT steps FROM episodes")]
+    plain = [t for t in texts if not t.startswith("__compressed__")]
+    assert len(plain) > 300
+    for t in plain:
+        assert all(_prechecked_step(d) is not None for d in _DECODE_STEPS(t))
 
 
 async def test_before_and_after_on_the_same_data(source: Path, tmp_path: Path) -> None:

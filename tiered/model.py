@@ -182,16 +182,30 @@ class ExecutionStep:
             and (tokens is None or type(tokens) is int)
         ):
             raise TypeError("malformed execution step document")
+        result = None if r is None else StepResult(r["kind"], r["output"])
+        return cls.prechecked(tool, action, params, result, float(latency), tokens)
+
+    @classmethod
+    def prechecked(
+        cls,
+        tool: str,
+        action: str,
+        parameters: dict[str, JSONValue],
+        result: StepResult | None,
+        latency_ms: float,
+        tokens: int | None,
+    ) -> ExecutionStep:
+        """A step built without running ``__post_init__``, for a caller that has established
+        every rule it checks by other means: :meth:`from_doc` (a stored step) and the importer's
+        fast path (checked on the raw JSON; ``tests/test_importer.py`` holds it equal to the
+        constructor on random documents)."""
         step = object.__new__(cls)
-        for name, value in (
-            ("tool", tool),
-            ("action", action),
-            ("parameters", params),
-            ("result", None if r is None else StepResult(r["kind"], r["output"])),
-            ("latency_ms", float(latency)),
-            ("tokens", tokens),
-        ):
-            _set(step, name, value)
+        _set(step, "tool", tool)
+        _set(step, "action", action)
+        _set(step, "parameters", parameters)
+        _set(step, "result", result)
+        _set(step, "latency_ms", latency_ms)
+        _set(step, "tokens", tokens)
         return step
 
 
