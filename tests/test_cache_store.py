@@ -221,6 +221,48 @@ async def test_two_stores_on_one_sqld_see_each_other_within_the_staleness_bound(
         await b.close()
 
 
+async def test_a_miss_sends_its_due_poll_with_its_read_in_one_request(fresh_sqld: Any) -> None:
+    """A read whose change-log poll is due and that misses sends both in one request (one round
+    trip over a network, not two); a hit polls first; either way b's writes are seen."""
+    timer = FakeClock()
+    a = await Store.open(fresh_sqld.ws_url, timer=timer, cache=CacheConfig(staleness=1.0))
+    b = await Store.open(fresh_sqld.ws_url, cache=CacheConfig(enabled=False))
+    calls: list[str] = []
+    for name in ("read", "read_many"):
+        real = getattr(a._db, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kw)
+
+        setattr(a._db, name, spy)
+    try:
+        v1, other = generate_episodes(2, seed=9)
+        await b.store_episodes([v1, other])
+        assert await a.get_episode(v1.id) == v1  # the first read: a miss, its poll folded
+        assert calls == ["read_many"]
+        # (that poll saw v1 written: the fill it raced is not cached; the next read caches it)
+        assert await a.get_episode(v1.id) == v1 and calls == ["read_many", "read"]
+        await b.store_episode(v2 := variant(v1, 2))
+        timer.advance(1.5)
+        calls.clear()
+        assert await a.get_episode(other.id) == other  # a miss: one request, poll included
+        assert calls == ["read_many"]
+        assert await a.get_episode(v1.id) == v2  # the poll that rode along dropped v1
+        timer.advance(1.5)
+        await b.store_episode(v3 := variant(v1, 3))
+        calls.clear()
+        assert await a.get_episode(v1.id) == v3  # a hit whose poll is due: polled first
+        assert calls[0] == "read"  # (the poll; then v1's fresh read, a miss)
+        got = await a.query_episodes_since(0, limit=10)  # a query miss folds the same way
+        assert {e.id for e in got} == {v1.id, other.id}
+        stats = a.stats()["cache"]["coherence"]
+        assert stats["polls_folded"] >= 2 and stats["remote_invalidations"] >= 2
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_staleness_zero_checks_on_every_read(fresh_sqld: Any) -> None:
     a = await Store.open(fresh_sqld.ws_url, cache=CacheConfig(staleness=0.0))
     b = await Store.open(fresh_sqld.ws_url, cache=CacheConfig(enabled=False))

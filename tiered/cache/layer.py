@@ -280,6 +280,7 @@ class CacheLayer:
         self.last_poll = -math.inf
         self._poll: asyncio.Task[None] | None = None
         self.polls = 0
+        self.polls_folded = 0  # polls sent in the same request as a miss's read
         self.remote_invalidations = 0
         self.db_reads = 0
         self.early_refreshes = 0
@@ -318,14 +319,18 @@ class CacheLayer:
 
     # -- coherence -------------------------------------------------------------------------------
 
-    async def sync(self, fetch: Callable[[int], Awaitable[list[tuple[Any, ...]]]]) -> None:
-        """Poll the change log if the staleness bound says so (one poll for concurrent readers)."""
+    def poll_due(self) -> bool:
+        """Whether the staleness bound asks for a change-log poll before the next read."""
         s = self.config.staleness
         if s is None or not self.enabled:
+            return False
+        return not (self.timer() - self.last_poll < s and s > 0)
+
+    async def sync(self, fetch: Callable[[int], Awaitable[list[tuple[Any, ...]]]]) -> None:
+        """Poll the change log if the staleness bound says so (one poll for concurrent readers)."""
+        if not self.poll_due():
             return
         now = self.timer()
-        if now - self.last_poll < s and s > 0:
-            return
         if self._poll is None or self._poll.done():
             self._poll = asyncio.ensure_future(self._do_poll(fetch, now))
         try:
@@ -339,19 +344,33 @@ class CacheLayer:
         self, fetch: Callable[[int], Awaitable[list[tuple[Any, ...]]]], started: float
     ) -> None:
         self.polls += 1
-        while True:
-            rows = await fetch(self.last_change)
-            for seq, table, key, _op in rows:
-                self.last_change = max(self.last_change, int(seq))
-                own = self._own.get(str(table))
-                if own and own.get(str(key)):
-                    self._unown(own, str(key))  # this store's own write: applied locally
-                    continue
-                self._invalidate_remote(str(table), str(key))
-            if len(rows) < 1000:
-                break
+        while not self.apply_changes(await fetch(self.last_change), started):
+            pass
+
+    def apply_changes(
+        self, rows: Sequence[tuple[Any, ...]], started: float, *, folded: bool = False
+    ) -> bool:
+        """Apply a page of the change log read after ``started`` (``seq, table, key, op`` rows in
+        order, at most 1,000); ``True`` if it was the last page, and the poll is then done. A row
+        seen before (by a concurrent poll) is skipped. ``folded``: a poll that rode with a read
+        (counted as a poll)."""
+        if folded:
+            self.polls += 1
+            self.polls_folded += 1
+        for seq, table, key, _op in rows:
+            if int(seq) <= self.last_change:
+                continue
+            self.last_change = int(seq)
+            own = self._own.get(str(table))
+            if own and own.get(str(key)):
+                self._unown(own, str(key))  # this store's own write: applied locally
+                continue
+            self._invalidate_remote(str(table), str(key))
+        if len(rows) >= 1000:
+            return False
         # the bound is measured from when the poll started: changes committed before are seen
-        self.last_poll = started
+        self.last_poll = max(self.last_poll, started)
+        return True
 
     @staticmethod
     def _unown(own: dict[str, int], key: str) -> None:
@@ -376,12 +395,23 @@ class CacheLayer:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    async def read(self, table: str, key: str, load: Callable[[], Awaitable[T | None]]) -> T | None:
-        """Read-through for one record (``None`` = not found, cached for ``negative_ttl``)."""
+    async def read(
+        self,
+        table: str,
+        key: str,
+        load: Callable[[], Awaitable[T | None]],
+        before_hit: Callable[[], Awaitable[None]] | None = None,
+    ) -> T | None:
+        """Read-through for one record (``None`` = not found, cached for ``negative_ttl``).
+
+        ``before_hit``: awaited before a cached entry is served (the change-log poll that the
+        caller folded into ``load`` for a miss)."""
         cache = self.records[table]
         if cache is None:
             self.db_reads += 1
             return await load()
+        if before_hit is not None and cache.peek(key, _MISS) is not _MISS:
+            await before_hit()
         v = cache.get(key, _MISS)
         if v is not _MISS:
             beta = self.config.xfetch_beta
@@ -512,12 +542,15 @@ class CacheLayer:
         predicate: Callable[[Any], bool],
         load: Callable[[], Awaitable[list[Any]]],
         member_id: Callable[[Any], str] = lambda r: r.id,
+        before_hit: Callable[[], Awaitable[None]] | None = None,
     ) -> list[Any]:
-        """Read-through for a query result."""
+        """Read-through for a query result (``before_hit``: as for :meth:`read`)."""
         qc = self.queries
         if qc is None:
             self.db_reads += 1
             return await load()
+        if before_hit is not None and qc.cache.peek(key) is not None:
+            await before_hit()
         hit = qc.get(key)
         if hit is not None:
             return list(hit)
@@ -630,6 +663,7 @@ class CacheLayer:
         out["single_flight"] = {"loads": self.flights.loads, "joined": self.flights.joined}
         out["coherence"] = {
             "polls": self.polls,
+            "polls_folded": self.polls_folded,
             "last_change": self.last_change,
             "remote_invalidations": self.remote_invalidations,
             "failed_polls": self.failed_polls,

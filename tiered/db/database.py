@@ -263,6 +263,12 @@ class Database:
         result = await self._on_connection(lambda c: c.execute(stmt, args), idempotent=True)
         return result.rows
 
+    async def read_many(self, steps: Sequence[Step]) -> list[list[Row]]:
+        """Several reads in one request on one connection of the primary (one round trip over
+        a network), each in autocommit, in order; their rows."""
+        results = await self._on_connection(lambda c: c.execute_many(steps), idempotent=True)
+        return [r.rows for r in results]
+
     def note_primary(self, position: int) -> None:
         """The primary reached ``position`` (seen by the change feed)."""
         if self.router is not None:

@@ -55,6 +55,7 @@ from tiered.store.config import (
     wall_clock_us,
 )
 from tiered.store.dictionaries import Dictionaries
+from tiered.store.reads import Reads
 from tiered.store.records import (
     EMBEDDINGS,
     EPISODES,
@@ -101,6 +102,9 @@ class Store:
             max_output_size=config.max_payload_bytes * 4,
         )
         self._dicts = Dictionaries(db, self.codec, config, clock=clock)
+        self._reads = Reads(db, cache)
+        self._rows = self._reads.rows
+        self._sync = self._reads.sync
         self._vectors = Vectors(db, read=self._rows)
         self._access = AccessLog.of(config.access_log, config.access_sample, sizeof=approx_size)
         self._op_seq = 0  # (tiered.metrics.phases.measured)
@@ -228,24 +232,6 @@ class Store:
 
     # -- reading and writing through the cache ---------------------------------------------------
 
-    async def _rows(
-        self, stmt: Statement, args: Sequence[Value], *, primary: bool = False
-    ) -> list[Row]:
-        """Rows of a read, from a node that has this store's writes and everything the cache's
-        change feed has seen (or from the primary)."""
-        return await self._db.read(stmt, args, primary=primary, need=self._cache.last_change)
-
-    async def _changes(self, since: int) -> list[Row]:
-        # the feed reads the primary: it is the floor replicas are measured against
-        rows = await self._rows(q.CHANGES_SINCE, (since, 1000), primary=True)
-        if rows:
-            self._db.note_primary(as_int(rows[-1][0]))
-        return rows
-
-    async def _sync(self) -> None:
-        self._db.check_open()
-        await self._cache.sync(self._changes)
-
     async def _build(self, rows: Sequence[Row], kind: RecordKind[R]) -> list[R]:
         """Decode rows; a frame naming a dictionary another process trained loads the table
         once and retries."""
@@ -276,8 +262,8 @@ class Store:
         mark = cache_mark()
         t0 = perf_counter() if self._access is not None else 0.0
         try:
-            await self._sync()
-            found = await self._cache.read(kind.table, key, load)
+            async with self._reads.coherent() as before_hit:
+                found = await self._cache.read(kind.table, key, load, before_hit)
         finally:
             if mark is not None:
                 cache_done(mark)
@@ -299,8 +285,8 @@ class Store:
         mark = cache_mark()
         t0 = perf_counter() if self._access is not None else 0.0
         try:
-            await self._sync()
-            result = await self._cache.query(table, key, predicate, load, member_id)
+            async with self._reads.coherent() as before_hit:
+                result = await self._cache.query(table, key, predicate, load, member_id, before_hit)
         finally:
             if mark is not None:
                 cache_done(mark)
