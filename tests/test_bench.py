@@ -14,6 +14,7 @@ from tiered.bench import (
     Link,
     Workload,
     arrival_times,
+    cache_miss_costs,
     format_report,
     make_corpus,
     plan_requests,
@@ -94,6 +95,12 @@ async def test_compare_on_embedded_switches_each_layer(tmp_path: Path) -> None:
     assert phased == pytest.approx(row["mean_ms"], rel=0.5)
     text = format_report(r)
     assert "What each configuration removes vs all layers off" in text
+    # the reads that reached the database, cache on vs its twin without the cache
+    misses = cache_miss_costs(r)
+    # ("all" has no twin here: pool+compression did not run)
+    assert {c for c, *_ in misses} == {"cache"} and "get_episode" in {m[1] for m in misses}
+    assert all(m[2] > 0 and m[3] > 0 for m in misses)
+    assert "A read that reaches the database: cache on vs the same config" in text
     paths = write_results(r, tmp_path / "out" / "b.parquet")
     back = pl.read_parquet(paths["requests"])
     assert back.equals(r.requests)

@@ -64,6 +64,7 @@ __all__ = [
     "Layers",
     "Link",
     "Workload",
+    "cache_miss_costs",
     "format_report",
     "plan_requests",
     "run_bench",
@@ -216,8 +217,7 @@ async def run_bench(
                     target = _proxied(target, proxy)
                 store = await Store.open(target, **store_options(cfg))
                 stack.push_async_callback(store.close)
-                if record:
-                    store.metrics.keep_samples()
+                store.metrics.keep_samples()  # (every operation's phases: misses below)
                 bar = Progress(len(plan), cfg.name, enabled=progress)
                 t0 = time.perf_counter()
                 rows = await _run_plan(store, plan, workload, bar)
@@ -237,6 +237,7 @@ async def run_bench(
                 request_frames.append(frame)
                 phase_frames.append(store.metrics.to_polars().with_columns(config=pl.lit(cfg.name)))
                 info.setdefault("stats", {})[cfg.name] = _layer_stats(store.stats())
+                info.setdefault("db_reads", {})[cfg.name] = _db_reads(store)
                 if record:
                     sample_frames.append(
                         (await _samples(store, target)).with_columns(config=pl.lit(cfg.name))
@@ -265,6 +266,39 @@ async def _samples(store: Store, url: str, connects: int = 20) -> pl.DataFrame:
         await conn.close()
     schema = {"op": pl.Utf8, "total_s": pl.Float64} | {f"{p}_s": pl.Float64 for p in SAMPLE_PHASES}
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _db_reads(store: Store) -> dict[str, dict[str, float]]:
+    """Per read operation, the reads that reached the database (a cache miss, or a hit whose
+    change-log poll was due): how many, and their p50 and mean in ms."""
+    times: dict[str, list[float]] = {}
+    for op, total, phases in store.metrics.samples or []:
+        if not op.startswith("store") and phases.get("round_trip", 0.0) > 0:
+            times.setdefault(op, []).append(total * 1000)
+    return {
+        op: {"count": len(t), "p50_ms": sorted(t)[len(t) // 2], "mean_ms": sum(t) / len(t)}
+        for op, t in times.items()
+    }
+
+
+def cache_miss_costs(result: BenchResult) -> list[tuple[str, str, float, float, float, float]]:
+    """For each configuration with the cache on whose twin without it ran too, per read
+    operation: ``(config, op, p50 ms of its database reads, p50 ms with the cache off, ratio,
+    ratio of the means)`` -- what a miss costs over not caching at all (a due change-log poll
+    rides with the miss)."""
+    reads = result.info.get("db_reads", {})
+    out = []
+    for cfg in Layers.parse(",".join(result.info["configs"])):
+        twin = dataclasses.replace(cfg, cache=False).name
+        if not cfg.cache or twin not in reads or cfg.name not in reads:
+            continue
+        for op, r in sorted(reads[cfg.name].items()):
+            base = reads[twin].get(op)
+            if base and r["count"] >= 5:
+                ratio = r["p50_ms"] / base["p50_ms"]
+                mean = r["mean_ms"] / base["mean_ms"]
+                out.append((cfg.name, op, r["p50_ms"], base["p50_ms"], ratio, mean))
+    return out
 
 
 def _layer_stats(stats: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +437,12 @@ def format_report(result: BenchResult) -> str:
             for c, v in stats.items()
         ],
     )  # fmt: skip
+    misses = cache_miss_costs(result)
+    if misses:
+        lines += ["", "A read that reaches the database: cache on vs the same config without it"]
+        lines += _table(
+            ["config", "op", "miss p50", "cache off p50", "ratio", "ratio of means"], misses
+        )
     if "off" in info["configs"] and len(info["configs"]) > 1:
         lines += ["", "What each configuration removes vs all layers off (all operations)"]
         allops = s.filter(pl.col("op") == "all")
