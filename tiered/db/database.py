@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tiered.db import statements as q
@@ -44,6 +46,7 @@ from tiered.db.driver import (
     url_token,
 )
 from tiered.db.groupcommit import GroupCommit
+from tiered.db.replica import LocalReplica
 from tiered.db.router import Router, RouterConfig
 from tiered.db.schema import migrate
 from tiered.errors import (
@@ -78,6 +81,7 @@ class Database:
         statements: StatementStats,
         *,
         router: Router | None = None,
+        local: LocalReplica | None = None,
         timeout: float = 30.0,
         chunk_bytes: int = 1 << 20,
         max_concurrent_writes: int = 1,
@@ -88,6 +92,7 @@ class Database:
         self.backend = backend_of(url)
         self.pool = pool
         self.router = router
+        self.local = local  # the embedded replica (a node of ``router``), if any
         self.statements = statements
         self.timeout = timeout
         self.chunk_bytes = chunk_bytes
@@ -116,6 +121,8 @@ class Database:
         pool: PoolConfig | None = None,
         replicas: Sequence[str] = (),
         routing: RouterConfig | None = None,
+        local_replica: str | Path | None = None,
+        sync_interval: float = 1.0,
         timeout: float = 30.0,  # noqa: ASYNC109 - every call's deadline, kept by the pools
         chunk_bytes: int = 1 << 20,
         max_concurrent_writes: int = 1,
@@ -126,9 +133,10 @@ class Database:
         timer: Callable[[], float] = time.monotonic,
     ) -> Database:
         """Connect, migrate the schema (unless ``read_only`` or not ``migrate_schema``), start
-        the router over ``replicas``. Raises :class:`ConfigError` for a bad URL,
-        :class:`DatabaseUnavailable` when the server cannot be reached, :class:`AuthError` when
-        it rejects the token."""
+        the router over ``replicas`` and the embedded replica in the file ``local_replica``
+        (synced every ``sync_interval`` seconds; :mod:`tiered.db.replica`). Raises
+        :class:`ConfigError` for a bad URL, :class:`DatabaseUnavailable` when the server cannot
+        be reached, :class:`AuthError` when it rejects the token."""
         if not isinstance(url, str) or not url:
             raise ConfigError(
                 "url must be a database URL such as 'file:tiered.db' or 'ws://host:port'"
@@ -141,6 +149,16 @@ class Database:
         for r in replicas:
             if backend_of(r) == "file":
                 raise ConfigError(f"replica {redact_url(r)!r} must be a ws:// or http:// URL")
+        local: LocalReplica | None = None
+        if local_replica is not None:
+            if backend == "file":
+                raise ConfigError("local_replica follows a server: give a ws:// or http:// URL")
+            local = LocalReplica(
+                local_replica, url, auth_token=url_token(url, auth_token),
+                interval=sync_interval, timeout=timeout, pool=pool, timer=timer,
+            )  # fmt: skip
+            # a replica may trail by up to a sync interval (and one sync) and still serve reads
+            routing = routing or RouterConfig(max_lag=max(1.0, 2 * sync_interval))
         routing = routing or RouterConfig()  # validated before any I/O
         pc = pool or PoolConfig()
         statements = StatementStats()
@@ -170,15 +188,22 @@ class Database:
             if migrate_schema and not read_only:
                 async with the_pool.connection() as conn:
                     await migrate(conn, now_us=now_us())
-            if replicas:
+            if replicas or local is not None:
                 nodes = [
                     (f"replica{i}", make_pool(r, f"replica{i}:")) for i, r in enumerate(replicas)
                 ]
                 # a replica that is down now must not stop the store: its pool reconnects
                 for _, p in nodes:
                     await p.open(wait=False)
-                router = Router(the_pool, nodes, config=routing, timer=timer)
+                if local is not None:
+                    await local.open()  # the first sync: the file holds the database
+                    nodes.append(("local", local.pool))
+                router = Router(the_pool, nodes, config=routing, timer=timer, local=("local",))
+                if local is not None:
+                    local.on_synced = functools.partial(router.refresh, "local")
         except BaseException:
+            if local is not None:
+                await local.close()
             await the_pool.close()
             raise
         token_ro = token_access(url_token(url, auth_token)) == "ro"
@@ -187,6 +212,7 @@ class Database:
             the_pool,
             statements,
             router=router,
+            local=local,
             timeout=timeout,
             chunk_bytes=chunk_bytes,
             max_concurrent_writes=max_concurrent_writes,
@@ -212,6 +238,8 @@ class Database:
             await self._group.close()
             if self.router is not None:
                 await self.router.close()
+            if self.local is not None:
+                await self.local.close()
             await self.pool.close()
 
     @property
@@ -246,6 +274,7 @@ class Database:
             "reads_retried": self.reads_retried,
             "busy_retries": self.busy_retries,
             "group_commit": self._group.stats.as_dict(),
+            **({"local_replica": self.local.stats()} if self.local is not None else {}),
         }
 
     # -- reads ---------------------------------------------------------------------------------
@@ -262,6 +291,18 @@ class Database:
                 return rows
         result = await self._on_connection(lambda c: c.execute(stmt, args), idempotent=True)
         return result.rows
+
+    async def read_local(self, stmt: Statement, args: Sequence[Any]) -> list[Row] | None:
+        """Rows of a read from the embedded replica, whatever its position (``None`` without
+        one, or if it cannot be read)."""
+        if self.local is None or self.router is None:
+            return None
+        node = next(n for n in self.router.replicas if n.local)
+        try:
+            async with node.pool.connection() as conn:
+                return (await conn.execute(stmt, args)).rows
+        except TieredError:
+            return None
 
     async def read_many(self, steps: Sequence[Step]) -> list[list[Row]]:
         """Several reads in one request on one connection of the primary (one round trip over
@@ -328,6 +369,8 @@ class Database:
         # max: concurrent writes may learn their positions out of order
         self._written_at = max(self._written_at, position)
         self._position_unknown = False
+        if self.local is not None:
+            self.local.request_sync()  # this store's writes are read locally again soon
 
     # -- the connection ------------------------------------------------------------------------
 

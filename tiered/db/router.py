@@ -52,7 +52,13 @@ from typing import Any
 
 from tiered.db.driver import Connection, Result, Statement, Value
 from tiered.db.statements import LAST_CHANGE
-from tiered.errors import ConfigError, DatabaseBusy, DatabaseUnavailable, PoolClosed
+from tiered.errors import (
+    ConfigError,
+    DatabaseBusy,
+    DatabaseError,
+    DatabaseUnavailable,
+    PoolClosed,
+)
 from tiered.metrics.phases import add_phase
 from tiered.pool import Pool
 
@@ -98,9 +104,10 @@ class RouterConfig:
 class Node:
     """One database node (the primary or a replica), its pool and what the router knows of it."""
 
-    def __init__(self, name: str, pool: Pool[Connection]) -> None:
+    def __init__(self, name: str, pool: Pool[Connection], *, local: bool = False) -> None:
         self.name = name
         self.pool = pool
+        self.local = local  # a local file (an embedded replica): any failure of it is its own
         self.position = 0  # highest change_log seq seen on this node
         self.seen_at = -float("inf")  # when position was last read (timer seconds)
         self.healthy = True
@@ -147,10 +154,14 @@ class Router:
         config: RouterConfig | None = None,
         timer: Callable[[], float] = time.monotonic,
         phase: Phase = add_phase,
+        local: Sequence[str] = (),
     ) -> None:
+        """``local``: names of replicas that are local files (embedded replicas): a read of one
+        that fails for any reason (a missing or corrupt file, not only a dropped link) marks it
+        down and goes to the primary."""
         self.config = config or RouterConfig()
         self.primary = Node("primary", primary)
-        self.replicas = [Node(name, pool) for name, pool in replicas]
+        self.replicas = [Node(name, pool, local=name in local) for name, pool in replicas]
         self._timer = timer
         self._phase = phase  # the running operation's phase context
         self._rr = 0
@@ -258,6 +269,13 @@ class Router:
             return None
         except PoolClosed:
             raise
+        except DatabaseError as e:
+            if not node.local:
+                raise
+            self._mark_down(node, e)  # the local file is unusable: the primary serves
+            self.fallbacks += 1
+            self.primary_reads += 1
+            return None
         finally:
             node.outstanding -= 1
             t2 = time.perf_counter()
@@ -282,6 +300,11 @@ class Router:
             self._poll_primary(),
             *(self._poll(n) for n in self.replicas if n.healthy or now >= n.down_until),
         )
+
+    async def refresh(self, name: str) -> None:
+        """Read the position of the replica ``name`` now (after it synced: it may serve reads
+        it could not a moment ago)."""
+        await self._poll(next(n for n in self.replicas if n.name == name))
 
     async def _position(self, node: Node) -> int:
         async with asyncio.timeout(self.config.read_timeout):

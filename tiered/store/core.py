@@ -20,6 +20,7 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tiered.cache import predicates
@@ -131,6 +132,8 @@ class Store:
         pool: PoolConfig | None = None,
         replicas: Sequence[str] = (),
         routing: RouterConfig | None = None,
+        local_replica: str | Path | None = None,
+        sync_interval: float = 1.0,
         clock: Clock = wall_clock_us,
         timer: Callable[[], float] = time.monotonic,
     ) -> Store:
@@ -139,7 +142,10 @@ class Store:
         ``replicas`` are URLs of read replicas of ``url`` (sqld started with
         ``--primary-grpc-url``; same ``auth_token``): reads are spread over them with
         read-your-writes, writes go to ``url`` (see :mod:`tiered.db.router`; ``routing`` tunes
-        it). A replica that is down at open is retried in the background.
+        it). A replica that is down at open is retried in the background. ``local_replica``: a
+        file that holds an embedded replica of ``url`` (``pip install 'tiered[replica]'``),
+        synced every ``sync_interval`` seconds and at once after this store's writes: reads are
+        served from it at local-disk speed with the same rules (:mod:`tiered.db.replica`).
 
         ``cache`` configures the cache layer (default: on, 1 s staleness across processes;
         ``CacheConfig(enabled=False)`` turns it off); ``pool`` the connection pool (default:
@@ -159,6 +165,8 @@ class Store:
             pool=pool,
             replicas=replicas,
             routing=routing,
+            local_replica=local_replica,
+            sync_interval=sync_interval,
             **config.database_options(),
             now_us=clock,
             timer=timer,

@@ -21,6 +21,7 @@ from tiered.cache.layer import CacheLayer
 from tiered.db import statements as q
 from tiered.db.database import Database
 from tiered.db.driver import Row, Statement, Value, as_int
+from tiered.errors import DatabaseUnavailable
 
 __all__ = ["Reads"]
 
@@ -51,7 +52,15 @@ class Reads:
 
     async def changes(self, since: int) -> list[Row]:
         # the feed reads the primary: it is the floor replicas are measured against
-        rows = await self.rows(q.CHANGES_SINCE, (since, 1000), primary=True)
+        try:
+            rows = await self.rows(q.CHANGES_SINCE, (since, 1000), primary=True)
+        except DatabaseUnavailable:
+            # the primary is down: with an embedded replica, its feed is as new as every read
+            # it serves, so the cache stays coherent with them (bounded by its last sync)
+            local = await self._db.read_local(q.CHANGES_SINCE, (since, 1000))
+            if local is None:
+                raise
+            return local
         if rows:
             self._db.note_primary(as_int(rows[-1][0]))
         return rows
