@@ -8,6 +8,7 @@ exact (no timing). The Store tests run real writers concurrently on the embedded
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tiered import Store
 from tiered.db.driver import Connection, Statement, Step, connect
-from tiered.db.groupcommit import GroupCommit
+from tiered.db.groupcommit import GroupCommit, _Pending, merged
 from tiered.errors import DatabaseError, DatabaseUnavailable, StoreClosed
 from tiered.sim import generate_episodes
 
@@ -212,3 +213,48 @@ async def test_concurrent_store_writes_are_grouped_and_all_stored(
         samples = [p for op, _, p in store.metrics.samples or [] if op == "store_episode"]
         assert len(samples) == 200
         assert all(p["acquire"] >= 0 and p["round_trip"] > 0 for p in samples)
+
+
+CLEAR = Statement("clear", "DELETE FROM t WHERE k = ?")
+
+
+def member(steps: list[Step], order: tuple[Statement, ...], *keys: str) -> _Pending[int]:
+    loop = asyncio.get_event_loop()
+    return _Pending(steps, 0, loop.create_future(), 0.0, order, frozenset(keys))
+
+
+async def test_writes_of_one_kind_on_disjoint_records_merge_statement_by_statement() -> None:
+    order = (CLEAR, PUT)
+    a = member([(CLEAR, (1,)), (PUT, (1, "a"))], order, "1")
+    b = member([(CLEAR, (2,)), (PUT, (2, "b"))], order, "2")
+    c = member([(CLEAR, (1,)), (PUT, (1, "c"))], order, "1")  # the same record as a's
+    d = member([(PUT, (3, "d")), (CLEAR, (3,))], order, "3")  # not in its declared order
+    e = member([(PUT, (4, "e"))], (), "4")  # no order declared
+    assert merged([a, b]) == [(CLEAR, (1,)), (CLEAR, (2,)), (PUT, (1, "a")), (PUT, (2, "b"))]
+    # c touches a's record: a run ends before it (c's clear must follow a's put)
+    assert merged([a, b, c]) == [*merged([a, b]), *c.steps]
+    assert merged([a, d, e, b]) == [*a.steps, *d.steps, *e.steps, *b.steps]
+
+
+@pytest.mark.parametrize("backend", ["file", "ws"])
+async def test_grouped_writes_of_one_record_end_as_the_last_one_wrote_it(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Concurrent writers of the same episode, with different metadata: merging never lets an
+    earlier writer's metadata survive a later writer's (its clear comes after it)."""
+    async with await Store.open(make_url(backend, tmp_path, request)) as store:
+        base, *others = generate_episodes(40, seed=5)
+        versions = [
+            dataclasses.replace(base, description=f"v{i}", metadata={f"k{i}": "x"})
+            for i in range(8)
+        ]
+        pairs = zip(versions, others, strict=False)
+        writes = [store.store_episode(e) for pair in pairs for e in pair]
+        await asyncio.gather(*writes)
+        assert store.stats()["statements"]["group_commit"]["largest_group"] > 1
+        got = await store.get_episode(base.id)
+        assert got == versions[-1]
+        for i in range(7):  # earlier writers' metadata: cleared by the later writers
+            assert await store.query_episodes_by_metadata(f"k{i}", "x") == []
+        assert await store.query_episodes_by_metadata("k7", "x") == [versions[-1]]
+        assert await store.get_episodes([e.id for e in others[:8]]) == others[:8]

@@ -328,13 +328,20 @@ class Database:
 
         return await self._on_connection(run, write=True)
 
-    async def write(self, steps: list[Step]) -> None:
+    async def write(
+        self,
+        steps: list[Step],
+        order: tuple[Statement, ...] = (),
+        keys: frozenset[str] = frozenset(),
+    ) -> None:
         """One all-or-nothing write transaction, committed with whatever other writes of this
         database are waiting (group commit). Its phases: the wait for its group, then the
-        group's."""
+        group's. ``order``/``keys``: its steps use only the statements of ``order``, in that
+        order, on the records ``keys``: it may be merged statement by statement with other
+        writes of the same ``order`` and disjoint ``keys`` (see :mod:`tiered.db.groupcommit`)."""
         if steps:
             self.check_writable()
-            done = await self._group.submit(steps)
+            done = await self._group.submit(steps, order, keys)
             add_phase("acquire", done.waited)
             for name, seconds in done.result.items():
                 add_phase(name, seconds)

@@ -12,6 +12,12 @@ Group commit restores the throughput: writers queue here, and whoever gets the w
 Each writer's transaction stays all-or-nothing (a group is a superset of it in one
 transaction), and writers are acknowledged only after the group's commit.
 
+- Consecutive members that declare the same statement ``order`` and touch disjoint ``keys``
+  (writes of one record kind: the Store declares both) are merged statement by statement: all
+  their first statements, then all their second, ... Statements on different records commute,
+  and each member's own steps keep their order, so the result equals running the members one
+  after the other; on the embedded backend each statement's rows are then bound in one
+  ``executemany``, as in a bulk write.
 - If a group fails for a reason of its own statements (a constraint, a trigger's ``RAISE``), its
   members are committed again one by one, so only the faulty one fails.
 - If the group's outcome is unknown (the connection dropped, a timeout:
@@ -29,14 +35,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from tiered.db.driver import Step, args_size, consume_result
+from tiered.db.driver import Statement, Step, args_size, consume_result
 from tiered.errors import DatabaseUnavailable, StoreClosed
 
 R = TypeVar("R")
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "merged"]
 
 
 @dataclass(slots=True, eq=False)
@@ -45,6 +51,8 @@ class _Pending(Generic[R]):
     size: int
     done: asyncio.Future[R]
     queued_at: float
+    order: tuple[Statement, ...] = ()
+    keys: frozenset[str] = frozenset()
     started_at: float | None = None  # when its group began committing
     abandoned: bool = False
 
@@ -92,11 +100,18 @@ class GroupCommit(Generic[R]):
     _queue: deque[_Pending[R]] = field(default_factory=deque)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def submit(self, steps: Sequence[Step]) -> Committed[R]:
-        """Commit ``steps`` as one transaction (possibly inside a larger group)."""
+    async def submit(
+        self,
+        steps: Sequence[Step],
+        order: tuple[Statement, ...] = (),
+        keys: frozenset[str] = frozenset(),
+    ) -> Committed[R]:
+        """Commit ``steps`` as one transaction (possibly inside a larger group; ``order`` and
+        ``keys``: see the module docstring)."""
         loop = asyncio.get_running_loop()
+        size = sum(args_size(a) for _, a in steps)
         entry: _Pending[R] = _Pending(
-            steps, sum(args_size(a) for _, a in steps), loop.create_future(), perf_counter()
+            steps, size, loop.create_future(), perf_counter(), order, keys
         )
         self._queue.append(entry)
         try:
@@ -153,7 +168,7 @@ class GroupCommit(Generic[R]):
         self.stats.transactions += len(group)
         self.stats.largest = max(self.stats.largest, len(group))
         try:
-            result = await self.commit([s for e in group for s in e.steps])
+            result = await self.commit(merged(group))
         except DatabaseUnavailable as e:
             _fail(group, e)  # outcome unknown: each member learns it as it would alone
         except asyncio.CancelledError:
@@ -188,6 +203,46 @@ class GroupCommit(Generic[R]):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def merged(group: Sequence[_Pending[Any]]) -> list[Step]:
+    """The steps of a group's transaction: its members in order, each run of consecutive
+    members with one declared ``order`` and pairwise disjoint ``keys`` merged statement by
+    statement (a member whose steps do not follow its ``order`` is never merged)."""
+    out: list[Step] = []
+    i, n = 0, len(group)
+    while i < n:
+        first = group[i]
+        j = i + 1
+        if first.order and _follows(first):
+            seen = set(first.keys)
+            while j < n:
+                e = group[j]
+                if e.order != first.order or not seen.isdisjoint(e.keys) or not _follows(e):
+                    break
+                seen |= e.keys
+                j += 1
+        if j - i == 1:
+            out.extend(first.steps)
+        else:
+            rank = {stmt: k for k, stmt in enumerate(first.order)}
+            run = [s for e in group[i:j] for s in e.steps]
+            run.sort(key=lambda s: rank[s[0]])  # stable: within a statement, members in order
+            out.extend(run)
+        i = j
+    return out
+
+
+def _follows(e: _Pending[Any]) -> bool:
+    """Whether ``e``'s steps use only its declared statements, in their declared order."""
+    rank = {stmt: k for k, stmt in enumerate(e.order)}
+    last = 0
+    for stmt, _ in e.steps:
+        k = rank.get(stmt)
+        if k is None or k < last:
+            return False
+        last = k
+    return True
 
 
 def _settle(entry: _Pending[R], result: R) -> None:

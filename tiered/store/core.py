@@ -323,7 +323,7 @@ class Store:
         ticket = self._cache.begin_write(kind.table, [r.id for r in rs])
         t0 = perf_counter()
         try:
-            await self._db.write(steps)
+            await self._db.write(steps, kind.order, frozenset(r.id for r in rs))
         except BaseException:
             self._cache.end_write(ticket, None, ok=False)
             raise

@@ -56,6 +56,9 @@ class RecordKind(Generic[R]):
     decode: Callable[[Row, Codec], R]
     steps: Callable[[Sequence[R], Sequence[bytes], int], list[Step]] | None = None
     sample: Statement | None = None
+    #: the statements ``steps`` gives, in the order it gives them (steps of several writes of
+    #: this kind with disjoint ids may then be merged statement by statement: group commit)
+    order: tuple[Statement, ...] = ()
 
 
 def _doc(codec: Codec, frame: Value, table: str) -> Any:
@@ -152,6 +155,7 @@ EPISODES: RecordKind[Episode] = RecordKind(
     _episode,
     _episode_steps,
     q.SAMPLE_EPISODE_PAYLOADS,
+    (q.UPSERT_EPISODE, q.CLEAR_EPISODE_METADATA, q.INSERT_EPISODE_METADATA),
 )
 
 
@@ -193,6 +197,7 @@ PATTERNS: RecordKind[Pattern] = RecordKind(
     _pattern,
     _pattern_steps,
     q.SAMPLE_PATTERN_PAYLOADS,
+    (q.UPSERT_PATTERN,),
 )
 
 
@@ -219,6 +224,7 @@ HEURISTICS: RecordKind[Heuristic] = RecordKind(
     _heuristic,
     _heuristic_steps,
     q.SAMPLE_HEURISTIC_PAYLOADS,
+    (q.UPSERT_HEURISTIC,),
 )
 
 
