@@ -8,10 +8,12 @@ compressed with gzip or xz. Every trace is returned as a NumPy ``int64`` array o
 from __future__ import annotations
 
 import gzip
+import io
 import lzma
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 __all__ = [
     "load_cache_trace",
@@ -27,14 +29,31 @@ def _open(path: Path) -> bytes:
         return gzip.decompress(path.read_bytes())
     if path.suffix == ".xz":
         return lzma.decompress(path.read_bytes())
+    if path.suffix == ".zst":
+        with path.open("rb") as f:
+            return zstandard.ZstdDecompressor().stream_reader(f).read()
     return path.read_bytes()
 
 
+def _arc_keys(data: bytes) -> np.ndarray:
+    """The ARC paper's ``.lis`` format: lines ``start count 0 seq``, each the keys ``start``,
+    ``start + 1``, ..., ``start + count - 1`` requested in that order."""
+    cols = np.loadtxt(io.BytesIO(data), dtype=np.int64, usecols=(0, 1), ndmin=2)
+    starts, counts = cols[:, 0], cols[:, 1]
+    if (counts < 1).any():
+        raise ValueError("an ARC trace line asks for fewer than one key")
+    first = np.repeat(np.cumsum(counts) - counts, counts)  # index of each key's line start
+    return np.repeat(starts, counts) + (np.arange(int(counts.sum())) - first)
+
+
 def load_cache_trace(path: str | Path, *, limit: int | None = None) -> np.ndarray:
-    """Keys of a trace file; the format follows its folder (lirs, cache2k, cloud_physics)."""
+    """Keys of a trace file; the format follows its folder (lirs, cache2k, cloud_physics, arc)."""
     p = Path(path)
     data = _open(p)
     head = data[:256]
+    if p.parent.name == "arc" or ".lis" in p.suffixes:
+        keys = _arc_keys(data)
+        return keys if limit is None else keys[:limit]
     if p.parent.name == "lirs" or (head and all(c in b"0123456789*-\r\n \t" for c in head)):
         lines = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"*")]
         keys = np.array([int(ln) for ln in lines[:limit]], dtype=np.int64)
