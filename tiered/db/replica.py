@@ -180,7 +180,15 @@ class LocalReplica:
                 assert self._proc.stdin is not None
                 self._proc.stdin.write(b"sync\n")
                 await self._proc.stdin.drain()
-                answer = await self._answer(self._proc)
+                try:
+                    answer = await self._answer(self._proc)
+                except asyncio.CancelledError:
+                    # its answer would come to the next sync: that process is done with (if
+                    # this left the file unreadable, its reads fall back to the primary)
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.kill()
+                    self._proc = None
+                    raise
                 if not answer.startswith("ok"):
                     raise DatabaseUnavailable(answer.partition(" ")[2] or answer, code="SYNC")
             except (DatabaseUnavailable, OSError) as e:
