@@ -237,7 +237,7 @@ def _prechecked_step(d: _StepDoc) -> ExecutionStep | None:
 def _steps(v: Any) -> tuple[tuple[ExecutionStep, ...], list[str]]:
     """The steps of a ``steps`` column, and the names of their fields that have no home
     (``timestamp``, non-empty ``metadata``). Typed decoding and :func:`_prechecked_step` where
-    they apply (5x faster), else the general decoding and the constructor: same steps, same
+    they apply (3x faster), else the general decoding and the constructor: same steps, same
     errors (held equal by ``tests/test_importer.py``)."""
     text = opened(v) if isinstance(v, str) else v
     if isinstance(text, str) and "\\u0000" not in text:
@@ -246,11 +246,11 @@ def _steps(v: Any) -> tuple[tuple[ExecutionStep, ...], list[str]]:
             fast = [_prechecked_step(d) for d in typed]
             if None not in fast:
                 stamps = any(d.timestamp is not None for d in typed)
-                meta = any(d.metadata not in (None, {}) for d in typed)
+                meta = any(bool(d.metadata) for d in typed)
                 return tuple(fast), _step_drops(stamps, meta)  # type: ignore[arg-type]
     docs = _json(v) or []
     stamps = any(isinstance(d, dict) and d.get("timestamp") is not None for d in docs)
-    meta = any(isinstance(d, dict) and d.get("metadata") not in (None, {}) for d in docs)
+    meta = any(isinstance(d, dict) and bool(d.get("metadata")) for d in docs)
     return tuple(_step(d) for d in docs), _step_drops(stamps, meta)
 
 
