@@ -270,8 +270,9 @@ class Store:
         mark = cache_mark()
         t0 = perf_counter() if self._access is not None else 0.0
         try:
-            async with self._reads.coherent() as before_hit:
-                found = await self._cache.read(kind.table, key, load, before_hit)
+            found = await self._reads.coherent(
+                lambda before_hit: self._cache.read(kind.table, key, load, before_hit)
+            )
         finally:
             if mark is not None:
                 cache_done(mark)
@@ -293,8 +294,11 @@ class Store:
         mark = cache_mark()
         t0 = perf_counter() if self._access is not None else 0.0
         try:
-            async with self._reads.coherent() as before_hit:
-                result = await self._cache.query(table, key, predicate, load, member_id, before_hit)
+            result = await self._reads.coherent(
+                lambda before_hit: self._cache.query(
+                    table, key, predicate, load, member_id, before_hit
+                )
+            )
         finally:
             if mark is not None:
                 cache_done(mark)

@@ -13,9 +13,9 @@ caches it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from typing import TypeVar
 
 from tiered.cache.layer import CacheLayer
 from tiered.db import statements as q
@@ -24,6 +24,9 @@ from tiered.db.driver import Row, Statement, Value, as_int
 from tiered.errors import DatabaseUnavailable
 
 __all__ = ["Reads"]
+
+T = TypeVar("T")
+BeforeHit = Callable[[], Awaitable[None]]
 
 #: set while a read whose change-log poll is due runs: a miss sends the poll with its read
 _FOLD: ContextVar[bool] = ContextVar("tiered_fold_poll", default=False)
@@ -70,15 +73,21 @@ class Reads:
         self._db.check_open()
         await self._cache.sync(self.changes)
 
-    @asynccontextmanager
-    async def coherent(self) -> AsyncIterator[Callable[[], Awaitable[None]] | None]:
-        """The scope of one cached read: polls now, or (one node serving both, the poll due)
-        lets a miss fold the poll into its read and yields what a hit must await first."""
-        fold = self._db.router is None and self._cache.poll_due()
-        if not fold:
-            await self.sync()
-        token = _FOLD.set(fold)
+    async def coherent(
+        self, read: Callable[[Callable[[], Awaitable[None]] | None], Awaitable[T]]
+    ) -> T:
+        """One cached read, ``read(before_hit)``, kept coherent: the poll runs first if due;
+        or (one node serving both, the poll due) a miss folds it into its read and a hit
+        awaits ``before_hit`` first. (The hit path: one clock reading, no poll, no context.)"""
+        db = self._db
+        db.check_open()
+        if db.router is not None:
+            await self._cache.sync(self.changes)
+            return await read(None)
+        if not self._cache.poll_due():
+            return await read(None)
+        token = _FOLD.set(True)
         try:
-            yield self.sync if fold else None
+            return await read(self.sync)
         finally:
             _FOLD.reset(token)
