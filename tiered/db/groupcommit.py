@@ -209,6 +209,8 @@ def merged(group: Sequence[_Pending[Any]]) -> list[Step]:
     """The steps of a group's transaction: its members in order, each run of consecutive
     members with one declared ``order`` and pairwise disjoint ``keys`` merged statement by
     statement (a member whose steps do not follow its ``order`` is never merged)."""
+    if len(group) == 1:
+        return list(group[0].steps)
     out: list[Step] = []
     i, n = 0, len(group)
     while i < n:
