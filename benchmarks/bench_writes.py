@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import log, p50_p99
+from _common import log, p50_p99, quantile
 
 from tiered import CacheConfig, Episode, PoolConfig, Store, StoreConfig
 from tiered.devserver import SqldProcess, find_sqld, free_port
@@ -111,10 +111,6 @@ async def bulk(url: str, eps: list[Episode]) -> dict[str, Any]:
         await store.close()
 
 
-def median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
-
-
 async def compare(
     url: str, template: list[Episode], args: argparse.Namespace, name: str,
     proxy: TcpProxy | None = None,
@@ -135,20 +131,20 @@ async def compare(
                 sent.append((proxy.bytes_up - before) / max(1, got["groups"]))
     out: dict[str, Any] = {}
     for mode, rs in rows.items():
-        out[mode] = {"writes_per_s": median([x["writes_per_s"] for x in rs])}
+        out[mode] = {"writes_per_s": quantile([x["writes_per_s"] for x in rs], 0.5)}
         if mode != "bulk":
             out[mode] |= {
-                "latency_ms_p50": median([x["latency_ms"]["p50"] for x in rs]),
+                "latency_ms_p50": quantile([x["latency_ms"]["p50"] for x in rs], 0.5),
                 "latency_ms_p99": max(x["latency_ms"]["p99"] for x in rs),
                 "longest_stall_s": max(x["longest_stall_s"] for x in rs),
-                "mean_group": median([x["mean_group"] for x in rs]),
+                "mean_group": quantile([x["mean_group"] for x in rs], 0.5),
                 "errors": sum(x["errors"] for x in rs),
             }
     grouped = out["grouped"]["writes_per_s"]
     out["throughput_ratio"] = grouped / out["concurrent"]["writes_per_s"]
     out["grouped_over_bulk"] = grouped / out["bulk"]["writes_per_s"]
     if proxy is not None:
-        per_group = median(sent)
+        per_group = quantile(sent, 0.5)
         bandwidth = args.mbps * 1e6 / 8
         bound = args.writers / (args.rtt / 1e3 + per_group / bandwidth)
         out["link"] = {
