@@ -210,3 +210,78 @@ def test_stale_for_keeps_expired_entries_for_get_stale_only(policy: str) -> None
         AdaptiveTTLCache(10, stale_for=-1.0)
     with pytest.raises(ConfigError):
         CacheConfig(stale_if_error=-1.0)
+
+
+# -- the policy's self-tuning (miniature simulation) ----------------------------------------------
+
+
+def _miss_ratio(p: WTinyLFU, keys: list[int]) -> float:
+    return sum(not p.access(k) for k in keys) / len(keys)
+
+
+def test_tuning_takes_a_small_window_on_skewed_traffic_and_a_large_one_on_recency() -> None:
+    from tiered.workload.traces import zipf_trace
+
+    skewed = zipf_trace(60_000, 5_000, 1.0, seed=1).tolist()
+    p = WTinyLFU(500)
+    ours = _miss_ratio(p, skewed)
+    assert p.tuning()["window_share"] <= 0.1 and p.tuning()["switches"] >= 1
+    lru = AdaptiveTTLCache(500, ttl=TTLRule(base=None), policy="lru")
+    lru_misses = 0
+    for k in skewed:
+        if lru.get(k) is None:
+            lru_misses += 1
+            lru[k] = k
+    assert ours < 0.85 * lru_misses / len(skewed)
+    # recency: a working set of 400 keys that slides by one key every 4 requests; keys come back
+    # a few times shortly after their first use and never again, so frequency says nothing
+    import random
+
+    rng = random.Random(2)
+    sliding = [i // 4 + rng.randrange(400) for i in range(120_000)]
+    q = WTinyLFU(500)
+    window_only = _miss_ratio(q, sliding)
+    assert q.tuning()["window_share"] >= 0.6, q.tuning()
+    fixed = _miss_ratio(WTinyLFU(500, adaptive=False), sliding)
+    assert window_only < 0.8 * fixed, (window_only, fixed)
+
+
+def test_tuning_keeps_the_admission_margin_on_a_loop_larger_than_the_cache() -> None:
+    loop = list(range(600)) * 100  # 600 keys in a loop, cache of 500: LRU misses every time
+    p = WTinyLFU(500)
+    assert _miss_ratio(p, loop) < 0.3
+    assert p.tuning()["bias"] == 1 and p.tuning()["window_share"] <= 0.1
+
+
+def test_the_sample_follows_the_seed_not_the_key_values() -> None:
+    keys = list(range(200_000))  # sequential integers: the values a hash-by-key sample would bias
+    rates = []
+    for seed in (1, 2):
+        p = WTinyLFU(8_192, seed=seed)  # 8,192 / 2**4 >= 512: one key in 16 is simulated
+        for k in keys:
+            p.record(k, False)
+        assert p.tuning()["sample_rate"] == 1 / 16
+        rates.append(p.simulated / len(keys))
+    assert all(0.058 < r < 0.067 for r in rates), rates
+    a, b = WTinyLFU(8_192, seed=1), WTinyLFU(8_192, seed=2)
+    both = 0
+    for k in keys:
+        before_a, before_b = a.simulated, b.simulated
+        a.record(k, False)
+        b.record(k, False)
+        both += a.simulated > before_a and b.simulated > before_b
+    assert 0.0032 < both / len(keys) < 0.0047  # independent samples: 1/256 of keys in both
+
+
+def test_tuning_is_reported_in_the_cache_snapshot() -> None:
+    c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(100, ttl=TTLRule(base=None))
+    for k in range(1_000):
+        if c.get(k % 150) is None:
+            c[k % 150] = k
+    pol = c.snapshot()["policy"]
+    assert pol["adaptive"] == "sim" and pol["sample_rate"] == 1.0
+    assert pol["simulated_requests"] == 1_000 and 0 < pol["window_share"] < 1
+    with pytest.raises(ValueError):
+        WTinyLFU(100, candidates=((1.5, 1),))
+    with pytest.raises(ValueError):
+        WTinyLFU(100, decay=1.0)

@@ -118,7 +118,8 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
 
     Keyword-only settings: ``max_bytes`` (None = unbounded), ``getsizeof`` (default
     ``sys.getsizeof``), ``ttl`` (:class:`TTLRule`), ``timer`` (seconds, monotonic; inject a fake
-    clock in tests and simulations), ``policy`` (``"wtinylfu"`` or ``"lru"``), ``seed`` (jitter).
+    clock in tests and simulations), ``policy`` (``"wtinylfu"`` or ``"lru"``), ``seed`` (the
+    TTL jitter and the policy's key sample; ``None`` draws one per instance).
     """
 
     def __init__(
@@ -152,7 +153,9 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._window = self.rule.window if self.rule.base is not None else float("inf")
         self.timer = timer
         self.policy_name = policy
-        self._policy = WTinyLFU(maxsize) if policy == "wtinylfu" else None
+        # the policy samples keys by their hash mixed with a seed: a fixed one reproduces runs
+        pseed = seed if seed is not None else random.getrandbits(64)
+        self._policy = WTinyLFU(maxsize, seed=pseed) if policy == "wtinylfu" else None
         self._lru: OrderedDict[K, None] = OrderedDict()
         self._data: dict[K, _Entry] = {}
         self._bytes = 0
@@ -354,6 +357,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             "entries": len(self._data),
             "bytes": self._bytes,
             "ttl": self.ttl_distribution(),
+            "policy": self._policy.tuning() if self._policy is not None else {"adaptive": "lru"},
         }
 
     # -- internals -------------------------------------------------------------------------------

@@ -1,33 +1,43 @@
-"""Eviction policy: adaptive W-TinyLFU, as pure in-memory state (no clock, no I/O).
+"""Eviction policy: self-tuning W-TinyLFU, as pure in-memory state (no clock, no I/O).
 
-The design follows Caffeine (Einziger, Friedman & Manes, "TinyLFU", ACM TOS 2017, and its
-adaptive "hill climbing" window):
+The design follows Caffeine (Einziger, Friedman & Manes, "TinyLFU", ACM TOS 2017):
 
 * a **window** LRU takes every new key, so bursts of recency are admitted;
 * the **main** space is a segmented LRU (probation + protected, 80 % protected);
 * a key leaving the window enters main only if a **count-min frequency sketch** estimates it was
-  used more often than main's eviction victim; one-hit wonders and scans are rejected, which is
-  what makes the policy scan-resistant;
-* the sketch's 4-bit counters are halved every ``10 x capacity`` increments, so popularity
-  decays (the Rust system's hit counts never did);
-* the window's share of capacity is tuned online, so recency-heavy workloads get a large window
-  (LRU-like) and frequency-heavy ones a small one. The default (``adaptive="ghost"``) steers it as
-  ARC steers its lists: a miss on a key that admission turned away recently (within twice the
-  window's size of rejections) grows the window by one, a miss on a key main evicted shrinks it by
-  the ghost lists' ratio. Bounding the rejected-key ghost by the window matters: a hit deep in it
-  only says a much larger window would have caught the key, and growing on it made the window
-  LRU-sized on two-pool workloads (LIRS ``2_pools``: 0.74 miss ratio vs 0.55). A shadow LRU (keys
-  only) guards the result: when plain LRU would have missed less over the last ``4 x capacity``
-  requests, the window grows by half the capacity and that size becomes a floor that ghost-driven
-  shrinking cannot cross, halved only after a period in which we beat LRU by 3 %.
-  ``adaptive="climb"`` is Caffeine's hill climber instead;
-* admission requires the candidate's estimated frequency to exceed the victim's by more than one
-  (``bias``): the count includes the candidate's own current access, and without the margin the
-  periodic halving lets each new key of a loop larger than the cache beat the resident victim, so
-  main churns like LRU (measured on the LIRS loop-like traces).
+  used more often than main's eviction victim (by more than ``bias``); one-hit wonders and scans
+  are rejected, which is what makes the policy scan-resistant;
+* the sketch has 16 4-bit counters per entry of capacity (4 rows, as Caffeine's), halved every
+  ``10 x capacity`` increments, so popularity decays. With a quarter of that (the earlier width)
+  collisions cost 4-9 % of miss ratio on frequency-skewed traces and made results depend on the
+  key values.
 
-Hashing is deterministic (no per-process salt), so a policy fed the same keys makes the same
-decisions in every process: the simulator and the live cache agree.
+**Self-tuning by miniature simulation** (``adaptive="sim"``, the default). The two settings that
+matter differ by workload: the window's share of capacity (about 1 % for frequency-skewed
+traffic, nearly all of it for recency-heavy traffic) and the admission margin ``bias`` (1 keeps a
+loop larger than the cache from churning main; 0 admits sooner and wins when popularity moves).
+Instead of hand-set rules, the policy runs a few key-only copies of itself beside the real one,
+each with a fixed setting from :data:`CANDIDATES`, on a sample of the keys (Waldspurger et al.,
+"Cache Modeling and Optimization using Miniature Simulations", USENIX ATC 2017): a key is in the
+sample when its hash, mixed with the instance's ``seed``, falls in the first ``1/2**k`` of the
+hash space, and each copy holds ``capacity / 2**k`` keys, ``2**k`` being the largest power of
+two that leaves ``sample_min`` (512) keys or more per copy; caches under twice that simulate
+every key. The copies share the real sketch (its counts are the same for a sampled key). Every
+``period x copy size`` sampled requests, each copy's misses are added to an exponentially
+decayed score (``decay``), and the real cache takes the setting of the lowest score when it
+beats the current one by more than ``margin``: a switch costs misses while the contents adjust,
+so a setting has to win clearly and for a while. The copies cost a bounded amount: at most
+``len(CANDIDATES) x 2 x sample_min`` keys in all, visited on 1 request in ``2**k`` (~0.3 us per
+copy and visit: a cache of 10,000 entries does ~520k gets/s against ~630k without them, one of
+500 entries, where every request is simulated, pays ~2.4 us per request).
+
+Nothing here depends on the values of the keys beyond the hash the sketch and the sample need,
+and the sample follows the ``seed``: renumbering a trace's keys moves the miss ratio only by what
+the sketch's collisions move (``benchmarks/bench_cache.py`` measures it). ``adaptive="climb"``
+is Caffeine's hill climber on the window share (kept for comparison), ``False`` a fixed window.
+
+Hashing is deterministic (no per-process salt), so a policy fed the same keys with the same seed
+makes the same decisions in every process: the simulator and the live cache agree.
 
 :class:`WTinyLFU` tracks keys only; :class:`~tiered.cache.adaptive.AdaptiveTTLCache` stores the
 values and asks it which key to drop. ``access`` on its own makes it a trace simulator.
@@ -39,7 +49,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Hashable
 
-__all__ = ["FrequencySketch", "WTinyLFU", "stable_hash"]
+__all__ = ["CANDIDATES", "FrequencySketch", "WTinyLFU", "stable_hash"]
 
 _M64 = (1 << 64) - 1
 _C1 = 0x9E3779B97F4A7C15
@@ -67,7 +77,8 @@ class FrequencySketch:
     __slots__ = ("_mask", "_step", "_table", "_width", "additions", "sample_size")
 
     def __init__(self, capacity: int) -> None:
-        width = 1 << max(4, (max(1, capacity) - 1).bit_length())
+        # 16 counters per entry of capacity (4 rows of 4 x capacity), at least 4 x 1,024
+        width = 1 << max(10, (4 * max(1, capacity) - 1).bit_length())
         self._width = width
         self._mask = width - 1
         # four rows indexed by four 16-bit slices of the mixed hash (overlapping, re-mixed
@@ -112,9 +123,97 @@ class FrequencySketch:
 _WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
 _NONE: list[Hashable] = []  # shared empty result; never mutated
 
+#: the settings the miniature simulation chooses from: (window share, admission bias). Bias 1
+#: with every window share; bias 0 where admission decides most (small and medium windows).
+CANDIDATES: tuple[tuple[float, int], ...] = (
+    (0.01, 1),
+    (0.1, 1),
+    (0.3, 1),
+    (0.6, 1),
+    (0.95, 1),
+    (0.01, 0),
+    (0.1, 0),
+    (0.3, 0),
+)
+
+
+class _Copy:
+    """A key-only W-TinyLFU of one fixed setting, fed the sampled keys; counts its misses."""
+
+    __slots__ = (
+        "_probation",
+        "_protected",
+        "_where",
+        "_window",
+        "bias",
+        "main_max",
+        "misses",
+        "protected_max",
+        "sketch",
+        "window_max",
+    )
+
+    def __init__(
+        self, capacity: int, share: float, protected: float, bias: int, sketch: FrequencySketch
+    ) -> None:
+        self.window_max = min(capacity - 1, max(1, round(capacity * share))) if capacity > 1 else 0
+        self.main_max = capacity - self.window_max
+        self.protected_max = int(self.main_max * protected)
+        self.bias = bias
+        self.sketch = sketch
+        self.misses = 0
+        # values are the keys' hashes, so admission reads the sketch without hashing again
+        self._window: OrderedDict[Hashable, int] = OrderedDict()
+        self._probation: OrderedDict[Hashable, int] = OrderedDict()
+        self._protected: OrderedDict[Hashable, int] = OrderedDict()
+        self._where: dict[Hashable, int] = {}
+
+    def access(self, key: Hashable, h: int) -> None:
+        seg = self._where.get(key)
+        if seg == _WINDOW:
+            self._window.move_to_end(key)
+            return
+        if seg == _PROTECTED:
+            self._protected.move_to_end(key)
+            return
+        if seg == _PROBATION:
+            del self._probation[key]
+            self._protected[key] = h
+            self._where[key] = _PROTECTED
+            if len(self._protected) > self.protected_max:
+                d, dh = self._protected.popitem(last=False)
+                self._probation[d] = dh
+                self._where[d] = _PROBATION
+            return
+        self.misses += 1
+        window = self._window
+        window[key] = h
+        self._where[key] = _WINDOW
+        if len(window) <= self.window_max:
+            return
+        cand, ch = window.popitem(last=False)
+        del self._where[cand]
+        if len(self._probation) + len(self._protected) < self.main_max:
+            self._probation[cand] = ch
+            self._where[cand] = _PROBATION
+            return
+        if not self._probation:
+            if not self._protected:
+                return
+            d, dh = self._protected.popitem(last=False)
+            self._probation[d] = dh
+            self._where[d] = _PROBATION
+        victim, vh = next(iter(self._probation.items()))
+        freq = self.sketch.frequency
+        if freq(ch) - self.bias > freq(vh):
+            del self._probation[victim]
+            del self._where[victim]
+            self._probation[cand] = ch
+            self._where[cand] = _PROBATION
+
 
 class WTinyLFU:
-    """Adaptive W-TinyLFU over keys. Capacity is in entries (or any unit, via ``weight``).
+    """Self-tuning W-TinyLFU over keys. Capacity is in entries (or any unit, via ``weight``).
 
     The owner calls :meth:`record` on every lookup, :meth:`add` for a new key (which returns the
     keys to drop, possibly the new key itself when admission rejects it), :meth:`remove` when a
@@ -127,31 +226,34 @@ class WTinyLFU:
         *,
         window: float = 0.01,
         protected: float = 0.8,
-        adaptive: bool | str = "ghost",
+        bias: int = 1,
+        adaptive: bool | str = "sim",
+        seed: int = 0,
+        candidates: tuple[tuple[float, int], ...] = CANDIDATES,
+        sample_min: int = 512,
+        period: float = 4.0,
+        decay: float = 0.9,
+        margin: float = 0.02,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if adaptive is True:
+            adaptive = "sim"
+        if adaptive not in (False, "sim", "climb"):
+            raise ValueError(f"adaptive must be 'sim', 'climb' or False, got {adaptive!r}")
+        if not candidates or any(not 0 < s < 1 or b < 0 for s, b in candidates):
+            raise ValueError(f"candidates must be (share in (0, 1), bias >= 0), got {candidates}")
+        if sample_min < 1 or period <= 0 or not 0 <= decay < 1 or not 0 <= margin < 1:
+            raise ValueError(
+                "need sample_min >= 1, period > 0, 0 <= decay < 1 and 0 <= margin < 1, got "
+                f"{sample_min}, {period}, {decay}, {margin}"
+            )
         self.capacity = capacity
         self.sketch = FrequencySketch(capacity)
-        if adaptive is True:
-            adaptive = "ghost"
-        if adaptive not in (False, "ghost", "climb"):
-            raise ValueError(f"adaptive must be 'ghost', 'climb' or False, got {adaptive!r}")
         self.adaptive = adaptive
-        # ghosts (keys only) of what left the window unadmitted and what main evicted
-        self._ghost_window: OrderedDict[Hashable, None] = OrderedDict()
-        self._ghost_main: OrderedDict[Hashable, None] = OrderedDict()
-        # the LRU guard: a shadow LRU of keys and the two miss counts over a period
-        self._shadow: OrderedDict[Hashable, None] | None = (
-            OrderedDict() if adaptive == "ghost" else None
-        )
-        # large caches sample 1 key in 8 (by hash) into a shadow of 1/8 the size: the usual
-        # sampled-simulation trick, so the guard costs little on the hot path
-        self._guard_mask = 7 if capacity >= 2048 else 0
-        self._shadow_cap = capacity // (self._guard_mask + 1)
-        self._guard_period = max(500, 4 * self._shadow_cap)
-        self._guard_n = self._guard_ours = self._guard_lru = 0
-        self._floor = 1
+        self.seed = seed
+        self._salt = stable_hash(seed & _M64)  # every bit of the sample test follows the seed
+        self.bias = bias
         self._protected_share = protected
         self.window_max = max(1, round(capacity * window)) if capacity > 1 else 0
         self._resize_main()
@@ -160,9 +262,28 @@ class WTinyLFU:
         self._protected: OrderedDict[Hashable, int] = OrderedDict()
         self._where: dict[Hashable, int] = {}
         self.admissions_rejected = 0
-        self.bias = 1
         self._last_dropped: list[Hashable] = _NONE
-        # hill climbing state
+        # miniature simulation: copies over a seeded hash sample of the keys
+        self._copies: list[_Copy] | None = None
+        self.candidates = candidates
+        self.choice: tuple[float, int] | None = None
+        self.sample_rate = 0.0  # the share of keys the copies see
+        self.switches = 0  # settings taken (the first choice included)
+        self.simulated = 0  # requests the copies have seen
+        if adaptive == "sim" and capacity > 1:
+            bits = 0
+            while capacity >> (bits + 1) >= sample_min:
+                bits += 1
+            self._sample_shift = 64 - bits  # x >> 64 is 0: every key when bits == 0
+            size = capacity >> bits
+            self._copies = [_Copy(size, s, protected, b, self.sketch) for s, b in candidates]
+            self._period = max(200, round(period * size))
+            self._seen = 0
+            self._decay, self._margin = decay, margin
+            self._scores = [0.0] * len(candidates)
+            self._current = -1  # the starting setting is none of the candidates
+            self.sample_rate = 1.0 / (1 << bits)
+        # hill climbing state (adaptive="climb")
         self._sample = max(100, 10 * capacity)
         self._hits = self._misses = 0
         self._prev_rate = 0.0
@@ -184,8 +305,8 @@ class WTinyLFU:
     def record(self, key: Hashable, hit: bool, h: int | None = None) -> list[Hashable]:
         """Count a lookup of ``key``; on a hit, refresh its position.
 
-        Returns keys the owner must drop (nearly always none: only when hill climbing just
-        shrank the main space).
+        Returns keys the owner must drop (nearly always none: only when tuning just shrank the
+        main space).
         """
         if h is None:
             h = stable_hash(key)
@@ -207,32 +328,30 @@ class WTinyLFU:
                     self._where[demoted] = _PROBATION
         else:
             self._misses += 1
-        sh = self._shadow
-        if sh is not None and not (h >> 40) & self._guard_mask:
-            if key in sh:
-                sh.move_to_end(key)
-            else:
-                self._guard_lru += 1
-                sh[key] = None
-                if len(sh) > self._shadow_cap:
-                    sh.popitem(last=False)
-            if not hit:
-                self._guard_ours += 1
-            self._guard_n += 1
-            if self._guard_n >= self._guard_period:
-                if self._guard_lru < 0.99 * self._guard_ours:
-                    self.window_max = min(
-                        self.capacity - 1, self.window_max + max(1, self.capacity // 2)
-                    )
-                    self._floor = self.window_max
-                    self._resize_main()
-                elif self._guard_ours < 0.97 * self._guard_lru:
-                    self._floor = max(1, self._floor // 2)
-                self._guard_n = self._guard_ours = self._guard_lru = 0
-        if self.adaptive == "climb" and self._hits + self._misses >= self._sample:
+        copies = self._copies
+        if copies is not None and not ((h ^ self._salt) * _C1 & _M64) >> self._sample_shift:
+            for c in copies:
+                c.access(key, h)
+            self._seen += 1
+            self.simulated += 1
+            if self._seen >= self._period:
+                self._last_dropped = self._choose(copies)
+                return self._last_dropped
+        elif self.adaptive == "climb" and self._hits + self._misses >= self._sample:
             self._last_dropped = self._climb()
             return self._last_dropped
         return _NONE
+
+    def tuning(self) -> dict[str, object]:
+        """What the self-tuning has chosen: window share, admission bias, switches, sampling."""
+        return {
+            "adaptive": self.adaptive,
+            "window_share": self.window_max / self.capacity,
+            "bias": self.bias,
+            "switches": self.switches,
+            "sample_rate": self.sample_rate,
+            "simulated_requests": self.simulated,
+        }
 
     def last_dropped(self) -> list[Hashable]:
         """What the last :meth:`record` returned (for owners that only test its truth)."""
@@ -240,26 +359,9 @@ class WTinyLFU:
 
     def add(self, key: Hashable) -> list[Hashable]:
         """Insert a new key into the window; returns the keys that must be dropped."""
-        if self.adaptive == "ghost":
-            self._adapt(key)
         self._window[key] = 1
         self._where[key] = _WINDOW
         return self._evict()
-
-    def _adapt(self, key: Hashable) -> None:
-        # ARC's rule on W-TinyLFU's two spaces: a miss on a key that admission turned away says
-        # the window is too small (recency matters); a miss on a key main evicted says main is.
-        gw, gm = self._ghost_window, self._ghost_main
-        if key in gw:
-            del gw[key]
-            self.window_max = min(self.capacity - 1, self.window_max + 1)
-        elif key in gm:
-            del gm[key]
-            step = max(1, len(gw) // max(1, len(gm)))
-            self.window_max = max(self._floor, self.window_max - step)
-        else:
-            return
-        self._resize_main()
 
     def remove(self, key: Hashable) -> None:
         seg = self._where.pop(key, None)
@@ -314,26 +416,40 @@ class WTinyLFU:
                 self._probation[cand] = 1
                 self._where[cand] = _PROBATION
                 dropped.append(victim)
-                self._ghost(self._ghost_main, victim, self.capacity - len(self._ghost_window))
             else:
                 self.admissions_rejected += 1
                 dropped.append(cand)
-                self._ghost(self._ghost_window, cand, 2 * self.window_max)
-        # main may be over after the window shrank (hill climbing)
+        # main may be over after the window grew (tuning)
         while len(self._probation) + len(self._protected) > self.capacity - self.window_max:
             seg = self._probation if self._probation else self._protected
             k, _ = seg.popitem(last=False)
             del self._where[k]
             dropped.append(k)
-            self._ghost(self._ghost_main, k, self.capacity - len(self._ghost_window))
         return dropped
 
-    def _ghost(self, ghosts: OrderedDict[Hashable, None], key: Hashable, bound: int) -> None:
-        # ARC's bounds: |ghost_window| <= c - |window|, |ghost_main| <= c - |ghost_window|
-        if self.adaptive == "ghost":
-            ghosts[key] = None
-            while len(ghosts) > max(1, bound):
-                ghosts.popitem(last=False)
+    def _choose(self, copies: list[_Copy]) -> list[Hashable]:
+        scores, d = self._scores, self._decay
+        for i, c in enumerate(copies):
+            scores[i] = d * scores[i] + c.misses
+            c.misses = 0
+        self._seen = 0
+        best = min(range(len(scores)), key=scores.__getitem__)
+        cur = self._current
+        if cur >= 0 and scores[cur] - scores[best] <= self._margin * scores[cur]:
+            return _NONE  # no clear win: stay (a switch costs misses while contents adjust)
+        self._current = best
+        self.switches += 1
+        share, self.bias = self.choice = self.candidates[best]
+        return self._set_window(round(self.capacity * share))
+
+    def _set_window(self, size: int) -> list[Hashable]:
+        size = min(self.capacity - 1, max(1, size))
+        if size == self.window_max:
+            return _NONE
+        self.window_max = size
+        self._resize_main()
+        # a smaller window spills into main now; a larger one takes from main by eviction
+        return self._evict()
 
     def _climb(self) -> list[Hashable]:
         rate = self._hits / (self._hits + self._misses)
@@ -348,10 +464,4 @@ class WTinyLFU:
             self._step = (1 if s > 0 else -1) * max(1.0, abs(s))
         self._prev_rate = rate
         self._hits = self._misses = 0
-        target = int(min(self.capacity * 0.8, max(1, self.window_max + self._step)))
-        if target == self.window_max:
-            return _NONE
-        self.window_max = target
-        self._resize_main()
-        # a smaller window spills into main now; a larger one takes from main by eviction
-        return self._evict()
+        return self._set_window(int(min(self.capacity * 0.8, self.window_max + self._step)))
