@@ -1,7 +1,20 @@
 """Traffic models and capacity planning: traces, forecasting models, rolling-origin backtests,
 and Erlang C pool plans that the predictive pool policies consume."""
 
-from tiered.forecast.backtest import backtest, metrics, select_model, summarize_backtest
+from tiered.forecast.backtest import (
+    backtest,
+    metrics,
+    select_model,
+    select_nested,
+    summarize_backtest,
+)
+from tiered.forecast.calibration import (
+    Calibrated,
+    calibrated_scores,
+    combine,
+    forecasts,
+    offsets,
+)
 from tiered.forecast.capacity import (
     CapacityPlan,
     erlang_b,
@@ -33,6 +46,7 @@ from tiered.forecast.traces import (
 __all__ = [
     "ETS",
     "REAL_TRACES",
+    "Calibrated",
     "CapacityPlan",
     "Combination",
     "Forecast",
@@ -41,14 +55,19 @@ __all__ = [
     "SeasonalNaive",
     "SeasonalProfile",
     "backtest",
+    "calibrated_scores",
+    "combine",
     "default_models",
     "erlang_b",
     "erlang_c",
+    "forecasts",
     "load_trace",
     "metrics",
+    "offsets",
     "plan_pool",
     "resample",
     "select_model",
+    "select_nested",
     "servers_needed",
     "summarize_backtest",
     "synthetic_trace",

@@ -11,20 +11,31 @@ Raftery 2007):
 * **coverage** of the 80 % and 95 % intervals (the share of actuals inside);
 * **pinball**: the quantile loss averaged over the forecast's quantiles, scaled like MASE.
 
-:func:`select_model` picks by backtest MASE, never by in-sample fit.
+:func:`select_model` picks by backtest MASE, never by in-sample fit, and nested
+(:func:`select_nested`): chosen on the earlier origins, scored on the later ones that took no
+part in the choice, with the weekly seasonal naive kept unless something beat it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 
 from tiered.errors import ConfigError
 from tiered.forecast.models import DEFAULT_QUANTILES, Forecast, Model
 
-__all__ = ["backtest", "metrics", "origins", "select_model", "summarize_backtest"]
+__all__ = [
+    "backtest",
+    "metrics",
+    "origins",
+    "select_model",
+    "select_nested",
+    "summarize_backtest",
+]
 
 
 def origins(n: int, *, horizon: int, count: int, step: int, min_train: int) -> list[int]:
@@ -123,9 +134,44 @@ def summarize_backtest(results: pl.DataFrame, baseline: str = "snaive_weekly") -
     return s.sort("horizon", "mase")
 
 
+def select_nested(
+    scores: pl.DataFrame, horizon: int, *, split: float = 0.5, metric: str = "mase",
+    baseline: str = "snaive_weekly",
+) -> dict[str, Any]:  # fmt: skip
+    """Choose the model with the lowest mean ``metric`` on the first ``split`` of the origins
+    (the weekly seasonal naive unless something beat it there), and report its score, and the
+    baseline's, on the remaining origins, which took no part in the choice."""
+    s = scores.filter(pl.col("horizon") == horizon)
+    origins = sorted(s["origin"].unique().to_list())
+    if len(origins) < 2:
+        raise ConfigError("nested selection needs at least two origins")
+    cut = max(1, min(len(origins) - 1, round(len(origins) * split)))
+    early, late = origins[:cut], origins[cut:]
+    choose = s.filter(pl.col("origin").is_in(early)).group_by("model").agg(pl.col(metric).mean())
+    best = choose.sort(metric).row(0, named=True)
+    base = choose.filter(pl.col("model") == baseline)
+    chosen = str(best["model"])
+    if base.height and not best[metric] < base[metric][0]:
+        chosen = baseline
+    later = (
+        s.filter(pl.col("origin").is_in(late))
+        .group_by("model")
+        .agg(cs.numeric().exclude("origin", "horizon").mean())
+    )
+    pick = later.filter(pl.col("model") == chosen).row(0, named=True)
+    ref = later.filter(pl.col("model") == baseline)
+    out: dict[str, Any] = {"model": chosen, "horizon": horizon}
+    out |= {"selection_origins": len(early), "scored_origins": len(late)}
+    out |= {k: v for k, v in pick.items() if k != "model"}
+    if ref.height:
+        out["baseline_mase"] = float(ref["mase"][0])
+        out["relative_mase"] = float(pick["mase"]) / float(ref["mase"][0])
+    return out
+
+
 def select_model(results: pl.DataFrame, horizon: int) -> str:
-    """The model with the lowest mean backtest MASE at ``horizon``."""
-    s = summarize_backtest(results).filter(pl.col("horizon") == horizon)
-    if s.height == 0:
+    """The model :func:`select_nested` chooses at ``horizon``: lowest mean MASE on the earlier
+    half of the origins, the weekly seasonal naive unless something beat it there."""
+    if results.filter(pl.col("horizon") == horizon).height == 0:
         raise ConfigError(f"no backtest results at horizon {horizon}")
-    return str(s.sort("mase")["model"][0])
+    return str(select_nested(results, horizon)["model"])

@@ -3,7 +3,8 @@
 * :func:`pool_policies` — reactive vs predictive vs hybrid pool sizing (plus static-peak and an
   oracle) on a real traffic series, scaled to a realistic peak, with Poisson arrivals within each
   hour and measured hold and connect times; the plan comes from a traffic model chosen by
-  backtest and fitted on the weeks before the simulated one.
+  (nested) backtest and fitted on the weeks before the simulated one, its planned quantile
+  calibrated with the model's own errors on those weeks (conformal, per day ahead).
 * :func:`validate_fluid` — the fluid mode against the request-level engine on a day of traffic.
 * :func:`cache_sizes` — hit ratio, database reads and latency by cache size and eviction policy,
   replaying the bench workload through the real cache layer.
@@ -24,6 +25,8 @@ import polars as pl
 from tiered.bench import BenchResult, run_bench, write_results
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
 from tiered.errors import ConfigError
+from tiered.forecast.backtest import select_model
+from tiered.forecast.calibration import Calibrated, forecasts, offsets
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
 from tiered.forecast.models import SeasonalProfile, default_models
 from tiered.forecast.traces import REAL_TRACES, load_trace
@@ -63,16 +66,16 @@ def tiered_model_names() -> list[str]:
 
 
 def _model_for(trace: str, horizon: int, backtests: Path | None) -> str:
-    """The model with the lowest backtest MASE on ``trace`` (``bench_forecast`` results), or the
-    four-week profile when no backtest is stored."""
+    """The model :func:`~tiered.forecast.select_model` chooses on ``trace``'s stored backtest
+    (``bench_forecast`` results; nested, the weekly seasonal naive unless something beat it), or
+    the four-week profile when no backtest is stored."""
     path = backtests or RESULTS / "forecast_backtest.parquet"
     if path.exists():
         b = pl.read_parquet(path).filter(
             (pl.col("series") == trace) & (pl.col("horizon") == horizon)
         )
         if b.height:
-            best = b.group_by("model").agg(pl.col("mase").mean()).sort("mase")
-            return str(best["model"][0])
+            return select_model(b, horizon)
     return SeasonalProfile(168, weeks=4).name  # (the model that exists: profile_median4)
 
 
@@ -111,7 +114,19 @@ def pool_policies(
     model = next((m for m in default_models() if m.name == name), None)
     if model is None:
         raise ConfigError(f"no traffic model named {name!r} among {tiered_model_names()}")
-    fc = model.fit(rate[:start] * 3600).forecast(hours, (0.1, 0.5, quantile))
+    # the plan's quantile, calibrated with the model's own errors on the training weeks:
+    # forecasts from origins 23 h apart whose whole horizon ends before the simulated week
+    levels = (0.1, 0.5, quantile)
+    train = rate[:start] * 3600
+    need = 24 * 7 * 5 + hours  # five weeks to fit on, and a whole horizon before the start
+    if start < need:
+        raise ConfigError(
+            f"pool_policies calibrates the plan on the training weeks: train_weeks={train_weeks} "
+            f"leaves {start} h, needs {need} h (five weeks to fit plus {hours} h to score)"
+        )
+    past = forecasts(train, [model], horizon=hours, step=23, min_train=24 * 7 * 5,
+                     quantiles=levels)  # fmt: skip
+    fc = Calibrated(model, offsets(past)).fit(train).forecast(hours, levels)
     planned = np.clip(fc.quantiles[quantile] / 3600, 0, None)
 
     def plan_for(rates: np.ndarray) -> CapacityPlan:
