@@ -98,6 +98,7 @@ class LocalReplica:
         self._timer = timer
         self.timeout = timeout
         self._proc: asyncio.subprocess.Process | None = None  # the syncing process
+        self._killed: asyncio.subprocess.Process | None = None  # killed mid-sync, to reap
         self._lock = asyncio.Lock()  # one sync at a time
         #: awaited after each successful sync (the router reads the new position)
         self.on_synced: Callable[[], Awaitable[None]] | None = None
@@ -174,6 +175,7 @@ class LocalReplica:
             if self._closed:
                 return False
             t0 = time.perf_counter()
+            await self._reap()
             try:
                 if self._proc is None or self._proc.returncode is not None:
                     self._proc = await self._spawn()
@@ -184,10 +186,12 @@ class LocalReplica:
                     answer = await self._answer(self._proc)
                 except asyncio.CancelledError:
                     # its answer would come to the next sync: that process is done with (if
-                    # this left the file unreadable, its reads fall back to the primary)
+                    # this left the file unreadable, its reads fall back to the primary). The
+                    # next sync or close() reaps it: a killed child nobody waits for outlives
+                    # the event loop (an unraisable error when its transport is collected)
                     with contextlib.suppress(ProcessLookupError):
                         self._proc.kill()
-                    self._proc = None
+                    self._killed, self._proc = self._proc, None
                     raise
                 if not answer.startswith("ok"):
                     raise DatabaseUnavailable(answer.partition(" ")[2] or answer, code="SYNC")
@@ -230,10 +234,16 @@ class LocalReplica:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         async with self._lock:
+            await self._reap()
             if self._proc is not None:
                 await _stop(self._proc)
                 self._proc = None
         await self.pool.close()
+
+    async def _reap(self) -> None:
+        if self._killed is not None:
+            await self._killed.wait()
+            self._killed = None
 
     def stats(self) -> dict[str, Any]:
         return {
