@@ -14,13 +14,14 @@ conformalized quantile regression: Romano, Patterson & Candes, NeurIPS 2019):
   (nothing at or after ``o`` is used). Adding it makes ``q`` cover ``q`` of those errors
   exactly; on later data, as well as the errors repeat;
 * the calibrated quantiles are clipped at 0 and sorted across levels (no crossing);
-* :func:`calibrated_scores` scores every origin after the first ``warmup`` with offsets from
-  its past only: coverage and pinball loss per quantile, and MASE of the calibrated median (the
-  median's offset is a bias correction learnt from the past) beside the model's own;
+* :func:`calibrated_scores` scores every origin that has ``warmup`` finished forecasts before
+  it, with offsets from those only: coverage and pinball loss per quantile, and MASE of the
+  calibrated median (its offset is a bias correction learnt from the past) beside the model's;
 * :class:`Calibrated` wraps a model with fixed offsets for use after the backtest (a plan);
-* :func:`combine` merges several models' calibrated quantiles by their **median** per level,
-  so one wild member cannot set the plan (the mean of quantiles let an ETS q0.9 of 680
-  requests/s pull the combination's to 245 against an actual peak of 94).
+* :func:`combine` merges several models' forecasts by their **median** per level (then
+  calibrated like any model), so one wild member cannot set the plan (measured before: the
+  mean of quantiles let an ETS q0.9 of 680 requests/s pull the combination's to 245 against an
+  actual peak of 94).
 
 :func:`~tiered.forecast.backtest.select_nested` chooses among calibrated models as among raw ones.
 """
@@ -35,7 +36,6 @@ import polars as pl
 
 from tiered.errors import ConfigError
 from tiered.forecast.backtest import origins as origin_list
-from tiered.forecast.backtest import select_nested
 from tiered.forecast.models import DEFAULT_QUANTILES, Fitted, Forecast, Model
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "combine",
     "forecasts",
     "offsets",
-    "select_nested",
 ]
 
 BLOCK = 24  # hours per lead block: offsets are kept per day ahead
