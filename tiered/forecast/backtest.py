@@ -30,8 +30,10 @@ from tiered.forecast.models import DEFAULT_QUANTILES, Forecast, Model
 
 __all__ = [
     "backtest",
+    "mase_scale",
     "metrics",
     "origins",
+    "pinball",
     "select_model",
     "select_nested",
     "summarize_backtest",
@@ -49,13 +51,26 @@ def origins(n: int, *, horizon: int, count: int, step: int, min_train: int) -> l
     return sorted(out)
 
 
+def mase_scale(train: np.ndarray, m: int = 168) -> float:
+    """MASE's denominator: the in-sample mean absolute error of the seasonal naive of period
+    ``m`` on ``train`` (of the one-step naive when that is 0 or undefined; else 1)."""
+    scale = float(np.mean(np.abs(train[m:] - train[:-m]))) if len(train) > m else np.nan
+    if not scale > 0:
+        scale = float(np.mean(np.abs(np.diff(train)))) or 1.0
+    return scale
+
+
+def pinball(actual: np.ndarray, forecast: np.ndarray, q: float) -> float:
+    """The mean quantile ("pinball") loss of ``forecast`` as the ``q`` quantile of ``actual``."""
+    d = actual - forecast
+    return float(np.mean(np.maximum(q * d, (q - 1) * d)))
+
+
 def metrics(actual: np.ndarray, fc: Forecast, train: np.ndarray, m: int = 168) -> dict[str, float]:
     """Scores of one forecast (its first ``len(actual)`` points) against ``actual``."""
     h = len(actual)
     f = fc.mean[:h]
-    scale = float(np.mean(np.abs(train[m:] - train[:-m]))) if len(train) > m else np.nan
-    if not scale > 0:
-        scale = float(np.mean(np.abs(np.diff(train)))) or 1.0
+    scale = mase_scale(train, m)
     err = np.abs(actual - f)
     denom = np.abs(actual) + np.abs(f)
     smape = np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0)
@@ -66,10 +81,7 @@ def metrics(actual: np.ndarray, fc: Forecast, train: np.ndarray, m: int = 168) -
         except ConfigError:
             continue
         out[f"coverage{round(cov * 100)}"] = float(np.mean((actual >= lo[:h]) & (actual <= hi[:h])))
-    losses = []
-    for q, v in fc.quantiles.items():
-        d = actual - v[:h]
-        losses.append(np.mean(np.maximum(q * d, (q - 1) * d)))
+    losses = [pinball(actual, v[:h], q) for q, v in fc.quantiles.items()]
     out["pinball"] = float(np.mean(losses) / scale) if losses else np.nan
     return out
 

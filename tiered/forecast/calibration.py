@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from tiered.errors import ConfigError
+from tiered.forecast.backtest import mase_scale, metrics, pinball
 from tiered.forecast.backtest import origins as origin_list
 from tiered.forecast.models import DEFAULT_QUANTILES, Fitted, Forecast, Model
 
@@ -118,16 +119,18 @@ def _apply(
 
 
 def calibrated_scores(
-    fcs: pl.DataFrame, *, warmup: int = 4, window: int = 12, block: int = BLOCK,
-    horizons: Sequence[int] = (24, 168), m: int = 168, y: np.ndarray | None = None,
+    fcs: pl.DataFrame, *, y: np.ndarray, warmup: int = 4, window: int = 12, block: int = BLOCK,
+    horizons: Sequence[int] = (24, 168), m: int = 168,
 ) -> pl.DataFrame:  # fmt: skip
     """Score each model at every origin with at least ``warmup`` earlier forecasts that ended
     before it, its quantiles calibrated with the offsets of the last ``window`` of those. One
-    row per model, origin, horizon: ``coverage_q<level>`` (share of actuals at or below the
-    quantile), ``pinball_q<level>`` (scaled like MASE), ``coverage80``/``coverage95`` of the
-    central intervals, ``mase`` of the calibrated median; the uncalibrated ``raw_mase`` and
-    ``raw_coverage_q<level>`` beside them. ``y`` (the series) gives MASE its in-sample scale (the
-    weekly seasonal naive's error before the origin); without it the scale is 1."""
+    row per model, origin, horizon: the scores of :func:`~tiered.forecast.backtest.metrics`
+    for the calibrated forecast (``mase`` of the calibrated median, ``smape``,
+    ``coverage80``/``coverage95``, mean ``pinball``), and per quantile ``coverage_q<level>``
+    (share of actuals at or below it) and ``pinball_q<level>`` (scaled like MASE); the
+    uncalibrated ``raw_mase`` and ``raw_coverage_q<level>`` beside them. ``y`` is the series
+    the forecasts were made on (MASE's in-sample scale)."""
+    y = np.asarray(y, dtype=float)
     levels = _levels(fcs)
     rows = []
     for (name,), g in fcs.group_by(["model"], maintain_order=True):
@@ -140,34 +143,21 @@ def calibrated_scores(
                 continue
             past = g.filter(pl.col("origin").is_in(done))
             now = g.filter(pl.col("origin") == o).sort("lead")
-            offs = offsets(past, block=block)
-            lead = now["lead"].to_numpy()
             raw = {q: now[_qcol(q)].to_numpy() for q in levels}
-            cal = _apply(raw, offs, lead, block)
-            actual = now["actual"].to_numpy()
-            scale = 1.0
-            if y is not None and o > m:
-                d = np.abs(y[m:o] - y[: o - m])
-                scale = float(d.mean()) or 1.0
+            cal = _apply(raw, offsets(past, block=block), now["lead"].to_numpy(), block)
+            own = now["mean"].to_numpy()
+            calibrated = Forecast(cal.get(0.5, own), cal)
+            actual, train = now["actual"].to_numpy(), y[:o]
+            scale = mase_scale(train, m)
             for h in horizons:
                 a = actual[:h]
                 row: dict[str, object] = {"model": name, "origin": o, "horizon": h}
-                own = now["mean"].to_numpy()[:h]
-                med = cal[0.5][:h] if 0.5 in cal else own
-                row["mase"] = float(np.mean(np.abs(a - med)) / scale)
-                row["raw_mase"] = float(np.mean(np.abs(a - own)) / scale)
+                row |= metrics(a, calibrated, train, m)
+                row["raw_mase"] = float(np.mean(np.abs(a - own[:h])) / scale)
                 for q in levels:
                     row[f"coverage_{_qcol(q)}"] = float(np.mean(a <= cal[q][:h]))
                     row[f"raw_coverage_{_qcol(q)}"] = float(np.mean(a <= raw[q][:h]))
-                    d = a - cal[q][:h]
-                    row[f"pinball_{_qcol(q)}"] = float(
-                        np.mean(np.maximum(q * d, (q - 1) * d)) / scale
-                    )
-                for cov, lo, hi in ((80, 0.1, 0.9), (95, 0.025, 0.975)):
-                    if lo in cal and hi in cal:
-                        row[f"coverage{cov}"] = float(
-                            np.mean((a >= cal[lo][:h]) & (a <= cal[hi][:h]))
-                        )
+                    row[f"pinball_{_qcol(q)}"] = pinball(a, cal[q][:h], q) / scale
                 rows.append(row)
     return pl.DataFrame(rows)
 
