@@ -217,8 +217,8 @@ def test_a_plan_keeps_its_assumptions_and_says_what_it_capped() -> None:
     assert plan_pool(rates[:2], service_s=0.02, max_size=20).capped == 0
 
 
-def test_the_scenarios_fall_back_to_a_model_that_exists(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tiered.scenarios.runs import _model_for
+def test_the_scenarios_fall_back_to_a_model_that_exists() -> None:
+    from tiered.scenarios.policies import model_for
 
-    name = _model_for("nycflights13", 168, tmp_path / "no-backtests.parquet")
+    name = model_for("nycflights13", 168, None)
     assert name in {m.name for m in default_models()}

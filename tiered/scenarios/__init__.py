@@ -1,30 +1,40 @@
 """Scenarios and calibration: the top floor, above the bench (real stack) and the simulator.
 
 What ``simulations/*.py`` run, ``tiered report`` runs and the notebooks plot (results in
-``data/results/``): :mod:`tiered.scenarios.runs`; the simulator against the real stack:
+``data/results/``): :mod:`tiered.scenarios.runs` (pool policies and their frontiers:
+:mod:`tiered.scenarios.policies`); the simulator against the real stack:
 :mod:`tiered.scenarios.calibration`.
 """
 
 from tiered.scenarios.calibration import Calibration, calibrate, compare, measure_service
+from tiered.scenarios.policies import (
+    POLICIES,
+    PolicyComparison,
+    Setting,
+    pool_policies,
+    scaled_rate,
+    sweep_settings,
+)
 from tiered.scenarios.runs import (
     RESULTS,
-    PolicyComparison,
+    SLO_LATE_SHARE,
     cache_sizes,
     layer_breakdown,
     load_service,
-    pool_policies,
     run_breakdown,
     run_cache_sizes,
     run_calibration,
     run_pool_policies,
-    scaled_rate,
     validate_fluid,
 )
 
 __all__ = [
+    "POLICIES",
     "RESULTS",
+    "SLO_LATE_SHARE",
     "Calibration",
     "PolicyComparison",
+    "Setting",
     "cache_sizes",
     "calibrate",
     "compare",
@@ -37,5 +47,6 @@ __all__ = [
     "run_calibration",
     "run_pool_policies",
     "scaled_rate",
+    "sweep_settings",
     "validate_fluid",
 ]

