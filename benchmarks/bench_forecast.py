@@ -1,6 +1,7 @@
 """Forecast benchmark; prints one JSON document.
 
-For each real series (hourly), a rolling-origin backtest of every default model at the 24 h and
+For each real series (hourly), a rolling-origin backtest of every candidate model
+(``tiered.forecast.trace_models``: the default models and the calendar-aware ones) at the 24 h and
 168 h horizons (8 origins 197 h apart, each model fitted on the data before its origin only):
 mean MASE, MASE relative to the weekly seasonal naive, sMAPE, interval coverage, pinball loss
 and fit+forecast time. Target: the best model beats the weekly seasonal naive by >= 15 % on
@@ -44,7 +45,7 @@ from tiered.forecast import (
     summarize_backtest,
     trace_source,
 )
-from tiered.forecast.models import default_models
+from tiered.forecast.calendar import trace_models
 
 # the mean combination's members, combined by their median instead
 MEDIAN_MEMBERS = ["snaive_weekly", "profile_median4", "ets_weekly", "mstl_arima"]
@@ -54,7 +55,7 @@ def calibrated(name: str, y: Any, step: int) -> tuple[dict[str, Any], pl.DataFra
     """Every model's quantiles calibrated from its own earlier forecasts (conformal, per day
     ahead), scored at origins spread over the whole series; the model chosen on the earlier
     half of the origins and scored on the later half (nested)."""
-    members = [m for m in default_models() if not isinstance(m, Combination)]
+    members = [m for m in trace_models(name) if not isinstance(m, Combination)]
     log(f"{name}: calibrated quantiles, {len(members)} models, origins every {step} h")
     f = forecasts(y, members, step=step)
     f = pl.concat([f, combine(f, MEDIAN_MEMBERS)])
@@ -91,8 +92,9 @@ def main() -> dict[str, Any]:
     frames, cal_frames = [], []
     for name in REAL_TRACES:
         y = load_trace(name)["requests"].to_numpy()
-        log(f"{name}: {len(y)} hours, {len(default_models())} models x 8 origins")
-        r = backtest(y, default_models(), count=8).with_columns(series=pl.lit(name))
+        models = trace_models(name)
+        log(f"{name}: {len(y)} hours, {len(models)} models x 8 origins")
+        r = backtest(y, models, count=8).with_columns(series=pl.lit(name))
         frames.append(r)
         s = summarize_backtest(r)
         per: dict[str, Any] = {"source": trace_source(name), "hours": len(y), "horizons": {}}
@@ -122,7 +124,7 @@ def main() -> dict[str, Any]:
         n_spread = (len(y) - 168 - 24 * 7 * 5) // 197 + 1
         step = 197 if n_spread >= 20 else 23
         log(f"{name}: whole series, origins every {step} h")
-        whole = summarize_backtest(backtest(y, default_models(), count=10_000, step=step))
+        whole = summarize_backtest(backtest(y, models, count=10_000, step=step))
         per["whole_series"] = {"step_hours": step}
         for h in (24, 168):
             rows = whole.filter(pl.col("horizon") == h).sort("mase")

@@ -8,6 +8,12 @@ from tiered.forecast.backtest import (
     select_nested,
     summarize_backtest,
 )
+from tiered.forecast.calendar import (
+    CalendarNaive,
+    GradientBoosted,
+    calendar_models,
+    trace_models,
+)
 from tiered.forecast.calibration import (
     Calibrated,
     calibrated_scores,
@@ -46,15 +52,18 @@ from tiered.forecast.traces import (
 __all__ = [
     "ETS",
     "REAL_TRACES",
+    "CalendarNaive",
     "Calibrated",
     "CapacityPlan",
     "Combination",
     "Forecast",
+    "GradientBoosted",
     "MSTLModel",
     "SarimaxFourier",
     "SeasonalNaive",
     "SeasonalProfile",
     "backtest",
+    "calendar_models",
     "calibrated_scores",
     "combine",
     "default_models",
@@ -72,6 +81,7 @@ __all__ = [
     "summarize_backtest",
     "synthetic_trace",
     "trace_from_bench",
+    "trace_models",
     "trace_source",
     "wait_probability",
     "wait_quantile",

@@ -35,9 +35,10 @@ import polars as pl
 
 from tiered.errors import ConfigError
 from tiered.forecast.backtest import select_model
+from tiered.forecast.calendar import trace_models
 from tiered.forecast.calibration import Calibrated, forecasts, offsets
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
-from tiered.forecast.models import SeasonalProfile, default_models
+from tiered.forecast.models import SeasonalProfile
 from tiered.forecast.traces import load_trace
 from tiered.pool.sizing import Fixed, Hybrid, Predictive, Reactive, Schedule, SizingPolicy
 from tiered.progress import Progress
@@ -158,10 +159,6 @@ def scaled_rate(trace: str, peak_rate: float) -> np.ndarray:
     return out
 
 
-def tiered_model_names() -> list[str]:
-    return [m.name for m in default_models()]
-
-
 def model_for(trace: str, horizon: int, backtests: pl.DataFrame | None) -> str:
     """The model :func:`~tiered.forecast.select_model` chooses on ``trace``'s stored backtest
     (``bench_forecast`` results; nested, the weekly seasonal naive unless something beat it), or
@@ -248,9 +245,10 @@ def pool_policies(
         raise ConfigError("settings must include the named reactive and hybrid policies")
     actual = rate[start : start + hours]
     name = model_for(trace, 168, backtests)
-    model = next((m for m in default_models() if m.name == name), None)
+    candidates = trace_models(trace)
+    model = next((m for m in candidates if m.name == name), None)
     if model is None:
-        raise ConfigError(f"no traffic model named {name!r} among {tiered_model_names()}")
+        raise ConfigError(f"no traffic model named {name!r} among {[m.name for m in candidates]}")
     # the plans' quantiles, calibrated with the model's own errors on the training weeks:
     # forecasts from origins 23 h apart whose whole horizon ends before the simulated week
     planned_q = {quantile} | {s.quantile for s in settings if s.quantile is not None}
