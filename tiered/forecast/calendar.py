@@ -39,9 +39,9 @@ from tiered.forecast.models import (
     DEFAULT_QUANTILES,
     Forecast,
     Model,
-    _check,
-    _gaussian,
+    check_series,
     default_models,
+    gaussian_forecast,
 )
 
 __all__ = [
@@ -110,7 +110,7 @@ class CalendarNaive:
         return max(self.weeks, 2 * self.profile)
 
     def fit(self, y: np.ndarray) -> _FittedCalendar:
-        y = _check(y, 2 * 168 + 2, self.name)
+        y = check_series(y, 2 * 168 + 2, self.name)
         if self.weeks < 1 or self.profile < 1 or self.window < 0:
             raise ConfigError("CalendarNaive needs weeks >= 1, profile >= 1 and window >= 0")
         return _FittedCalendar(self, y)
@@ -198,7 +198,7 @@ class _FittedCalendar:
             values[t] = self._predict(np.array([t]), values)[0]
         mean = values[n:]
         sd = self.sigma * np.sqrt(np.arange(h) // 168 + 1)
-        return _gaussian(mean, sd, quantiles, log=False)
+        return gaussian_forecast(mean, sd, quantiles, log=False)
 
 
 _KINDS = {"long_weekend": 0, "midweek": 1, "weekend": 2}
@@ -229,7 +229,7 @@ class GradientBoosted:
         return "gbm_calendar"
 
     def fit(self, y: np.ndarray) -> _FittedGBM:
-        y = _check(y, 5 * 168, self.name)
+        y = check_series(y, 5 * 168, self.name)
         try:
             from sklearn.ensemble import HistGradientBoostingRegressor
         except ImportError as exc:
@@ -280,7 +280,7 @@ class _FittedGBM:
             b = min(a + 168, n + h)
             values[a:b] = np.maximum(predict(self.features(np.arange(a, b), values)), 0.0)
         sd = self.sigma * np.sqrt(np.arange(h) // 168 + 1)
-        return _gaussian(values[n:], sd, quantiles, log=False)
+        return gaussian_forecast(values[n:], sd, quantiles, log=False)
 
 
 #: the holiday calendar of each real trace: (country, subdivision). bank_calls is a "North

@@ -79,7 +79,9 @@ class Model(Protocol):
     def fit(self, y: np.ndarray) -> Fitted: ...
 
 
-def _check(y: np.ndarray, need: int, name: str) -> np.ndarray:
+def check_series(y: np.ndarray, need: int, name: str) -> np.ndarray:
+    """``y`` as a float array, checked for what every model needs (1-D, finite, no negative
+    counts, at least ``need`` points); raises ConfigError naming the model."""
     y = np.asarray(y, dtype=float)
     if y.ndim != 1 or not np.isfinite(y).all():
         raise ConfigError(f"{name}: the series must be 1-D and finite")
@@ -94,7 +96,7 @@ def _window(y: np.ndarray, window: int | None) -> np.ndarray:
     return y if window is None or len(y) <= window else y[-window:]
 
 
-def _gaussian(
+def gaussian_forecast(
     center: np.ndarray, sd: np.ndarray, quantiles: Sequence[float], log: bool
 ) -> Forecast:
     """Quantiles of a normal forecast on the (log1p) model scale, back-transformed, >= 0."""
@@ -115,7 +117,7 @@ class SeasonalNaive:
         return {24: "snaive_daily", 168: "snaive_weekly"}.get(self.period, f"snaive_{self.period}")
 
     def fit(self, y: np.ndarray) -> _FittedNaive:
-        y = _check(y, self.period + 2, self.name)
+        y = check_series(y, self.period + 2, self.name)
         resid = y[self.period :] - y[: -self.period]
         return _FittedNaive(y[-self.period :], float(np.sqrt(np.mean(resid**2))), self.period)
 
@@ -131,7 +133,7 @@ class _FittedNaive:
         idx = np.arange(h)
         mean = self.last[idx % self.period]
         sd = self.sigma * (np.sqrt(idx // self.period + 1) if self.grow else np.ones(h))
-        return _gaussian(mean, sd, quantiles, log=False)
+        return gaussian_forecast(mean, sd, quantiles, log=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,7 @@ class SeasonalProfile:
         return f"profile_median{self.weeks}"
 
     def fit(self, y: np.ndarray) -> _FittedNaive:
-        y = _check(y, self.period * (self.weeks + 1), self.name)
+        y = check_series(y, self.period * (self.weeks + 1), self.name)
         k, p = self.weeks, self.period
 
         def profile(end: int) -> np.ndarray:
@@ -174,7 +176,7 @@ class ETS:
     def fit(self, y: np.ndarray) -> _FittedStatsmodels:
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
-        y = _window(_check(y, 2 * self.period + 2, self.name), self.window)
+        y = _window(check_series(y, 2 * self.period + 2, self.name), self.window)
         import pandas as pd  # ETSModel's prediction intervals need an indexed series
 
         model = ETSModel(
@@ -210,7 +212,7 @@ class _FittedStatsmodels:
                 pred = self.res.get_forecast(h, exog=exog)
                 center = np.asarray(pred.predicted_mean)
                 sd = np.sqrt(np.asarray(pred.var_pred_mean))
-        return _gaussian(center, sd, quantiles, log=True)
+        return gaussian_forecast(center, sd, quantiles, log=True)
 
 
 # -- MSTL ---------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ class MSTLModel:
         from statsmodels.tsa.arima.model import ARIMA
         from statsmodels.tsa.seasonal import MSTL
 
-        y = _window(_check(y, 2 * max(self.periods) + 2, self.name), self.window)
+        y = _window(check_series(y, 2 * max(self.periods) + 2, self.name), self.window)
         z = np.log1p(y)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -258,7 +260,9 @@ class _FittedMSTL:
             warnings.simplefilter("ignore")
             pred = self.res.get_forecast(h)
         center = np.asarray(pred.predicted_mean) + seasonal
-        return _gaussian(center, np.sqrt(np.asarray(pred.var_pred_mean)), quantiles, log=True)
+        return gaussian_forecast(
+            center, np.sqrt(np.asarray(pred.var_pred_mean)), quantiles, log=True
+        )
 
 
 # -- SARIMAX with Fourier terms -----------------------------------------------------------------
@@ -292,7 +296,7 @@ class SarimaxFourier:
     def fit(self, y: np.ndarray) -> _FittedStatsmodels:
         from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-        full = _check(y, 2 * 168 + 2, self.name)
+        full = check_series(y, 2 * 168 + 2, self.name)
         y = _window(full, self.window)
         t0 = len(full) - len(y)  # Fourier phase follows the position in the whole series
         t = np.arange(t0, len(full), dtype=float)
