@@ -142,3 +142,7 @@ def test_pool_policies_sweeps_settings_on_a_real_trace() -> None:
     assert set(serial.series["policy"]) == set(serial.summary["policy"])
     with pytest.raises(ConfigError):
         pool_policies("nycflights13", hold, 0.1, **{**kw, "settings": settings[2:]})  # type: ignore[arg-type]
+    for bad in ({"family": "magic"}, {"family": "hybrid", "quantile": 0.9},
+                {"family": "static_peak"}, {"family": "oracle"}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            Setting(**bad)  # type: ignore[arg-type]

@@ -103,6 +103,18 @@ class Setting:
     size: int | None = None
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.family not in POLICIES:
+            raise ConfigError(f"unknown policy family {self.family!r}; one of {POLICIES}")
+        if self.family in ("predictive", "hybrid") and (
+            self.quantile is None or self.slo_quantile is None
+        ):
+            raise ConfigError(f"a {self.family} setting needs quantile and slo_quantile")
+        if self.family == "oracle" and self.slo_quantile is None:
+            raise ConfigError("an oracle setting needs slo_quantile")
+        if self.family == "static_peak" and (self.size is None or self.size < 1):
+            raise ConfigError("a static_peak setting needs size >= 1")
+
     @property
     def label(self) -> str:
         cool = f"up {self.up_cooldown:g}s down {self.down_cooldown:g}s"

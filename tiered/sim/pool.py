@@ -461,7 +461,7 @@ class _FluidPool:
                 opening.append((t + connect_s, n))
                 n_opening += n
                 opened += n
-        tails = [(n, *self._steady(*key)[:1], self._tail_rate(*key))
+        tails = [(n, self._steady(*key)[0], self._tail_rate(*key))
                  for key, n in steady_arrivals.items()]  # fmt: skip
         tails += [(n, 1.0, -w) for n, w in zip(over_n, over_w, strict=True)]
         summary = {
