@@ -213,7 +213,7 @@ def _prechecked_step(d: _StepDoc) -> ExecutionStep | None:
     Decoded by msgspec from JSON text that holds no ``\\u0000`` escape, every string is valid
     Unicode without NUL, every number finite and every key a string; what JSON does not
     guarantee is checked here: the tool's name, the latency's and the token count's ranges,
-    nested parameters (walked by the model's own check)."""
+    the result's kind, nested parameters (walked by the model's own check)."""
     tool, params, latency, tokens = d.tool, d.parameters or {}, d.latency_ms or 0.0, d.tokens_used
     if (
         not 0 < len(tool) <= MAX_NAME_LEN
@@ -229,8 +229,12 @@ def _prechecked_step(d: _StepDoc) -> ExecutionStep | None:
             except ValidationError:
                 return None  # the constructor names it (after any earlier step's problem)
             break
-    r = d.result
-    result = None if r is None else StepResult(r.type.lower(), r.output or "")
+    r, result = d.result, None
+    if r is not None:
+        kind = r.type.lower()
+        if kind not in StepResult.KINDS:
+            return None  # the constructor names it, after any earlier step's problem
+        result = StepResult(kind, r.output or "")
     return ExecutionStep.prechecked(tool, d.action, params, result, float(latency), tokens)
 
 
