@@ -20,8 +20,10 @@ Two modes:
 * ``"fluid"``: steps of ``maintenance_interval``; within a step the pool is an M/G/c queue in
   steady state (Erlang C with the Allen-Cunneen correction for the measured hold-time variation)
   while it keeps up, and a fluid queue (backlog grows at ``lam - c/s``, drains at ``c/s - lam``)
-  while it does not. Arrivals per step are Poisson draws; the policy sees a PoolLoad built from
-  those figures (``waiting`` is drawn from the probability that the queue is not empty). Validated
+  while it does not. Arrivals per step are Poisson draws, made (with the step's uniforms) before
+  the pool runs, so every policy simulated on one scenario sees the same arrivals; the policy
+  sees a PoolLoad built from those figures (``waiting`` is drawn from the probability that the
+  queue is not empty; how many of a step's arrivals waited, from a Binomial by inversion). Validated
   against ``"requests"`` on a day of traffic (``simulations/pool_policies.py``, notebook 03).
 
 ``mode="auto"`` takes ``"requests"`` when the series has at most ``max_requests`` expected
