@@ -12,7 +12,13 @@ import pytest
 
 from tiered.errors import ConfigError
 from tiered.pool.sizing import Fixed, Reactive
-from tiered.scenarios.policies import Setting, pool_policies, sweep_settings
+from tiered.scenarios.policies import (
+    Setting,
+    plan_levels,
+    plan_week,
+    pool_policies,
+    sweep_settings,
+)
 from tiered.sim.frontier import (
     cheapest_meeting,
     dominance,
@@ -126,9 +132,15 @@ def test_pool_policies_sweeps_settings_on_a_real_trace() -> None:
     kw = {"train_weeks": 6, "hours": 24, "settings": settings, "progress": False}
     hold = _hold()
     serial = pool_policies("nycflights13", hold, 0.1, **kw)  # type: ignore[arg-type]
+    week = plan_week("nycflights13", levels=plan_levels(settings), train_weeks=6, hours=24)
     with ThreadPoolExecutor(2) as ex:
-        side = pool_policies("nycflights13", hold, 0.1, executor=ex, **kw)  # type: ignore[arg-type]
-    assert serial.points.equals(side.points)
+        side = pool_policies("nycflights13", hold, 0.1, executor=ex, week=week, **kw)  # type: ignore[arg-type]
+    assert serial.points.equals(side.points)  # side by side, on a week made beforehand
+    with pytest.raises(ConfigError):  # a week of another trace, or without the quantiles
+        pool_policies("bank_calls", hold, 0.1, week=week, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        thin = plan_week("nycflights13", levels=(0.5,), train_weeks=6, hours=24)
+        pool_policies("nycflights13", hold, 0.1, week=thin, **kw)  # type: ignore[arg-type]
     p = serial.points
     assert p.height == 6  # the four settings, static_peak and oracle
     assert set(serial.summary["policy"]) == {"reactive", "hybrid", "static_peak", "oracle"}

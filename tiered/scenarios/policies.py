@@ -38,7 +38,7 @@ from tiered.forecast.backtest import select_model
 from tiered.forecast.calendar import trace_models
 from tiered.forecast.calibration import Calibrated, forecasts, offsets
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
-from tiered.forecast.models import SeasonalProfile
+from tiered.forecast.models import Forecast, SeasonalProfile
 from tiered.forecast.traces import load_trace
 from tiered.pool.sizing import Fixed, Hybrid, Predictive, Reactive, Schedule, SizingPolicy
 from tiered.progress import Progress
@@ -52,6 +52,9 @@ __all__ = [
     "REACTIVE_GRID",
     "PolicyComparison",
     "Setting",
+    "WeekForecast",
+    "plan_levels",
+    "plan_week",
     "pool_policies",
     "scaled_rate",
     "sweep_settings",
@@ -226,6 +229,58 @@ def _run_point(
     return {"mode": run.mode, **run.summary}, minutes  # type: ignore[dict-item]
 
 
+@dataclasses.dataclass(frozen=True)
+class WeekForecast:
+    """The simulated week of a trace and the calibrated forecast its plans are made from
+    (:func:`plan_week`; picklable, so a worker process can make it)."""
+
+    trace: str
+    actual: np.ndarray  # requests/s per hour of the simulated week
+    forecast: Forecast  # requests per hour, calibrated quantiles
+    model: str
+
+
+def plan_week(
+    trace: str,
+    *,
+    levels: Sequence[float] = (0.1, 0.5, 0.9),
+    peak_rate: float = 100.0,
+    train_weeks: int = 8,
+    hours: int = 168,
+    backtests: pl.DataFrame | None = None,
+) -> WeekForecast:
+    """The week after ``train_weeks`` of ``trace`` and the forecast of it by the model chosen on
+    the stored backtests, its quantiles ``levels`` calibrated with the model's own errors on the
+    training weeks (forecasts from origins 23 h apart whose whole horizon ends before the week)."""
+    rate = scaled_rate(trace, peak_rate)
+    start = train_weeks * 168
+    if rate.size < start + hours:
+        raise ConfigError(f"{trace!r} has {rate.size} hours; need {start + hours}")
+    need = 24 * 7 * 5 + hours  # five weeks to fit on, and a whole horizon before the start
+    if start < need:
+        raise ConfigError(
+            f"pool_policies calibrates the plan on the training weeks: train_weeks={train_weeks} "
+            f"leaves {start} h, needs {need} h (five weeks to fit plus {hours} h to score)"
+        )
+    name = model_for(trace, 168, backtests)
+    candidates = trace_models(trace)
+    model = next((m for m in candidates if m.name == name), None)
+    if model is None:
+        raise ConfigError(f"no traffic model named {name!r} among {[m.name for m in candidates]}")
+    levels = tuple(sorted(set(levels)))
+    train = rate[:start] * 3600
+    past = forecasts(train, [model], horizon=hours, step=23, min_train=24 * 7 * 5,
+                     quantiles=levels)  # fmt: skip
+    fc = Calibrated(model, offsets(past)).fit(train).forecast(hours, levels)
+    return WeekForecast(trace, rate[start : start + hours], fc, name)
+
+
+def plan_levels(settings: Sequence[Setting], quantile: float = 0.9) -> tuple[float, ...]:
+    """The forecast quantiles :func:`pool_policies` needs for ``settings``."""
+    planned = {quantile} | {s.quantile for s in settings if s.quantile is not None}
+    return tuple(sorted({0.1, 0.5} | planned))
+
+
 def pool_policies(
     trace: str,
     hold: HoldTimes,
@@ -240,6 +295,7 @@ def pool_policies(
     slo_quantile: float = 0.999,
     settings: Sequence[Setting] | None = None,
     backtests: pl.DataFrame | None = None,
+    week: WeekForecast | None = None,
     seed: int = 0,
     mode: str = "auto",
     executor: Executor | None = None,
@@ -247,34 +303,22 @@ def pool_policies(
 ) -> PolicyComparison:
     """Simulate the named policies and the sweep's ``settings`` (default
     :func:`sweep_settings`) on ``hours`` of ``trace`` after ``train_weeks`` weeks of training
-    data (see the module docstring)."""
-    rate = scaled_rate(trace, peak_rate)
-    start = train_weeks * 168
-    if rate.size < start + hours:
-        raise ConfigError(f"{trace!r} has {rate.size} hours; need {start + hours}")
+    data (see the module docstring). ``week``: the week and its forecast, made beforehand by
+    :func:`plan_week` with these arguments (else made here)."""
     settings = list(settings) if settings is not None else sweep_settings(quantile, slo_quantile)
     if not {"reactive", "hybrid"} <= {s.name for s in settings}:
         raise ConfigError("settings must include the named reactive and hybrid policies")
-    actual = rate[start : start + hours]
-    name = model_for(trace, 168, backtests)
-    candidates = trace_models(trace)
-    model = next((m for m in candidates if m.name == name), None)
-    if model is None:
-        raise ConfigError(f"no traffic model named {name!r} among {[m.name for m in candidates]}")
-    # the plans' quantiles, calibrated with the model's own errors on the training weeks:
-    # forecasts from origins 23 h apart whose whole horizon ends before the simulated week
-    planned_q = {quantile} | {s.quantile for s in settings if s.quantile is not None}
-    levels = tuple(sorted({0.1, 0.5} | planned_q))
-    train = rate[:start] * 3600
-    need = 24 * 7 * 5 + hours  # five weeks to fit on, and a whole horizon before the start
-    if start < need:
+    levels = plan_levels(settings, quantile)
+    if week is None:
+        week = plan_week(trace, levels=levels, peak_rate=peak_rate, train_weeks=train_weeks,
+                         hours=hours, backtests=backtests)  # fmt: skip
+    missing = set(levels) - set(week.forecast.quantiles)
+    if week.trace != trace or week.actual.size != hours or missing:
         raise ConfigError(
-            f"pool_policies calibrates the plan on the training weeks: train_weeks={train_weeks} "
-            f"leaves {start} h, needs {need} h (five weeks to fit plus {hours} h to score)"
+            f"the week given is {week.trace!r} over {week.actual.size} h with quantiles "
+            f"{sorted(week.forecast.quantiles)}; this run needs {trace!r}, {hours} h, {levels}"
         )
-    past = forecasts(train, [model], horizon=hours, step=23, min_train=24 * 7 * 5,
-                     quantiles=levels)  # fmt: skip
-    fc = Calibrated(model, offsets(past)).fit(train).forecast(hours, levels)
+    actual, fc, name = week.actual, week.forecast, week.model
 
     def plan_for(rates: np.ndarray, slo: float) -> CapacityPlan:
         return plan_pool(

