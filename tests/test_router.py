@@ -194,6 +194,25 @@ async def test_a_dead_replica_costs_no_errors_and_comes_back(cluster: SqldCluste
         await store.close()
 
 
+async def test_a_refresh_after_the_router_closed_does_nothing(cluster: SqldCluster) -> None:
+    # a local replica's sync that finishes while the Store closes refreshes a closed router
+    store = await Store.open(
+        cluster.primary.ws_url,
+        replicas=[cluster.replicas[0].ws_url],
+        cache=CacheConfig(enabled=False),
+        routing=RouterConfig(health_interval=None),
+    )
+    try:
+        router = store.router
+        assert router is not None
+        name = router.replicas[0].name
+        await router.refresh(name)  # open: polls the replica
+        await router.close()
+        await router.refresh(name)  # closed: no PoolClosed from the replica's closed pool
+    finally:
+        await store.close()
+
+
 async def test_reads_spread_over_replicas(sqld_binary: Path, tmp_path: Path) -> None:
     with SqldCluster(replicas=2, binary=sqld_binary, data_dir=tmp_path / "c2") as c:
         store = await Store.open(

@@ -236,10 +236,10 @@ class Database:
         if not self._closed:
             self._closed = True
             await self._group.close()
+            if self.local is not None:  # first: its syncs refresh the router
+                await self.local.close()
             if self.router is not None:
                 await self.router.close()
-            if self.local is not None:
-                await self.local.close()
             await self.pool.close()
 
     @property

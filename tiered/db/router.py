@@ -303,7 +303,10 @@ class Router:
 
     async def refresh(self, name: str) -> None:
         """Read the position of the replica ``name`` now (after it synced: it may serve reads
-        it could not a moment ago)."""
+        it could not a moment ago). Nothing once the router is closed (a sync that finishes
+        while the Store closes)."""
+        if self._closed:
+            return
         await self._poll(next(n for n in self.replicas if n.name == name))
 
     async def _position(self, node: Node) -> int:
