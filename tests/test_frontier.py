@@ -145,7 +145,6 @@ def test_pool_policies_sweeps_settings_on_a_real_trace() -> None:
     assert p.height == 6  # the four settings, static_peak and oracle
     assert set(serial.summary["policy"]) == {"reactive", "hybrid", "static_peak", "oracle"}
     assert p["requests"].n_unique() == 1  # paired: every setting saw the same arrivals
-    assert p.filter(pl.col("on_frontier")).height >= 1
     lean = p.filter(pl.col("setting") == "low 0.65 high 0.95 up 0.5s down 5s").row(0, named=True)
     default = p.filter(pl.col("policy") == "reactive").row(0, named=True)
     assert lean["connection_hours"] < default["connection_hours"]  # leaner thresholds cost less
