@@ -4,6 +4,7 @@ and Erlang C pool plans that the predictive pool policies consume."""
 from tiered.forecast.backtest import (
     backtest,
     metrics,
+    score,
     select_model,
     select_nested,
     summarize_backtest,
@@ -75,6 +76,7 @@ __all__ = [
     "offsets",
     "plan_pool",
     "resample",
+    "score",
     "select_model",
     "select_nested",
     "servers_needed",

@@ -1,7 +1,8 @@
 """Rolling-origin backtests: how well each model forecasts data it has not seen.
 
-At each origin ``o`` a model is fitted on ``y[:o]`` only, forecasts the longest horizon once,
-and is scored on ``y[o : o + h]`` for each horizon ``h`` (a 24 h score is the first 24 hours of
+At each origin ``o`` a model is fitted on ``y[:o]`` only, forecasts the longest horizon once
+(:func:`forecasts` keeps every forecast), and is scored on ``y[o : o + h]`` for each horizon ``h``
+(:func:`score`) (a 24 h score is the first 24 hours of
 the 168 h forecast, as a planner would use it). Metrics (Hyndman & Koehler 2006; Gneiting &
 Raftery 2007):
 
@@ -30,10 +31,14 @@ from tiered.forecast.models import DEFAULT_QUANTILES, Forecast, Model
 
 __all__ = [
     "backtest",
+    "forecasts",
     "mase_scale",
     "metrics",
     "origins",
     "pinball",
+    "quantile_column",
+    "quantile_levels",
+    "score",
     "select_model",
     "select_nested",
     "summarize_backtest",
@@ -86,6 +91,79 @@ def metrics(actual: np.ndarray, fc: Forecast, train: np.ndarray, m: int = 168) -
     return out
 
 
+def quantile_column(q: float) -> str:
+    """The column of the ``q`` quantile in a frame of kept forecasts (``q0.9``)."""
+    return f"q{q:g}"
+
+
+def quantile_levels(frame: pl.DataFrame) -> list[float]:
+    """The quantile levels a frame of kept forecasts has columns for."""
+    return sorted(float(c[1:]) for c in frame.columns if c.startswith("q") and c[1:2].isdigit())
+
+
+def forecasts(
+    y: np.ndarray,
+    models: Sequence[Model],
+    *,
+    horizon: int = 168,
+    count: int = 10_000,
+    step: int = 197,
+    min_train: int = 24 * 7 * 5,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    on_fit: Callable[[str, int, float], None] | None = None,
+) -> pl.DataFrame:
+    """Every model's forecast at every rolling origin, kept (one row per model, origin, lead):
+    ``model, origin, lead, actual, mean, q<level>..., fit_s``; each fit sees only ``y[:origin]``.
+    ``fit_s`` is the fit and forecast time; ``on_fit(model, origin, seconds)`` is called after
+    each fit (a progress display)."""
+    import time
+
+    y = np.asarray(y, dtype=float)
+    frames = []
+    for o in origins(len(y), horizon=horizon, count=count, step=step, min_train=min_train):
+        for model in models:
+            t0 = time.perf_counter()
+            fc = model.fit(y[:o].copy()).forecast(horizon, quantiles)
+            secs = time.perf_counter() - t0
+            if on_fit is not None:
+                on_fit(model.name, o, secs)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "model": [model.name] * horizon,
+                        "origin": [o] * horizon,
+                        "lead": np.arange(horizon),
+                        "actual": y[o : o + horizon],
+                        "mean": fc.mean,
+                        **{quantile_column(q): fc.quantiles[float(q)] for q in quantiles},
+                        "fit_s": [secs] * horizon,
+                    }
+                )
+            )
+    return pl.concat(frames)
+
+
+def score(
+    fcs: pl.DataFrame, y: np.ndarray, *, horizons: Sequence[int] = (24, 168), m: int = 168
+) -> pl.DataFrame:
+    """The scores of kept forecasts (:func:`forecasts`) of series ``y``: one row per model,
+    origin and horizon, ``model, origin, horizon, mase, smape, coverage80, coverage95, pinball,
+    fit_s`` (a ``h`` h score is the first ``h`` hours of the forecast, as a planner would use
+    it)."""
+    y = np.asarray(y, dtype=float)
+    levels = quantile_levels(fcs)
+    rows = []
+    for (name, o), g in fcs.group_by(["model", "origin"], maintain_order=True):
+        g = g.sort("lead")
+        fc = Forecast(g["mean"].to_numpy(), {q: g[quantile_column(q)].to_numpy() for q in levels})
+        train = y[: int(o)]
+        secs = float(g["fit_s"][0])
+        for h in horizons:
+            row = {"model": name, "origin": o, "horizon": h}
+            rows.append(row | metrics(y[o : o + h], fc, train, m) | {"fit_s": secs})
+    return pl.DataFrame(rows)
+
+
 def backtest(
     y: np.ndarray,
     models: Sequence[Model],
@@ -100,33 +178,12 @@ def backtest(
 ) -> pl.DataFrame:
     """Backtest ``models`` on ``y`` at ``count`` origins ``step`` points apart (197 h by
     default: not a multiple of a day or a week, so the origins fall on different hours and
-    weekdays). One row per model, origin and horizon: ``model, origin, horizon, mase, smape,
-    coverage80, coverage95, pinball, fit_s``. ``on_fit(model, origin, seconds)`` is called after
-    each fit (a progress display)."""
-    import time
-
-    y = np.asarray(y, dtype=float)
-    hmax = max(horizons)
-    rows = []
-    for o in origins(len(y), horizon=hmax, count=count, step=step, min_train=min_train):
-        train = y[:o]  # the model sees nothing at or after the origin
-        for model in models:
-            t0 = time.perf_counter()
-            fc = model.fit(train.copy()).forecast(hmax, quantiles)
-            secs = time.perf_counter() - t0
-            if on_fit is not None:
-                on_fit(model.name, o, secs)
-            for h in horizons:
-                rows.append(
-                    {
-                        "model": model.name,
-                        "origin": o,
-                        "horizon": h,
-                        **metrics(y[o : o + h], fc, train, m),
-                        "fit_s": secs,
-                    }
-                )
-    return pl.DataFrame(rows)
+    weekdays): the :func:`score` of their :func:`forecasts` of the longest horizon. One row per
+    model, origin and horizon: ``model, origin, horizon, mase, smape, coverage80, coverage95,
+    pinball, fit_s``. ``on_fit(model, origin, seconds)`` is called after each fit."""
+    fcs = forecasts(y, models, horizon=max(horizons), count=count, step=step,
+                    min_train=min_train, quantiles=quantiles, on_fit=on_fit)  # fmt: skip
+    return score(fcs, y, horizons=horizons, m=m)
 
 
 def summarize_backtest(results: pl.DataFrame, baseline: str = "snaive_weekly") -> pl.DataFrame:

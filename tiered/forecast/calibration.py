@@ -6,8 +6,9 @@ the actuals, or 1.00. A capacity plan sized on q0.9 inherits the error. This mod
 each model's quantiles with its own out-of-sample errors (split conformal, one-sided, as in
 conformalized quantile regression: Romano, Patterson & Candes, NeurIPS 2019):
 
-* a **rolling-origin** backtest keeps every forecast (:func:`forecasts`): model, origin, lead
-  (hours after the origin), actual, and each quantile;
+* a **rolling-origin** backtest keeps every forecast
+  (:func:`~tiered.forecast.backtest.forecasts`): model, origin, lead (hours after the origin),
+  actual, and each quantile;
 * at an origin ``o``, the **offset** of quantile ``q`` for lead block ``b`` (``lead // 24``: the
   first day, the second ...) is the empirical ``q``-quantile of ``actual - forecast_q`` over the
   same model's forecasts from the last ``window`` origins whose whole horizon ended before ``o``
@@ -35,8 +36,14 @@ import numpy as np
 import polars as pl
 
 from tiered.errors import ConfigError
-from tiered.forecast.backtest import mase_scale, metrics, pinball
-from tiered.forecast.backtest import origins as origin_list
+from tiered.forecast.backtest import (
+    forecasts,
+    mase_scale,
+    metrics,
+    pinball,
+    quantile_column,
+    quantile_levels,
+)
 from tiered.forecast.models import DEFAULT_QUANTILES, Fitted, Forecast, Model
 
 __all__ = [
@@ -51,54 +58,14 @@ __all__ = [
 BLOCK = 24  # hours per lead block: offsets are kept per day ahead
 
 
-def _qcol(q: float) -> str:
-    return f"q{q:g}"
-
-
-def forecasts(
-    y: np.ndarray,
-    models: Sequence[Model],
-    *,
-    horizon: int = 168,
-    count: int = 10_000,
-    step: int = 197,
-    min_train: int = 24 * 7 * 5,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
-) -> pl.DataFrame:
-    """Every model's forecast at every rolling origin, kept (one row per model, origin, lead):
-    ``model, origin, lead, actual, mean, q<level>...``; each fit sees only ``y[:origin]``."""
-    y = np.asarray(y, dtype=float)
-    frames = []
-    for o in origin_list(len(y), horizon=horizon, count=count, step=step, min_train=min_train):
-        for model in models:
-            fc = model.fit(y[:o].copy()).forecast(horizon, quantiles)
-            frames.append(
-                pl.DataFrame(
-                    {
-                        "model": [model.name] * horizon,
-                        "origin": [o] * horizon,
-                        "lead": np.arange(horizon),
-                        "actual": y[o : o + horizon],
-                        "mean": fc.mean,
-                        **{_qcol(q): fc.quantiles[float(q)] for q in quantiles},
-                    }
-                )
-            )
-    return pl.concat(frames)
-
-
-def _levels(frame: pl.DataFrame) -> list[float]:
-    return sorted(float(c[1:]) for c in frame.columns if c.startswith("q") and c[1:2].isdigit())
-
-
 def offsets(past: pl.DataFrame, *, block: int = BLOCK) -> dict[tuple[float, int], float]:
     """``(level, lead block) -> offset`` from past forecasts of one model: the ``level``
     quantile of ``actual - forecast`` (the conformal correction of that quantile)."""
     out: dict[tuple[float, int], float] = {}
     b = (past["lead"] // block).to_numpy()
     actual = past["actual"].to_numpy()
-    for q in _levels(past):
-        err = actual - past[_qcol(q)].to_numpy()
+    for q in quantile_levels(past):
+        err = actual - past[quantile_column(q)].to_numpy()
         for blk in np.unique(b):
             out[(q, int(blk))] = float(np.quantile(err[b == blk], q, method="higher"))
     return out
@@ -131,7 +98,7 @@ def calibrated_scores(
     uncalibrated ``raw_mase`` and ``raw_coverage_q<level>`` beside them. ``y`` is the series
     the forecasts were made on (MASE's in-sample scale)."""
     y = np.asarray(y, dtype=float)
-    levels = _levels(fcs)
+    levels = quantile_levels(fcs)
     rows = []
     for (name,), g in fcs.group_by(["model"], maintain_order=True):
         origins = sorted(g["origin"].unique().to_list())
@@ -143,7 +110,7 @@ def calibrated_scores(
                 continue
             past = g.filter(pl.col("origin").is_in(done))
             now = g.filter(pl.col("origin") == o).sort("lead")
-            raw = {q: now[_qcol(q)].to_numpy() for q in levels}
+            raw = {q: now[quantile_column(q)].to_numpy() for q in levels}
             cal = _apply(raw, offsets(past, block=block), now["lead"].to_numpy(), block)
             own = now["mean"].to_numpy()
             calibrated = Forecast(cal.get(0.5, own), cal)
@@ -155,9 +122,9 @@ def calibrated_scores(
                 row |= metrics(a, calibrated, train, m)
                 row["raw_mase"] = float(np.mean(np.abs(a - own[:h])) / scale)
                 for q in levels:
-                    row[f"coverage_{_qcol(q)}"] = float(np.mean(a <= cal[q][:h]))
-                    row[f"raw_coverage_{_qcol(q)}"] = float(np.mean(a <= raw[q][:h]))
-                    row[f"pinball_{_qcol(q)}"] = pinball(a, cal[q][:h], q) / scale
+                    row[f"coverage_{quantile_column(q)}"] = float(np.mean(a <= cal[q][:h]))
+                    row[f"raw_coverage_{quantile_column(q)}"] = float(np.mean(a <= raw[q][:h]))
+                    row[f"pinball_{quantile_column(q)}"] = pinball(a, cal[q][:h], q) / scale
                 rows.append(row)
     return pl.DataFrame(rows)
 
@@ -171,10 +138,10 @@ def combine(
     missing = [m for m in members if m not in have]
     if missing:
         raise ConfigError(f"no forecasts for {missing} (have {sorted(have)})")
-    cols = ["mean"] + [_qcol(q) for q in _levels(fcs)]
+    cols = ["mean"] + [quantile_column(q) for q in quantile_levels(fcs)]
     sub = fcs.filter(pl.col("model").is_in(list(members)))
     out = sub.group_by("origin", "lead").agg(
-        pl.col("actual").first(), *[pl.col(c).median() for c in cols]
+        pl.col("actual").first(), *[pl.col(c).median() for c in cols], pl.col("fit_s").sum()
     )
     return out.with_columns(model=pl.lit(name)).select(fcs.columns).sort("origin", "lead")
 
