@@ -42,6 +42,7 @@ from tiered.forecast.models import (
     check_series,
     default_models,
     gaussian_forecast,
+    seasonal_sd,
 )
 
 __all__ = [
@@ -90,6 +91,33 @@ def holiday_labels(
 
 
 @dataclass(frozen=True)
+class _HourCalendar:
+    """Hour ``t`` of an hourly series that starts at ``start``: its day and holiday label,
+    prepared for the data and a year beyond it."""
+
+    start: datetime
+    labels: list[Label | None]
+
+    @classmethod
+    def build(
+        cls, start: datetime, hours: int, country: str, subdiv: str | None, window: int = 2
+    ) -> _HourCalendar:
+        days = (start.hour + hours) // 24 + 400
+        return cls(start, holiday_labels(start.date(), days, country, subdiv, window))
+
+    def day(self, t: int) -> int:
+        return (self.start.hour + t) // 24
+
+    def label(self, t: int) -> Label | None:
+        return self.labels[self.day(t)]
+
+    def check(self, end: int, name: str) -> None:
+        """Raise unless hour ``end`` is within the prepared calendar."""
+        if self.day(end) >= len(self.labels):
+            raise ConfigError(f"{name}: horizon ending at hour {end} is beyond the calendar")
+
+
+@dataclass(frozen=True)
 class CalendarNaive:
     """See the module docstring. ``start``: the time of ``y[0]`` (hourly series)."""
 
@@ -122,28 +150,17 @@ class _FittedCalendar:
     y: np.ndarray
     effects: dict[Label, float] = field(init=False)
     sigma: float = field(init=False)
-    _labels: list[Label | None] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         m = self.model
-        self._first = m.start.date()
-        self._h0 = m.start.hour
         n = len(self.y)
-        # labels for the training days and a year ahead (any forecast horizon used here)
-        days = (self._h0 + n) // 24 + 400
-        self._labels = holiday_labels(self._first, days, m.country, m.subdiv, m.window)
+        self._cal = _HourCalendar.build(m.start, n, m.country, m.subdiv, m.window)
         self.effects = self._learn()
         # in-sample errors of the whole rule over the last four weeks (for the intervals)
         lo = max(2 * 168, n - 4 * 168)
         pred = self._predict(np.arange(lo, n), self.y)
         err = self.y[lo:n] - pred
         self.sigma = float(np.sqrt(np.mean(err**2))) if err.size else 0.0
-
-    def _day(self, t: int) -> int:
-        return (self._h0 + t) // 24
-
-    def _label(self, t: int) -> Label | None:
-        return self._labels[self._day(t)]
 
     def _reference(self, t: int) -> list[int]:
         """The hours ``t`` is forecast from: the same hour of the ``profile`` most recent weeks
@@ -154,7 +171,7 @@ class _FittedCalendar:
             r = t - 168 * k
             if r < 0:
                 break
-            if self._label(r) is None:
+            if self._cal.label(r) is None:
                 refs.append(r)
                 if len(refs) == self.model.profile:
                     break
@@ -165,9 +182,9 @@ class _FittedCalendar:
         reference day's total (whole days inside the training data only)."""
         y, n = self.y, len(self.y)
         ratios: dict[Label, list[float]] = {}
-        first_full = (24 - self._h0) % 24
+        first_full = (24 - self.model.start.hour) % 24
         for d0 in range(first_full, n - 23, 24):
-            lab = self._label(d0)
+            lab = self._cal.label(d0)
             if lab is None:
                 continue
             hours = range(d0, d0 + 24)
@@ -185,20 +202,18 @@ class _FittedCalendar:
         out = np.empty(ts.size)
         for i, t in enumerate(ts.tolist()):
             ref = float(np.median(values[self._reference(t)]))
-            lab = self._label(t)
+            lab = self._cal.label(t)
             out[i] = ref * (self.effects.get(lab, 1.0) if lab is not None else 1.0)
         return out
 
     def forecast(self, h: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
         n = len(self.y)
-        if self._day(n + h) >= len(self._labels):
-            raise ConfigError(f"{self.model.name}: horizon {h} is beyond the calendar prepared")
+        self._cal.check(n + h, self.model.name)
         values = np.concatenate([self.y, np.zeros(h)])
         for t in range(n, n + h):  # hour by hour: a reference may itself be forecast
             values[t] = self._predict(np.array([t]), values)[0]
-        mean = values[n:]
-        sd = self.sigma * np.sqrt(np.arange(h) // 168 + 1)
-        return gaussian_forecast(mean, sd, quantiles, log=False)
+        sd = seasonal_sd(self.sigma, h, 168)
+        return gaussian_forecast(values[n:], sd, quantiles, log=False)
 
 
 _KINDS = {"long_weekend": 0, "midweek": 1, "weekend": 2}
@@ -235,9 +250,7 @@ class GradientBoosted:
         except ImportError as exc:
             raise ConfigError("gbm_calendar needs scikit-learn (pip install scikit-learn)") from exc
         n = len(y)
-        first, h0 = self.start.date(), self.start.hour
-        labels = holiday_labels(first, (h0 + n) // 24 + 400, self.country, self.subdiv)
-        fitted = _FittedGBM(self, y, labels, h0)
+        fitted = _FittedGBM(self, y, _HourCalendar.build(self.start, n, self.country, self.subdiv))
         lo = max(3 * 168, n - self.train_weeks * 168)
         x = fitted.features(np.arange(lo, n), y)
         reg = HistGradientBoostingRegressor(
@@ -256,31 +269,29 @@ class GradientBoosted:
 class _FittedGBM:
     model: GradientBoosted
     y: np.ndarray
-    labels: list[Label | None]
-    h0: int
+    cal: _HourCalendar
     reg: object = None
     sigma: float = 0.0
 
     def features(self, ts: np.ndarray, values: np.ndarray) -> np.ndarray:
-        day = (self.h0 + ts) // 24
-        hod = (self.h0 + ts) % 24
-        dow = np.array([(self.model.start.date() + timedelta(days=int(d))).weekday() for d in day])
-        kind = np.array([_KINDS[lab[0]] if (lab := self.labels[d]) else -1 for d in day])
-        off = np.array([lab[1] if (lab := self.labels[d]) else 99 for d in day])
+        start, labels = self.cal.start, self.cal.labels
+        hour = start.hour + ts
+        day, hod = hour // 24, hour % 24
+        dow = (start.weekday() + day) % 7
+        kind = np.array([_KINDS[lab[0]] if (lab := labels[d]) else -1 for d in day])
+        off = np.array([lab[1] if (lab := labels[d]) else 99 for d in day])
         lags = np.stack([values[ts - 168 * k] for k in (1, 2, 3)], axis=1)
         return np.column_stack([hod, dow, kind, off, lags, np.median(lags, axis=1)])
 
     def forecast(self, h: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
         n = len(self.y)
-        if (self.h0 + n + h) // 24 >= len(self.labels):
-            raise ConfigError(f"{self.model.name}: horizon {h} is beyond the calendar prepared")
+        self.cal.check(n + h, self.model.name)
         values = np.concatenate([self.y, np.zeros(h)])
         predict = self.reg.predict  # type: ignore[attr-defined]
         for a in range(n, n + h, 168):  # a week at a time: its lags are all known by then
             b = min(a + 168, n + h)
             values[a:b] = np.maximum(predict(self.features(np.arange(a, b), values)), 0.0)
-        sd = self.sigma * np.sqrt(np.arange(h) // 168 + 1)
-        return gaussian_forecast(values[n:], sd, quantiles, log=False)
+        return gaussian_forecast(values[n:], seasonal_sd(self.sigma, h, 168), quantiles, log=False)
 
 
 #: the holiday calendar of each real trace: (country, subdivision). bank_calls is a "North

@@ -105,6 +105,13 @@ def gaussian_forecast(
     return Forecast(np.maximum(back(center), 0.0), qs)
 
 
+def seasonal_sd(sigma: float, h: int, period: int) -> np.ndarray:
+    """A seasonal naive's forecast error: ``sigma`` for the first period ahead, growing with
+    the square root of the number of periods ahead (FPP3 5.5)."""
+    out: np.ndarray = sigma * np.sqrt(np.arange(h) // period + 1)
+    return out
+
+
 # -- seasonal naive ---------------------------------------------------------------------------
 
 
@@ -132,7 +139,7 @@ class _FittedNaive:
     def forecast(self, h: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
         idx = np.arange(h)
         mean = self.last[idx % self.period]
-        sd = self.sigma * (np.sqrt(idx // self.period + 1) if self.grow else np.ones(h))
+        sd = seasonal_sd(self.sigma, h, self.period) if self.grow else np.full(h, self.sigma)
         return gaussian_forecast(mean, sd, quantiles, log=False)
 
 
