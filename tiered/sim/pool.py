@@ -327,33 +327,26 @@ class _FluidPool:
         s = sc.hold.mean
         self.s = s
         self.f = (1 + sc.hold.cv**2) / 2  # Allen-Cunneen factor (Poisson arrivals)
-        self._cache: dict[tuple[int, float], tuple[float, float, float]] = {}
         self._states: dict[tuple[int, float], tuple[float, float, float, float, float, int]] = {}
 
     def _steady(self, c: int, lam: float) -> tuple[float, float, float]:
         """(P(wait), P(wait > late), mean wait of those who wait) for c ready connections."""
-        key = (c, lam)
-        got = self._cache.get(key)
-        if got is None:
-            a = lam * self.s
-            pw = erlang_c(c, a) if c > 0 else 1.0
-            if c <= a:
-                got = (1.0, 1.0, math.inf)
-            else:
-                # mean wait of those who wait: Allen-Cunneen. The tail beyond late_s: the
-                # Allen-Cunneen decay rate halved the late count of the request-level engine on
-                # a day of traffic and the M/M/c rate doubled it; the geometric mean of the two
-                # factors (an empirical choice, checked by validate_fluid) sits between
-                rate = (c - a) / (self.s * self.f)
-                tail = (c - a) / (self.s * math.sqrt(self.f))
-                got = (pw, pw * math.exp(-tail * self.sc.late_s), 1.0 / rate)
-            self._cache[key] = got
-        return got
+        a = lam * self.s
+        if c <= a:
+            return (1.0, 1.0, math.inf)
+        pw = erlang_c(c, a)
+        # mean wait of those who wait: Allen-Cunneen. The tail beyond late_s: the Allen-Cunneen
+        # decay rate halved the late count of the request-level engine on a day of traffic and
+        # the M/M/c rate doubled it; the geometric mean of the two factors (an empirical
+        # choice, checked by validate_fluid) sits between
+        rate = (c - a) / (self.s * self.f)
+        tail = (c - a) / (self.s * math.sqrt(self.f))
+        return (pw, pw * math.exp(-tail * self.sc.late_s), 1.0 / rate)
 
     def _state(self, c: int, lam: float) -> tuple[float, float, float, float, float, int]:
         """What a step with ``c`` ready connections at ``lam`` requests/s (keeping up) looks
         like: P(wait), P(wait > late), mean wait of those who wait, P(a request is queued at
-        the step's end), utilization and connections in use."""
+        the step's end), utilization and connections in use (cached per state)."""
         key = (c, lam)
         got = self._states.get(key)
         if got is None:
@@ -365,10 +358,6 @@ class _FluidPool:
                 got = (p_wait, p_late, w_mean, 0.0, 0.0, 0)
             self._states[key] = got
         return got
-
-    def _tail_rate(self, c: int, lam: float) -> float:
-        w_mean = self._steady(c, lam)[2]
-        return 1.0 / w_mean if w_mean > 0 else math.inf
 
     def run(self) -> PoolRun:
         sc, s = self.sc, self.s
@@ -463,8 +452,10 @@ class _FluidPool:
                 opening.append((t + connect_s, n))
                 n_opening += n
                 opened += n
-        tails = [(n, self._steady(*key)[0], self._tail_rate(*key))
-                 for key, n in steady_arrivals.items()]  # fmt: skip
+        tails: list[tuple[float, float, float]] = []
+        for key, arrived in steady_arrivals.items():
+            p_wait, _, w_mean, *_ = self._states[key]
+            tails.append((arrived, p_wait, 1.0 / w_mean if w_mean > 0 else inf))
         tails += [(n, 1.0, -w) for n, w in zip(over_n, over_w, strict=True)]
         summary = {
             "requests": requests,
