@@ -85,11 +85,17 @@ def slo_saving(points: pl.DataFrame, slo: float, by: str, over: str) -> float | 
     ``points`` holds one trace."""
     if "trace" in points.columns and points["trace"].n_unique() > 1:
         raise ConfigError("slo_saving compares families on one trace; filter the points first")
+    return _saving(_hours_at(points, slo), by, over)
+
+
+def _hours_at(points: pl.DataFrame, slo: float) -> dict[str, float]:
+    """Family -> connection-hours of its cheapest point that meets ``slo`` (one trace)."""
     best = cheapest_meeting(points, slo)
-    got: dict[str, float] = dict(zip(best["family"].to_list(), best[COST].to_list(), strict=True))
-    if by not in got or over not in got:
-        return None
-    return 1.0 - got[by] / got[over]
+    return dict(zip(best["family"].to_list(), best[COST].to_list(), strict=True))
+
+
+def _saving(hours: dict[str, float], by: str, over: str) -> float | None:
+    return 1.0 - hours[by] / hours[over] if by in hours and over in hours else None
 
 
 def frontier_summary(
@@ -104,14 +110,13 @@ def frontier_summary(
     rows = []
     for trace in sorted(points["trace"].unique().to_list()):
         p = points.filter(pl.col("trace") == trace)
-        best = cheapest_meeting(p, slo)
-        hours = dict(zip(best["family"].to_list(), best[COST].to_list(), strict=True))
+        hours = _hours_at(p, slo)
         rows.append({
             "trace": trace, f"{by}_dominates": dominance(p, by, over),
             **{f"{f}_hours_at_slo": hours.get(f) for f in ("reactive", "hybrid", "predictive",
                                                             "oracle")},
-            f"{by}_saving_at_slo": slo_saving(p, slo, by, over),
-            "predictive_saving_at_slo": slo_saving(p, slo, "predictive", over),
-            "oracle_saving_at_slo": slo_saving(p, slo, "oracle", over),
+            f"{by}_saving_at_slo": _saving(hours, by, over),
+            "predictive_saving_at_slo": _saving(hours, "predictive", over),
+            "oracle_saving_at_slo": _saving(hours, "oracle", over),
         })  # fmt: skip
     return pl.DataFrame(rows)
