@@ -40,7 +40,7 @@ from tiered.forecast.calibration import Calibrated, forecasts, offsets
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
 from tiered.forecast.models import Forecast, SeasonalProfile
 from tiered.forecast.traces import load_trace
-from tiered.pool.sizing import Fixed, Hybrid, Predictive, Reactive, Schedule, SizingPolicy
+from tiered.pool.sizing import Fixed, Predictive, Reactive, SizingPolicy
 from tiered.progress import Progress
 from tiered.sim.frontier import frontier
 from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
@@ -194,31 +194,27 @@ class PolicyComparison:
     points: pl.DataFrame  # one row per setting swept (named ones included), with on_frontier
 
 
-def _policy(s: Setting, schedule: Schedule | None, lead: float) -> Callable[[Clock], SizingPolicy]:
+def _policy(s: Setting, plan: CapacityPlan | None) -> Callable[[Clock], SizingPolicy]:
+    def reactive(c: Clock) -> Reactive:
+        return Reactive(low=s.low, high=s.high, down_cooldown=s.down_cooldown,
+                        up_cooldown=s.up_cooldown, clock=c)  # fmt: skip
+
     if s.family == "reactive":
-        return lambda c: Reactive(
-            low=s.low, high=s.high, down_cooldown=s.down_cooldown, up_cooldown=s.up_cooldown,
-            clock=c,
-        )  # fmt: skip
+        return reactive
     if s.family == "static_peak":
         return lambda c: Fixed(s.size)
-    if schedule is None:
-        raise ConfigError(f"{s.family} needs a schedule")
+    if plan is None:
+        raise ConfigError(f"{s.family} needs a plan")
     if s.family == "hybrid":
-        return lambda c: Hybrid(
-            Predictive(schedule, lead_time=lead, clock=c),
-            Reactive(down_cooldown=s.down_cooldown, up_cooldown=s.up_cooldown, clock=c),
-        )
-    return lambda c: Predictive(schedule, lead_time=lead, clock=c)
+        return lambda c: plan.policy(c, reactive=reactive(c))
+    return lambda c: Predictive(plan.schedule, lead_time=plan.lead_time_s, clock=c)
 
 
 def _run_point(
     sc: PoolScenario, s: Setting, plan: CapacityPlan | None, mode: str, series: bool
 ) -> tuple[dict[str, float], pl.DataFrame | None]:
     """One run (a worker's task: module-level, its arguments picklable)."""
-    schedule = plan.schedule if plan is not None else None
-    lead = plan.lead_time_s if plan is not None else 0.0
-    run = simulate_pool(sc, _policy(s, schedule, lead), mode=mode, series=series)  # type: ignore[arg-type]
+    run = simulate_pool(sc, _policy(s, plan), mode=mode, series=series)  # type: ignore[arg-type]
     minutes = None
     if series:
         minutes = (
