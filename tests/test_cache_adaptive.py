@@ -225,7 +225,7 @@ def test_tuning_takes_a_small_window_on_skewed_traffic_and_a_large_one_on_recenc
     skewed = zipf_trace(60_000, 5_000, 1.0, seed=1).tolist()
     p = WTinyLFU(500)
     ours = _miss_ratio(p, skewed)
-    assert p.tuning()["window_share"] <= 0.1 and p.tuning()["switches"] >= 1
+    assert p.tuning()["window_share"] <= 0.1  # the starting window, kept: nothing beat it
     lru = AdaptiveTTLCache(500, ttl=TTLRule(base=None), policy="lru")
     lru_misses = 0
     for k in skewed:
@@ -244,6 +244,36 @@ def test_tuning_takes_a_small_window_on_skewed_traffic_and_a_large_one_on_recenc
     assert q.tuning()["window_share"] >= 0.6, q.tuning()
     fixed = _miss_ratio(WTinyLFU(500, adaptive=False), sliding)
     assert window_only < 0.8 * fixed, (window_only, fixed)
+
+
+def test_tuning_does_not_follow_noise() -> None:
+    import random
+
+    # uniform traffic: no setting can beat another, so none may win on a few misses' noise
+    # (before the significance test each of these seeds moved the window: to 95 %, 60 %, ...)
+    for seed in range(3):
+        rng = random.Random(seed)
+        p = WTinyLFU(500)
+        for _ in range(100_000):
+            p.access(rng.randrange(2_000))
+        t = p.tuning()
+        assert t["switches"] == 0 and t["window_share"] == 0.01 and t["bias"] == 1, (seed, t)
+        assert t["periods_scored"] > 150
+
+
+def test_tuning_scores_no_period_before_the_copies_are_full() -> None:
+    import random
+
+    # a working set smaller than the cache: it never fills, every setting misses alike (the
+    # first use of each key), and a choice made on that would be noise
+    rng = random.Random(3)
+    p = WTinyLFU(500)
+    for _ in range(50_000):
+        p.access(rng.randrange(400))
+    assert p.tuning()["periods_scored"] == 0 and p.tuning()["switches"] == 0
+    for k in range(1_000, 3_000):  # now it fills: scoring starts
+        p.access(k)
+    assert p.tuning()["periods_scored"] >= 1
 
 
 def test_tuning_keeps_the_admission_margin_on_a_loop_larger_than_the_cache() -> None:
