@@ -303,6 +303,15 @@ def test_the_sample_follows_the_seed_not_the_key_values() -> None:
     assert 0.0032 < both / len(keys) < 0.0047  # independent samples: 1/256 of keys in both
 
 
+def test_sample_sizes() -> None:
+    # one key in 16 at most from 8,192 entries on (512 keys or more per copy), fewer only
+    # while a copy would hold more than 4,096 keys; small caches simulate every key
+    rates = {cap: WTinyLFU(cap).tuning()["sample_rate"] for cap in (500, 2_000, 20_000, 100_000)}
+    assert rates == {500: 1.0, 2_000: 1 / 2, 20_000: 1 / 16, 100_000: 1 / 32}
+    with pytest.raises(ValueError):
+        WTinyLFU(100, sample_min=1_024, sample_max=512)
+
+
 def test_tuning_is_reported_in_the_cache_snapshot() -> None:
     c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(100, ttl=TTLRule(base=None))
     for k in range(1_000):

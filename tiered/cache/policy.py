@@ -22,23 +22,27 @@ each with a fixed setting from :data:`CANDIDATES`, on a sample of the keys (Wald
 "Cache Modeling and Optimization using Miniature Simulations", USENIX ATC 2017): a key is in the
 sample when its hash, mixed with the instance's ``seed``, falls in the first ``1/2**k`` of the
 hash space, and each copy holds ``capacity / 2**k`` keys, ``2**k`` being the largest power of
-two that leaves ``sample_min`` (512) keys or more per copy; caches under twice that simulate
-every key. The copies share the real sketch (its counts are the same for a sampled key). Every
-``period x copy size`` sampled requests (at least 200), each copy's misses are added to an
-exponentially decayed score (``decay``; 0.975 remembers about 40 periods), and
-the real cache takes the setting of the lowest score when it beats the current one clearly: by
-more than ``margin`` (a switch costs misses while the contents adjust) and by more than two
-standard deviations of the difference of two Poisson counts of that size (an upper bound for
-the copies' paired difference), so a difference of a few misses among a few dozen -- what
-the sample of a large cache sees in a quiet period -- moves nothing. The cache starts with its
-own setting (window 1 %, bias 1 by default; a candidate like the others), and periods in which
-the copies are still filling are not scored: every copy misses alike then, and a first choice
-made on them is noise (measured: it sent the zipf-0.9+scans trace at 10 % to a 95 % window for
-a quarter of the run in two of four key numberings, 0.437 against 0.407). The copies cost a
-bounded amount: at most ``len(CANDIDATES) x 2 x sample_min`` keys in all, visited on 1 request
-in ``2**k`` (~0.3 us per copy and visit: a cache of 10,000 entries does ~520k gets/s against
-~630k without them, one of 500 entries, where every request is simulated, pays ~2.4 us per
-request).
+two up to 16 that leaves ``sample_min`` (512) keys or more per copy, or larger while a copy
+would hold more than ``sample_max`` (4,096); caches under twice ``sample_min`` simulate every
+key. (Samples of 512 keys on large caches -- one key in 32 to 128 -- made the choice follow the
+sample: the same trace under four key numberings spread by 3.6-4.7 % on the 10 % caches of the
+w106 and P3 traces; one key in 16 costs a large cache what it costs a 10,000-entry one.) The
+copies share the real sketch (its counts are the same for a sampled key). Every ``period x copy
+size`` sampled requests (at least 200), each copy's misses are added to an exponentially decayed
+score (``decay``; 0.975 remembers about 40 periods), and the real cache takes the setting of the
+lowest score when it beats the current one clearly: by more than ``margin`` (a switch costs
+misses while the contents adjust) and by more than two standard deviations of the difference of
+two Poisson counts of that size (an upper bound for the copies' paired difference), so a
+difference of a few misses among a few dozen -- what the sample of a large cache sees in a quiet
+period -- moves nothing. The cache starts with its own setting (window 1 %, bias 1 by default; a
+candidate like the others), and periods in which the copies are still filling are not scored:
+every copy misses alike then, and a first choice made on them is noise (measured: it sent the
+zipf-0.9+scans trace at 10 % to a 95 % window for a quarter of the run in two of four key
+numberings, 0.437 against 0.407). The copies cost a bounded amount: at most ``len(CANDIDATES) x
+sample_max`` keys in all, visited on 1 request in ``2**k`` (1 in 16 or fewer for caches of 8,192
+entries and more; ~0.3 us per copy and visit: a cache of 10,000 entries does ~520k gets/s
+against ~630k without them, one of 500 entries, where every request is simulated, pays ~2.4 us
+per request).
 
 Nothing here depends on the values of the keys beyond the hash the sketch and the sample need,
 and the sample follows the ``seed``. Renumbering a trace's keys is the same as another seed: it
@@ -245,6 +249,7 @@ class WTinyLFU:
         seed: int = 0,
         candidates: tuple[tuple[float, int], ...] = CANDIDATES,
         sample_min: int = 512,
+        sample_max: int = 4096,
         period: float = 1.0,
         decay: float = 0.975,
         margin: float = 0.02,
@@ -257,10 +262,15 @@ class WTinyLFU:
             raise ValueError(f"adaptive must be 'sim', 'climb' or False, got {adaptive!r}")
         if not candidates or any(not 0 < s < 1 or b < 0 for s, b in candidates):
             raise ValueError(f"candidates must be (share in (0, 1), bias >= 0), got {candidates}")
-        if sample_min < 1 or period <= 0 or not 0 <= decay < 1 or not 0 <= margin < 1:
+        if (
+            not 1 <= sample_min <= sample_max
+            or period <= 0
+            or not 0 <= decay < 1
+            or not 0 <= margin < 1
+        ):
             raise ValueError(
-                "need sample_min >= 1, period > 0, 0 <= decay < 1 and 0 <= margin < 1, got "
-                f"{sample_min}, {period}, {decay}, {margin}"
+                "need 1 <= sample_min <= sample_max, period > 0, 0 <= decay < 1 and "
+                f"0 <= margin < 1, got {sample_min}, {sample_max}, {period}, {decay}, {margin}"
             )
         self.capacity = capacity
         self.sketch = FrequencySketch(capacity)
@@ -287,7 +297,12 @@ class WTinyLFU:
         self.periods_scored = 0  # periods whose misses entered the scores (full copies only)
         if adaptive == "sim" and capacity > 1:
             bits = 0
-            while capacity >> (bits + 1) >= sample_min:
+            # the sample: one key in 2**bits, with at least sample_min keys per copy; at least
+            # one key in 16 (that is what the copies cost a 10,000-entry cache) unless a copy
+            # would then hold more than sample_max keys
+            while capacity >> (bits + 1) >= sample_min and (
+                bits < 4 or capacity >> bits > sample_max
+            ):
                 bits += 1
             self._sample_shift = 64 - bits  # x >> 64 is 0: every key when bits == 0
             size = capacity >> bits
