@@ -56,6 +56,17 @@ SIZES = (0.001, 0.01, 0.1)
 # -- 1. latency ----------------------------------------------------------------------------------
 
 
+def gets_per_s(cache: Any, keys: list[str], seq: list[str]) -> float:
+    """Single-threaded ``cache.get`` rate over ``seq`` once ``keys`` are all in ``cache``."""
+    for k in keys:
+        cache[k] = 1
+    get = cache.get
+    t0 = time.perf_counter()
+    for k in seq:
+        get(k)
+    return len(seq) / (time.perf_counter() - t0)
+
+
 async def latency(n: int = 50_000) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="bench-cache-")
     store = await Store.open(f"file:{tmp}/lat.db")
@@ -82,26 +93,12 @@ async def latency(n: int = 50_000) -> dict[str, Any]:
         await bare(k)
         base.append(pc() - t)
     await store.close()
-    cache: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(10_000)
     keys = [f"k{i}" for i in range(10_000)]
-    for k in keys:
-        cache[k] = 1
     seq = [keys[i] for i in np.random.default_rng(0).integers(0, 10_000, 500_000)]
-    get = cache.get
-    t0 = time.perf_counter()
-    for k in seq:
-        get(k)
-    rate = len(seq) / (time.perf_counter() - t0)
+    rate = gets_per_s(AdaptiveTTLCache(10_000), keys, seq)
     # the same gets on a bare TTLCache, same process: what this machine does right now (its
     # speed varies by 1.5x between runs on a shared host)
-    bare_ttl = cachetools.TTLCache(10_000, ttl=300)
-    for k in keys:
-        bare_ttl[k] = 1
-    get = bare_ttl.get
-    t0 = time.perf_counter()
-    for k in seq:
-        get(k)
-    bare_rate = len(seq) / (time.perf_counter() - t0)
+    bare_rate = gets_per_s(cachetools.TTLCache(10_000, ttl=300), keys, seq)
     return {
         "store_get_episode_cached_us": p50_p99(ours, 1e-3),
         "bare_ttlcache_coroutine_us": p50_p99(base, 1e-3),
