@@ -16,10 +16,10 @@ and the number of origins.
 
 ``calibrated`` (per series) keeps every model's forecasts at those origins, calibrates each
 model's quantiles with its own earlier errors (``tiered.forecast.calibration``: conformal, per
-day ahead, from forecasts that ended before the origin), adds the median combination, and
-selects a model on the earlier half of the origins, scored on the later half. Targets: the
-selected model's q0.9 covers 0.87-0.93 and its 80 % interval 0.75-0.85 at 24 h and 168 h, and
-it is never worse than the weekly seasonal naive. Scores go to
+day ahead, from forecasts whose day at that lead ended before the origin), adds the median
+combination, and selects a model on the earlier half of the origins, scored on the later
+half. Targets: the selected model's q0.9 covers 0.87-0.93 and its 80 % interval 0.75-0.85 at
+24 h and 168 h, and it is never worse than the weekly seasonal naive. Scores go to
 ``data/results/forecast_calibrated.parquet``.
 """
 

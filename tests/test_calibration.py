@@ -122,3 +122,22 @@ def test_nested_selection_chooses_on_early_origins_and_falls_back_to_the_baselin
     assert select_nested(no_winner, 24)["model"] == "snaive_weekly"
     with pytest.raises(ConfigError):
         select_nested(s.filter(pl.col("origin") == 0), 24)
+
+
+def test_a_lead_days_errors_are_used_once_that_day_is_over(series: np.ndarray) -> None:
+    # origins 23 h apart: at an origin, the forecast made 46 h before it has its first day
+    # observed but not its last; the first day's errors must count, the unobserved ones not
+    fcs = forecasts(series, [_Overconfident()], step=23, quantiles=(0.1, 0.5, 0.9))
+    origins = sorted(fcs["origin"].unique().to_list())
+    scored, recent = origins[20], origins[18]
+
+    def poison(leads: pl.Expr) -> pl.DataFrame:
+        hit = (pl.col("origin") == recent) & leads
+        return fcs.with_columns(actual=pl.when(hit).then(pl.col("actual") * 50).otherwise("actual"))
+
+    def at(frame: pl.DataFrame) -> pl.DataFrame:
+        return calibrated_scores(frame, y=series, horizons=(24,)).filter(pl.col("origin") == scored)
+
+    base = at(fcs)
+    assert not at(poison(pl.col("lead") < 24)).equals(base)  # day 1 of `recent` is known
+    assert at(poison(pl.col("lead") >= 24)).equals(base)  # its later days are not yet
