@@ -119,7 +119,7 @@ def test_sweep_settings_lists_the_named_policies_first_and_each_setting_once() -
     fams = {x.family for x in s}
     assert fams == {"reactive", "predictive", "hybrid"}
     count = {f: sum(x.family == f for x in s) for f in fams}
-    assert count == {"reactive": 8, "hybrid": 11, "predictive": 4}
+    assert count == {"reactive": 8, "hybrid": 13, "predictive": 4}
 
 
 def test_pool_policies_sweeps_settings_on_a_real_trace() -> None:
