@@ -324,3 +324,23 @@ def test_tuning_is_reported_in_the_cache_snapshot() -> None:
         WTinyLFU(100, candidates=((1.5, 1),))
     with pytest.raises(ValueError):
         WTinyLFU(100, decay=1.0)
+
+
+def _sliding(n: int, seed: int) -> list[int]:
+    # a working set of 400 keys sliding by one key every 4 requests: recency only
+    import random
+
+    rng = random.Random(seed)
+    return [i // 4 + rng.randrange(400) for i in range(n)]
+
+
+def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
+    p = WTinyLFU(500)
+    lens = []
+    for k in _sliding(120_000, 2):
+        p.access(k)
+        lens.append(len(p))
+    assert p.tuning()["window_share"] >= 0.6  # grew from 1 %
+    full = lens.index(500)
+    # dropping main's overflow at the switch emptied most of the cache at once
+    assert min(lens[full:]) == 500
