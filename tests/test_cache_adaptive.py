@@ -334,6 +334,24 @@ def _sliding(n: int, seed: int) -> list[int]:
     return [i // 4 + rng.randrange(400) for i in range(n)]
 
 
+def test_buffered_hits_make_the_decisions_of_one_request_at_a_time() -> None:
+    from tiered.workload.traces import zipf_trace
+
+    # skewed traffic, then recency (tuning moves the window), then skewed again
+    trace = zipf_trace(30_000, 3_000, 1.0, seed=4).tolist()
+    trace += [k + 10_000 for k in _sliding(60_000, 5)] + trace
+    cache: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(500, ttl=TTLRule(base=None))
+    alone = WTinyLFU(500)
+    for i, k in enumerate(trace):
+        hit = cache.get(k) is not None
+        if not hit:
+            cache[k] = k
+        assert hit == alone.access(k), i
+    assert cache.snapshot()["policy"] == alone.tuning()
+    assert alone.tuning()["switches"] >= 1
+    assert len(cache) == len(alone) == 500
+
+
 def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
     p = WTinyLFU(500)
     lens = []

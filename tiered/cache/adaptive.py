@@ -5,7 +5,9 @@ It keeps the contract of cachetools' caches (a ``MutableMapping`` with ``maxsize
 
 * **Eviction** by adaptive W-TinyLFU (:mod:`tiered.cache.policy`), chosen by
   ``benchmarks/bench_cache.py`` against LRU, FIFO, LFU, S3-FIFO, ARC and theine; ``policy="lru"``
-  is available for comparison.
+  is available for comparison. Hits reach the policy in batches of 16, and before any miss,
+  insert or removal, so its decisions are those of one request at a time
+  (:meth:`~tiered.cache.policy.WTinyLFU.record_hits`); the get that completes a batch pays for it.
 * **Two bounds**: ``maxsize`` entries and ``max_bytes`` (sum of ``getsizeof(value)``); an entry
   bigger than ``max_bytes`` is not cached at all.
 * **Adaptive TTL** (:class:`TTLRule`, the documented rule): each entry counts its hits in a
@@ -38,6 +40,10 @@ __all__ = ["AdaptiveTTLCache", "CacheStats", "TTLRule"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 _MISSING: Any = object()
+#: hits buffered before the policy counts them (and before anything else reaches it). The get
+#: that fills the buffer pays for the batch: 16 keeps that under ~30 us on this machine (64
+#: measured 90 us at p99 for 5-10 % more gets/s; 4, 14 us for 5-10 % fewer)
+_READ_BATCH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,8 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         # the policy samples keys by their hash mixed with a seed: a fixed one reproduces runs
         pseed = seed if seed is not None else random.getrandbits(64)
         self._policy = WTinyLFU(maxsize, seed=pseed) if policy == "wtinylfu" else None
+        # hits not yet given to the policy, oldest first (None with policy="lru")
+        self._reads: list[tuple[K, int]] | None = [] if self._policy is not None else None
         self._lru: OrderedDict[K, None] = OrderedDict()
         self._data: dict[K, _Entry] = {}
         self._bytes = 0
@@ -199,9 +207,12 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
                     e.hits += 1  # the common case: same TTL window, just count
                 elif e.ttl is not None:
                     self._adapt(e, now, self.rule)
-                if self._policy is not None:
-                    if self._policy.record(key, True, e.hash):
-                        self._drop(self._policy.last_dropped(), "capacity")
+                reads = self._reads
+                if reads is not None:
+                    # the policy takes hits in batches (see WTinyLFU.record_hits)
+                    reads.append((key, e.hash))
+                    if len(reads) >= _READ_BATCH:
+                        self._drain()
                 else:
                     self._lru.move_to_end(key)
                 return e.value
@@ -212,8 +223,11 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             else:
                 self._remove(key, e)
         self.stats.misses += 1
-        if self._policy is not None and self._policy.record(key, False):
-            self._drop(self._policy.last_dropped(), "capacity")
+        if self._policy is not None:
+            self._drain()
+            dropped = self._policy.record(key, False)
+            if dropped:
+                self._drop(dropped, "capacity")
         return default
 
     def __getitem__(self, key: K) -> V:
@@ -258,6 +272,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         ``ttl`` overrides the adaptive TTL for this fill (e.g. a short TTL for "not found").
         An existing entry keeps its adapted TTL and hit history across refills.
         """
+        self._drain()
         size = self.getsizeof(value)
         if self.max_bytes is not None and size > self.max_bytes:
             self.stats.too_large += 1
@@ -342,6 +357,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         }
 
     def snapshot(self) -> dict[str, Any]:
+        self._drain()
         s = self.stats
         return {
             "hits": s.hits,
@@ -395,7 +411,20 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             return
         self._expire_at(e, now)
 
+    def _drain(self) -> None:
+        """Give the buffered hits to the policy (before anything else reaches it)."""
+        reads = self._reads
+        if reads and self._policy is not None:
+            self._reads = []
+            dropped = self._policy.record_hits(cast("list[tuple[Hashable, int]]", reads))
+            if dropped:
+                self._drop(dropped, "capacity")
+
     def _remove(self, key: K, e: _Entry, *, policy: bool = True) -> None:
+        if policy and self._reads:
+            self._drain()  # the hits before this removal count first
+            if self._data.get(key) is not e:
+                return  # tuning dropped it in that drain
         del self._data[key]
         self._bytes -= e.size
         if policy:
