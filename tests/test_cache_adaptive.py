@@ -347,6 +347,9 @@ def test_buffered_hits_make_the_decisions_of_one_request_at_a_time() -> None:
         if not hit:
             cache[k] = k
         assert hit == alone.access(k), i
+        if i % 997 == 0:  # a removal: the buffered hits before it count first
+            del cache[k]
+            alone.remove(k)
     assert cache.snapshot()["policy"] == alone.tuning()
     assert alone.tuning()["switches"] >= 1
     assert len(cache) == len(alone) == 500

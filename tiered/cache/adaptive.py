@@ -41,8 +41,8 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 _MISSING: Any = object()
 #: hits buffered before the policy counts them (and before anything else reaches it). The get
-#: that fills the buffer pays for the batch: 16 keeps that under ~30 us on this machine (64
-#: measured 90 us at p99 for 5-10 % more gets/s; 4, 14 us for 5-10 % fewer)
+#: that fills the buffer pays for the batch: with 16 that is 31-34 us at p99 on this machine
+#: (64: ~93 us, for 2-9 % more gets/s; 4: ~14 us, for 5-10 % fewer)
 _READ_BATCH = 16
 
 
@@ -424,7 +424,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         if policy and self._reads:
             self._drain()  # the hits before this removal count first
             if self._data.get(key) is not e:
-                return  # tuning dropped it in that drain
+                return  # the drain handed it back to be dropped: it is gone already
         del self._data[key]
         self._bytes -= e.size
         if policy:
