@@ -302,7 +302,6 @@ class WTinyLFU:
         self._protected: OrderedDict[Hashable, int] = OrderedDict()
         self._where: dict[Hashable, int] = {}
         self.admissions_rejected = 0
-        self._last_dropped: list[Hashable] = _NONE
         # miniature simulation: copies over a seeded hash sample of the keys
         self._copies: list[_Copy] | None = None
         self.candidates = candidates
@@ -360,8 +359,7 @@ class WTinyLFU:
         this policy (tuning moves keys between the window and main and drops none); kept so an
         owner never has to assume that.
         """
-        self._last_dropped = self._run([(key, stable_hash(key) if h is None else h)], hit)
-        return self._last_dropped
+        return self._run([(key, stable_hash(key) if h is None else h)], hit)
 
     def record_hits(self, reads: list[tuple[Hashable, int]]) -> list[Hashable]:
         """Count a batch of hits, oldest first: the same as ``record(key, True, h)`` for each
@@ -460,10 +458,6 @@ class WTinyLFU:
             "simulated_requests": self.simulated,
             "periods_scored": self.periods_scored,
         }
-
-    def last_dropped(self) -> list[Hashable]:
-        """What the last :meth:`record` returned (for owners that only test its truth)."""
-        return self._last_dropped
 
     def add(self, key: Hashable) -> list[Hashable]:
         """Insert a new key into the window; returns the keys that must be dropped."""
