@@ -365,3 +365,23 @@ def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
     full = lens.index(500)
     # dropping main's overflow at the switch emptied most of the cache at once
     assert min(lens[full:]) == 500
+
+
+def test_the_batched_loop_counts_as_the_sketch_does() -> None:
+    import random
+
+    from tiered.cache.policy import FrequencySketch
+
+    # record_hits inlines FrequencySketch.increment: the two must leave the same table, on
+    # narrow tables and on the wide ones whose hash is re-mixed, through the halvings
+    for cap in (500, 30_000):
+        rng = random.Random(cap)
+        keys = [rng.randrange(3 * cap) for _ in range(15 * cap)]
+        p, alone = WTinyLFU(cap, adaptive=False), FrequencySketch(cap)
+        p.record_hits([(k, stable_hash(k)) for k in keys])
+        for k in keys:
+            alone.increment(stable_hash(k))
+        assert alone.additions < 15 * cap  # it halved on the way
+        assert [p.sketch.frequency(stable_hash(k)) for k in range(3 * cap)] == [
+            alone.frequency(stable_hash(k)) for k in range(3 * cap)
+        ]
