@@ -367,6 +367,25 @@ def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
     assert min(lens[full:]) == 500
 
 
+def test_after_a_switch_every_segment_keeps_its_bound() -> None:
+    from tiered.workload.traces import zipf_trace
+
+    # skewed traffic, recency (the window grows, main shrinks), skewed again (it shrinks back)
+    skewed = zipf_trace(40_000, 3_000, 1.0, seed=7).tolist()
+    p = WTinyLFU(500)
+    over = 0
+    for k in skewed + _sliding(120_000, 3) + [k + 10_000 for k in skewed]:
+        p.access(k)
+        s = p.segments()
+        assert s["window"] <= s["window_max"]
+        assert s["probation"] + s["protected"] <= s["main_max"]
+        over = max(over, s["protected"] - s["protected_max"])
+    assert p.tuning()["switches"] >= 2
+    # a smaller main has a smaller protected segment; left over its bound, protected kept
+    # main's keys for good and admission fought over a probation of a key or two
+    assert over == 0
+
+
 def test_the_batched_loop_counts_as_the_sketch_does() -> None:
     import random
 
