@@ -305,9 +305,11 @@ def test_the_sample_follows_the_seed_not_the_key_values() -> None:
 
 def test_sample_sizes() -> None:
     # one key in 16 at most from 8,192 entries on (512 keys or more per copy), fewer only
-    # while a copy would hold more than 4,096 keys; small caches simulate every key
-    rates = {cap: WTinyLFU(cap).tuning()["sample_rate"] for cap in (500, 2_000, 20_000, 100_000)}
-    assert rates == {500: 1.0, 2_000: 1 / 2, 20_000: 1 / 16, 100_000: 1 / 32}
+    # while a copy would hold more than 4,096 keys; never one key in two or four: caches under
+    # 4,096 entries simulate every key
+    caps = (500, 2_048, 4_095, 4_096, 20_000, 100_000)
+    rates = {cap: WTinyLFU(cap).tuning()["sample_rate"] for cap in caps}
+    assert rates == {500: 1, 2_048: 1, 4_095: 1, 4_096: 1 / 8, 20_000: 1 / 16, 100_000: 1 / 32}
     with pytest.raises(ValueError):
         WTinyLFU(100, sample_min=1_024, sample_max=512)
 

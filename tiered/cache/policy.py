@@ -23,13 +23,16 @@ each with a fixed setting from :data:`CANDIDATES`, on a sample of the keys (Wald
 sample when its hash, mixed with the instance's ``seed``, falls in the first ``1/2**k`` of the
 hash space, and each copy holds ``capacity / 2**k`` keys, ``2**k`` being the largest power of
 two up to 16 that leaves ``sample_min`` (512) keys or more per copy, or larger while a copy
-would hold more than ``sample_max`` (4,096); caches under twice ``sample_min`` simulate every
-key. (Samples of 512 keys on large caches -- one key in 32 to 128 -- made the choice follow the
-sample: the same trace under four key numberings spread by 3.6-4.7 % on the 10 % caches of the
-w106 and P3 traces; one key in 16 costs a large cache what it costs a 10,000-entry one.) The
+would hold more than ``sample_max`` (4,096), and never one key in two or four: caches under
+eight times ``sample_min`` (4,096 entries) simulate every key. (Samples of 512 keys on large
+caches -- one key in 32 to 128 -- made the choice follow the sample: the same trace under four
+key numberings spread by 3.6-4.7 % on the 10 % caches of the w106 and P3 traces; one key in 16
+costs a large cache what it costs a 10,000-entry one. One in two or four saves little on a
+small cache, and left web12 at 1,375 entries and w106 at 2,751 with a 1.0 % spread, 0.2 % and
+0.1 % with every key simulated.) The
 copies share the real sketch (its counts are the same for a sampled key). Every ``period x copy
 size`` sampled requests (at least 200), each copy's misses are added to an exponentially decayed
-score (``decay``; 0.975 remembers about 40 periods), and the real cache takes the setting of the
+score (``decay``; 0.995 remembers about 200 periods), and the real cache takes the setting of the
 lowest score when it beats the current one clearly: by more than ``margin`` (a switch costs
 misses while the contents adjust) and by more than two standard deviations of the difference of
 two Poisson counts of that size (an upper bound for the copies' paired difference), so a
@@ -267,7 +270,7 @@ class WTinyLFU:
         sample_min: int = 512,
         sample_max: int = 4096,
         period: float = 1.0,
-        decay: float = 0.975,
+        decay: float = 0.995,
         margin: float = 0.02,
     ) -> None:
         if capacity < 1:
@@ -319,6 +322,11 @@ class WTinyLFU:
                 bits < 4 or capacity >> bits > sample_max
             ):
                 bits += 1
+            if bits < 3:
+                # one key in two or in four spares little work and makes the choice follow the
+                # sample: web12 at 1,375 entries and w106 at 2,751 spread by 1.0 % over four key
+                # numberings, 0.2 % and 0.1 % with every key simulated
+                bits = 0
             self._sample_shift = 64 - bits  # x >> 64 is 0: every key when bits == 0
             size = capacity >> bits
             self._copies = [_Copy(size, s, protected, b, self.sketch) for s, b in candidates]
