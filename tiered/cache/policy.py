@@ -27,32 +27,33 @@ copy holds ``capacity / 2**k`` keys, ``2**k`` being the largest power of two up 
 (4,096 entries) simulate every key. (Samples of 512 keys on large caches -- one key in 32 to 128 --
 made the choice follow the sample: the same trace under four key numberings spread by 3.6-4.7 % on
 the 10 % caches of the w106 and P3 traces; one key in 16 costs a large cache what it costs a
-10,000-entry one. One in two or four saves little on a small cache, and left web12 at 1,375 entries
-and w106 at 2,751 with a 1.0 % spread, 0.2 % and 0.1 % with every key simulated.) The copies share
-the real sketch (its counts are the same for a sampled key). Every ``period x copy size`` sampled
-requests (at least 200), each copy's misses are added to an exponentially decayed score (``decay``;
-0.995 remembers about 200 periods: with 0.975, about 40, the switch that follows a burst of recency
-came back 1 to 24 periods later by numbering, and w106 at 10 % spread by 2.1 %; 0.95 and 0.9 spread
-more), and the real cache takes the setting of the lowest score when it beats the current one
-clearly: by more than ``margin`` (a switch costs misses while the contents adjust) and by more than
-two standard deviations of the difference of two Poisson counts of that size (an upper bound for
-the copies' paired difference), so a difference of a few misses among a few dozen -- what the
-sample of a large cache sees in a quiet period -- moves nothing. The cache starts with its own
-setting (window 1 %, bias 1 by default; a candidate like the others), and periods in which the
-copies are still filling are not scored: every copy misses alike then, and a first choice made on
-them is noise (measured: it sent the zipf-0.9+scans trace at 10 % to a 95 % window for a quarter of
-the run in two of four key numberings, 0.437 against 0.407). A switch moves keys and drops none: a
-larger window takes main's least recent keys as its oldest (Caffeine's ``increaseWindow``), and
-protected's excess over its smaller bound goes back to probation (``demoteFromMainProtected``); a
-smaller window hands its oldest to main, which has the room. (Dropping main's overflow at once
-emptied up to 94 % of the cache: on w106 at 10 % of its keys, the switch from a 1 % to a 60 %
-window missed 0.10 of 100k requests where any fixed window missed 0.03-0.04; moving the keys took
-that cell from 0.0743 to 0.0727 and its spread over renumberings from 2.4 % to 1.6 %.) The copies
-cost a bounded amount: at most ``len(CANDIDATES) x sample_max`` keys in all, visited on 1 request
-in ``2**k`` (1 in 16 or fewer for caches of 8,192 entries and more). Measured together in steady
-state, a cache of 10,000 entries did 390-450k gets/s, 505-555k without the copies and a bare
-``TTLCache`` 660-700k; one of 500 entries, where every request is simulated (as in any cache under
-4,096 entries), pays ~1.9 us per request for them.
+10,000-entry one. One in two or four saves little on a small cache and left web12 at 1,375 entries
+(one in two) and web07 at 2,048 (one in four) with a 1.3 % spread, 0.4 % and 0.2 % with every key
+simulated.) The copies share the real sketch (its counts are the same for a sampled key). Every
+``period x copy size`` sampled requests (at least 200), each copy's misses are added to an
+exponentially decayed score (``decay``; 0.995 remembers about 200 periods: with 0.975, about 40,
+the switch that follows a burst of recency came back 1 to 24 periods later by numbering, and w106
+at 10 % spread by 2.1 %; 0.95 and 0.9 spread more), and the real cache takes the setting of the
+lowest score when it beats the current one clearly: by more than ``margin`` (a switch costs misses
+while the contents adjust) and by more than two standard deviations of the difference of two
+Poisson counts of that size (an upper bound for the copies' paired difference), so a difference of
+a few misses among a few dozen -- what the sample of a large cache sees in a quiet period -- moves
+nothing. The cache starts with its own setting (window 1 %, bias 1 by default; a candidate like the
+others), and periods in which the copies are still filling are not scored: every copy misses alike
+then, and a first choice made on them is noise (measured: it sent the zipf-0.9+scans trace at 10 %
+to a 95 % window for a quarter of the run in two of four key numberings, 0.437 against 0.407). A
+switch moves keys and drops none: a larger window takes main's least recent keys as its oldest
+(Caffeine's ``increaseWindow``), and protected's excess over its smaller bound goes back to
+probation (``demoteFromMainProtected``); a smaller window hands its oldest to main, which has the
+room. (Dropping main's overflow at once emptied up to 94 % of the cache: on w106 at 10 % of its
+keys, the switch from a 1 % to a 60 % window missed 0.10 of 100k requests where any fixed window
+missed 0.03-0.04; moving the keys took that cell from 0.0743 to 0.0727 and its spread over
+renumberings from 2.4 % to 1.6 %.) The copies cost a bounded amount: at most ``len(CANDIDATES) x
+sample_max`` keys in all, visited on 1 request in ``2**k`` (1 in 16 or fewer for caches of 8,192
+entries and more). Measured together in steady state, a cache of 10,000 entries did 390-450k
+gets/s, 505-555k without the copies and a bare ``TTLCache`` 660-700k; one of 500 entries, where
+every request is simulated (as in any cache under 4,096 entries), pays ~1.9 us per request for
+them.
 
 **Hits in batches.** :meth:`WTinyLFU.record_hits` takes a list of hits and runs one loop over
 them with the sketch's increment and the copies' hit paths inlined, so an owner can buffer hits
@@ -325,8 +326,9 @@ class WTinyLFU:
                 bits += 1
             if bits < 3:
                 # one key in two or in four spares little work and makes the choice follow the
-                # sample: web12 at 1,375 entries and w106 at 2,751 spread by 1.0 % over four key
-                # numberings, 0.2 % and 0.1 % with every key simulated
+                # sample: over four key numberings, web12 at 1,375 entries (one in two) spread
+                # by 1.3 % and web07 at 2,048 (one in four) by 1.3 %; 0.4 % and 0.2 % with
+                # every key simulated
                 bits = 0
             self._sample_shift = 64 - bits  # x >> 64 is 0: every key when bits == 0
             size = capacity >> bits
