@@ -2,7 +2,7 @@
 
 from tiered.cache.adaptive import AdaptiveTTLCache, CacheStats, TTLRule
 from tiered.cache.layer import CacheConfig, CacheLayer, QueryCache, RecordCacheConfig
-from tiered.cache.policy import FrequencySketch, WTinyLFU, stable_hash
+from tiered.cache.policy import FrequencySketch, Token, WTinyLFU, stable_hash
 
 __all__ = [
     "AdaptiveTTLCache",
@@ -13,6 +13,7 @@ __all__ = [
     "QueryCache",
     "RecordCacheConfig",
     "TTLRule",
+    "Token",
     "WTinyLFU",
     "stable_hash",
 ]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from tiered.cache.policy import WTinyLFU, stable_hash
+from tiered.cache.policy import Token, WTinyLFU
 from tiered.errors import ConfigError
 
 __all__ = ["AdaptiveTTLCache", "CacheStats", "TTLRule"]
@@ -96,18 +96,25 @@ class _Entry:
     __slots__ = (
         "expires",
         "filled",
-        "hash",
         "hits",
         "prev_hits",
         "size",
         "stale",
+        "token",
         "ttl",
         "value",
         "win_start",
     )
 
-    def __init__(self, value: Any, size: int, now: float, ttl: float | None, h: int) -> None:
-        self.hash = h
+    def __init__(
+        self,
+        value: Any,
+        size: int,
+        now: float,
+        ttl: float | None,
+        token: Token | None,
+    ) -> None:
+        self.token = token  # the key as the policy takes it, made once (None with policy="lru")
         self.value = value
         self.size = size
         self.filled = now
@@ -163,7 +170,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         pseed = seed if seed is not None else random.getrandbits(64)
         self._policy = WTinyLFU(maxsize, seed=pseed) if policy == "wtinylfu" else None
         # hits not yet given to the policy, oldest first (None with policy="lru")
-        self._reads: list[tuple[K, int]] | None = [] if self._policy is not None else None
+        self._reads: list[Token] | None = [] if self._policy is not None else None
         self._lru: OrderedDict[K, None] = OrderedDict()
         self._data: dict[K, _Entry] = {}
         self._bytes = 0
@@ -210,7 +217,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
                 reads = self._reads
                 if reads is not None:
                     # the policy takes hits in batches (see WTinyLFU.record_hits)
-                    reads.append((key, e.hash))
+                    reads.append(e.token)  # type: ignore[arg-type]  # not None with a policy
                     if len(reads) >= _READ_BATCH:
                         self._drain()
                 else:
@@ -292,17 +299,19 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             self._expire_at(old, now)
             self._shed_bytes()
             return key in self._data
-        e = _Entry(value, size, now, ttl if ttl is not None else rule.base, stable_hash(key))
+        policy = self._policy
+        token = policy.token(key) if policy is not None else None
+        e = _Entry(value, size, now, ttl if ttl is not None else rule.base, token)
         self._expire_at(e, now)
         self._data[key] = e
         self._bytes += size
         self.stats.inserts += 1
-        if self._policy is not None:
-            before = self._policy.admissions_rejected
-            dropped = self._policy.add(key)
+        if policy is not None:
+            before = policy.admissions_rejected
+            dropped = policy.add(key, token)
             if dropped:
                 self._drop(dropped, "capacity")
-            self.stats.admissions_rejected += self._policy.admissions_rejected - before
+            self.stats.admissions_rejected += policy.admissions_rejected - before
         else:
             self._lru[key] = None
             if len(self._lru) > self.maxsize:
@@ -416,7 +425,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         reads = self._reads
         if reads and self._policy is not None:
             self._reads = []
-            dropped = self._policy.record_hits(cast("list[tuple[Hashable, int]]", reads))
+            dropped = self._policy.record_hits(reads)
             if dropped:
                 self._drop(dropped, "capacity")
 
