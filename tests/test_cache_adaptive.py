@@ -406,3 +406,37 @@ def test_the_batched_loop_counts_as_the_sketch_does() -> None:
         assert [p.sketch.frequency(stable_hash(k)) for k in range(3 * cap)] == [
             alone.frequency(stable_hash(k)) for k in range(3 * cap)
         ]
+
+
+def test_the_cache_with_tokens_decides_as_the_simulation_does() -> None:
+    import random
+
+    # the cache hands the policy each key's token (made once, batched hits); WTinyLFU.access
+    # makes a token per request: the same trace must give the same misses, switches and
+    # contents, with copies on every key (500) and on a sample of them (8,192)
+    for cap, n_keys in ((500, 3_000), (8_192, 40_000)):
+        rng = random.Random(cap)
+        trace = [int(n_keys * rng.random() ** 3) for _ in range(30 * cap)]  # skewed
+        # then a sliding working set: recency wins, the window grows
+        trace += [n_keys + i // 4 + rng.randrange(cap) for i in range(40 * cap)]
+        p = WTinyLFU(cap, seed=5)
+        sim_misses = sum(not p.access(k) for k in trace)
+        c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(cap, ttl=TTLRule(base=None), seed=5)
+        misses = 0
+        for k in trace:
+            if c.get(k) is None:
+                misses += 1
+                c[k] = 1
+        c._drain()  # the hits still in the read buffer
+        assert c._policy is not None
+        assert p.tuning()["switches"] >= 1
+        assert (misses, c._policy.tuning()) == (sim_misses, p.tuning())
+        assert set(c) == set(p._where)
+
+
+def test_a_token_is_sampled_only_where_there_are_copies() -> None:
+    assert not any(WTinyLFU(500, adaptive=False).token(k)[5] for k in range(1_000))
+    assert not any(WTinyLFU(500, adaptive="climb").token(k)[5] for k in range(1_000))
+    assert all(WTinyLFU(500).token(k)[5] for k in range(1_000))  # under 4,096: every key
+    share = sum(WTinyLFU(8_192).token(k)[5] for k in range(16_000)) / 16_000
+    assert 0.05 < share < 0.075  # one key in 16

@@ -338,7 +338,7 @@ class WTinyLFU:
         self.switches = 0  # settings taken after the starting one
         self.simulated = 0  # requests the copies have seen
         self.periods_scored = 0  # periods whose misses entered the scores (full copies only)
-        self._sample_shift = 64  # no copies: no key is sampled (a token's flag is False)
+        self._sample_shift = 64  # x >> 64 is 0: every key, when there are copies and bits == 0
         if adaptive == "sim" and capacity > 1:
             bits = 0
             # the sample: one key in 2**bits, with at least sample_min keys per copy; at least
@@ -354,7 +354,7 @@ class WTinyLFU:
                 # by 1.3 % and web07 at 2,048 (one in four) by 1.3 %; 0.4 % and 0.2 % with
                 # every key simulated
                 bits = 0
-            self._sample_shift = 64 - bits  # x >> 64 is 0: every key when bits == 0
+            self._sample_shift = 64 - bits
             size = capacity >> bits
             self._copies = [_Copy(size, s, protected, b, self.sketch) for s, b in candidates]
             # each copy's hit path as bound methods (a copy never replaces its dicts)
@@ -400,7 +400,10 @@ class WTinyLFU:
         if h is None:
             h = stable_hash(key)
         i0, i1, i2, i3 = self.sketch._indexes(h)
-        return (key, i0, i1, i2, i3, not ((h ^ self._salt) * _C1 & _M64) >> self._sample_shift)
+        sampled = self._copies is not None and not (
+            ((h ^ self._salt) * _C1 & _M64) >> self._sample_shift
+        )
+        return (key, i0, i1, i2, i3, sampled)
 
     def record(self, key: Hashable, hit: bool, h: int | None = None) -> list[Hashable]:
         """Count a lookup of ``key`` (``h``: its :func:`stable_hash`, if known); on a hit,
