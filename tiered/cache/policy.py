@@ -430,9 +430,9 @@ class WTinyLFU:
     def _run(self, reads: list[Token], hit: bool) -> list[Hashable]:
         # one loop for every request, the sketch's increment and the copies' hit paths inlined:
         # with hits in batches of 16, a cache get went from 0.55-0.59x a bare TTLCache's speed
-        # to 0.69-0.70x (steady state, this machine); then from 0.62-0.72x (a slower day) to
-        # 0.92-0.98x with tokens instead of hashes (no 64-bit arithmetic), the copies' hit paths
-        # as bound methods, no min() call, and the sketch's addition count in a local
+        # to 0.69-0.70x (steady state, this machine); then from 0.68-0.72x to 0.92-0.98x (same
+        # process, three runs) with tokens instead of hashes (no 64-bit arithmetic), the copies'
+        # hit paths as bound methods, no min() call, and the sketch's addition count in a local
         sk = self.sketch
         t = sk._table
         adds, limit = sk.additions, sk.sample_size
