@@ -338,7 +338,7 @@ class WTinyLFU:
         self.switches = 0  # settings taken after the starting one
         self.simulated = 0  # requests the copies have seen
         self.periods_scored = 0  # periods whose misses entered the scores (full copies only)
-        self._sample_shift = 64  # x >> 64 is 0: every key, when there are copies and bits == 0
+        self._sample_shift = 64  # unused without copies (a token's flag is then False)
         if adaptive == "sim" and capacity > 1:
             bits = 0
             # the sample: one key in 2**bits, with at least sample_min keys per copy; at least
@@ -354,7 +354,7 @@ class WTinyLFU:
                 # by 1.3 % and web07 at 2,048 (one in four) by 1.3 %; 0.4 % and 0.2 % with
                 # every key simulated
                 bits = 0
-            self._sample_shift = 64 - bits
+            self._sample_shift = 64 - bits  # x >> 64 is 0: every key when bits == 0
             size = capacity >> bits
             self._copies = [_Copy(size, s, protected, b, self.sketch) for s, b in candidates]
             # each copy's hit path as bound methods (a copy never replaces its dicts)
