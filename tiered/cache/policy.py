@@ -169,6 +169,14 @@ _NONE: list[Hashable] = []  # shared empty result; never mutated
 #: sample test cost ~370 ns.
 Token = tuple[Hashable, int, int, int, int, bool]
 
+
+def _admits(t: bytearray, cand: Token, victim: Token, bias: int) -> bool:
+    """TinyLFU's admission: the candidate's sketch count beats the victim's by more than bias."""
+    return min(t[cand[1]], t[cand[2]], t[cand[3]], t[cand[4]]) - bias > min(
+        t[victim[1]], t[victim[2]], t[victim[3]], t[victim[4]]
+    )
+
+
 #: the settings the miniature simulation chooses from: (window share, admission bias). Bias 1
 #: with every window share; bias 0 where admission decides most (small and medium windows).
 CANDIDATES: tuple[tuple[float, int], ...] = (
@@ -253,10 +261,7 @@ class _Copy:
             self._probation[d] = dh
             self._where[d] = _PROBATION
         victim, vh = next(iter(self._probation.items()))
-        t = self.sketch._table
-        if min(t[ch[1]], t[ch[2]], t[ch[3]], t[ch[4]]) - self.bias > min(
-            t[vh[1]], t[vh[2]], t[vh[3]], t[vh[4]]
-        ):
+        if _admits(self.sketch._table, ch, vh, self.bias):
             del self._probation[victim]
             del self._where[victim]
             self._probation[cand] = ch
@@ -583,9 +588,7 @@ class WTinyLFU:
                 self._probation[d] = dt
                 self._where[d] = _PROBATION
             victim, vt = next(iter(self._probation.items()))
-            if min(t[ct[1]], t[ct[2]], t[ct[3]], t[ct[4]]) - self.bias > min(
-                t[vt[1]], t[vt[2]], t[vt[3]], t[vt[4]]
-            ):
+            if _admits(t, ct, vt, self.bias):
                 del self._probation[victim]
                 del self._where[victim]
                 self._probation[cand] = ct
