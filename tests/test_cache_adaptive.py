@@ -440,3 +440,16 @@ def test_a_token_is_sampled_only_where_there_are_copies() -> None:
     assert all(WTinyLFU(500).token(k)[5] for k in range(1_000))  # under 4,096: every key
     share = sum(WTinyLFU(8_192).token(k)[5] for k in range(16_000)) / 16_000
     assert 0.05 < share < 0.075  # one key in 16
+
+
+def test_a_set_keeps_the_token_of_its_own_key() -> None:
+    # a set right after a miss reuses the miss's token only when it is for the same key
+    c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(100, ttl=TTLRule(base=None), seed=3)
+    p = c._policy
+    assert p is not None
+    c.get("a")
+    c.set("b", 1)  # another key after a miss
+    c.set("c", 1)  # no miss before it
+    c.get("a")
+    c.set("a", 1)  # the key that missed
+    assert {k: c._data[k].token for k in "abc"} == {k: p.token(k) for k in "abc"}

@@ -410,15 +410,17 @@ class WTinyLFU:
         )
         return (key, i0, i1, i2, i3, sampled)
 
-    def record(self, key: Hashable, hit: bool, h: int | None = None) -> list[Hashable]:
-        """Count a lookup of ``key`` (``h``: its :func:`stable_hash`, if known); on a hit,
-        refresh its position.
+    def record(
+        self, key: Hashable, hit: bool, h: int | None = None, token: Token | None = None
+    ) -> list[Hashable]:
+        """Count a lookup of ``key`` (``h``: its :func:`stable_hash`, or ``token``: its
+        :meth:`token`, if known); on a hit, refresh its position.
 
         Returns keys the owner must drop: none as long as the owner adds and removes keys through
         this policy (tuning moves keys between the window and main and drops none); kept so an
         owner never has to assume that.
         """
-        return self._run([self.token(key, h)], hit)
+        return self._run([self.token(key, h) if token is None else token], hit)
 
     def record_hits(self, reads: list[Token]) -> list[Hashable]:
         """Count a batch of hits, oldest first: the same as ``record(key, True)`` for the key of
