@@ -7,7 +7,7 @@ import pytest
 from tests.fakes import FakeClock
 from tiered.cache import CacheConfig
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
-from tiered.cache.policy import WTinyLFU, stable_hash
+from tiered.cache.policy import CANDIDATES, WTinyLFU, stable_hash
 from tiered.errors import ConfigError
 
 
@@ -453,3 +453,47 @@ def test_a_set_keeps_the_token_of_its_own_key() -> None:
     c.get("a")
     c.set("a", 1)  # the key that missed
     assert {k: c._data[k].token for k in "abc"} == {k: p.token(k) for k in "abc"}
+
+
+def _score_periods(p: WTinyLFU, per_period: list[list[int]]) -> list[int]:
+    """Feed the self-tuning whole periods of copies' miss counts; the switch count after each."""
+    assert p._copies is not None
+    p._warm = True
+    switches = []
+    for counts in per_period:
+        for c, m in zip(p._copies, counts, strict=True):
+            c.misses = m
+        p._choose(p._copies)
+        switches.append(p.switches)
+    return switches
+
+
+def test_with_every_key_simulated_a_steady_small_gain_wins_and_an_unsteady_one_does_not() -> None:
+    n = len(CANDIDATES)
+    better = CANDIDATES.index((0.3, 1))
+
+    def period(gain: int) -> list[int]:  # the starting setting (0.01, 1) misses 1,000
+        return [1_000 - gain if i == better else 1_000 if i == 0 else 1_100 for i in range(n)]
+
+    # every key simulated (500 entries): the copies' counts are exact, so a gain of 1.5 % a
+    # period that holds is taken after five periods (the pair's own variation), not before
+    p = WTinyLFU(500)
+    assert _score_periods(p, [period(15)] * 10) == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert p.choice == (0.3, 1)
+    # the same mean gain, up and down from period to period, is noise
+    p = WTinyLFU(500)
+    assert _score_periods(p, [period(g) for g in (75, -45) * 25])[-1] == 0
+    # under the 1 % margin: a switch would cost more than it gains
+    p = WTinyLFU(500)
+    assert _score_periods(p, [period(8)] * 50)[-1] == 0
+    # on a sample (8,192 entries, one key in 16) the sample's bias lasts, so a steady gain
+    # must beat the noise of counts this size (two Poisson deviations of the difference):
+    # 3 % of 1,000 a period, taken after five periods with every key simulated, takes nine
+    p = WTinyLFU(500)
+    assert _score_periods(p, [period(30)] * 12).index(1) == 4
+    p = WTinyLFU(8_192)
+    assert p.sample_rate == 1 / 16
+    assert _score_periods(p, [period(30)] * 12).index(1) == 8
+    # and its margin is 2 %: 1.5 % never switches it
+    p = WTinyLFU(8_192)
+    assert _score_periods(p, [period(15)] * 60)[-1] == 0

@@ -2,7 +2,8 @@
 
 from tiered.cache.adaptive import AdaptiveTTLCache, CacheStats, TTLRule
 from tiered.cache.layer import CacheConfig, CacheLayer, QueryCache, RecordCacheConfig
-from tiered.cache.policy import FrequencySketch, Token, WTinyLFU, stable_hash
+from tiered.cache.policy import Token, WTinyLFU
+from tiered.cache.sketch import FrequencySketch, stable_hash
 
 __all__ = [
     "AdaptiveTTLCache",

@@ -15,9 +15,9 @@ The design follows Caffeine (Einziger, Friedman & Manes, "TinyLFU", ACM TOS 2017
 
 **Self-tuning by miniature simulation** (``adaptive="sim"``, the default). The two settings that
 matter differ by workload: the window's share of capacity (about 1 % for frequency-skewed traffic,
-nearly all of it for recency-heavy traffic) and the admission margin ``bias`` (1 keeps a loop
-larger than the cache from churning main; 0 admits sooner and wins when popularity moves). Instead
-of hand-set rules, the policy runs a few key-only copies of itself beside the real one, each with a
+nearly all of it for recency-heavy traffic) and the admission margin ``bias`` (1 keeps a loop larger
+than the cache from churning main; 0 admits sooner and wins when popularity moves). Instead of
+hand-set rules, the policy runs a few key-only copies of itself beside the real one, each with a
 fixed setting from :data:`CANDIDATES`, on a sample of the keys (Waldspurger et al., "Cache Modeling
 and Optimization using Miniature Simulations", USENIX ATC 2017): a key is in the sample when its
 hash, mixed with the instance's ``seed``, falls in the first ``1/2**k`` of the hash space, and each
@@ -31,29 +31,43 @@ the 10 % caches of the w106 and P3 traces; one key in 16 costs a large cache wha
 (one in two) and web07 at 2,048 (one in four) with a 1.3 % spread, 0.4 % and 0.2 % with every key
 simulated.) The copies share the real sketch (its counts are the same for a sampled key). Every
 ``period x copy size`` sampled requests (at least 200), each copy's misses are added to an
-exponentially decayed score (``decay``; 0.995 remembers about 200 periods: with 0.975, about 40,
-the switch that follows a burst of recency came back 1 to 24 periods later by numbering, and w106
-at 10 % spread by 2.1 %; 0.95 and 0.9 spread more), and the real cache takes the setting of the
-lowest score when it beats the current one clearly: by more than ``margin`` (a switch costs misses
-while the contents adjust) and by more than two standard deviations of the difference of two
-Poisson counts of that size (an upper bound for the copies' paired difference), so a difference of
-a few misses among a few dozen -- what the sample of a large cache sees in a quiet period -- moves
-nothing. The cache starts with its own setting (window 1 %, bias 1 by default; a candidate like the
-others), and periods in which the copies are still filling are not scored: every copy misses alike
-then, and a first choice made on them is noise (measured: it sent the zipf-0.9+scans trace at 10 %
-to a 95 % window for a quarter of the run in two of four key numberings, 0.437 against 0.407). A
-switch moves keys and drops none: a larger window takes main's least recent keys as its oldest
-(Caffeine's ``increaseWindow``), and protected's excess over its smaller bound goes back to
-probation (``demoteFromMainProtected``); a smaller window hands its oldest to main, which has the
-room. (Dropping main's overflow at once emptied up to 94 % of the cache: on w106 at 10 % of its
-keys, the switch from a 1 % to a 60 % window missed 0.10 of 100k requests where any fixed window
-missed 0.03-0.04; moving the keys took that cell from 0.0743 to 0.0727 and its spread over
-renumberings from 2.4 % to 1.6 %.) The copies cost a bounded amount: at most ``len(CANDIDATES) x
-sample_max`` keys in all, visited on 1 request in ``2**k`` (1 in 16 or fewer for caches of 8,192
-entries and more). Measured together in steady state (uniform gets over 10,000 keys), a cache
-of 10,000 entries did 0.80-0.95x a bare ``TTLCache``'s gets/s (590-710k against 720-750k), and
-more than the bare one without the copies; one of 500 entries, where every request is simulated
-(as in any cache under 4,096 entries), pays ~1.9 us per request for them.
+exponentially decayed score (``decay``; 0.995 remembers about 200 periods: with 0.975, about 40, the
+switch that follows a burst of recency came back 1 to 24 periods later by numbering, and w106 at
+10 % spread by 2.1 %; 0.95 and 0.9 spread more), and the real cache takes the setting of the lowest
+score when it beats the current one clearly: by more than a margin (a switch costs misses while the
+contents adjust) and by more than two standard deviations of the difference. What that deviation is
+depends on the sample. On a sample, the copies' difference carries the sample's own bias, which
+lasts from period to period, so it is bounded by counting: the deviation of a difference of two
+Poisson counts of the scores' size, and the margin is ``margin`` (2 %); a difference of a few misses
+among a few dozen -- what the sample of a large cache sees in a quiet period -- moves nothing. With
+every key simulated (caches under 4,096 entries), each copy misses exactly what its setting would
+have missed, and the noise left is the workload's, from period to period: the deviation is measured,
+as the decayed sum of the pair's squared differences period by period (uncentred, so a gain has to
+hold for five periods or more), and the margin is ``exact_margin`` (1 %). (With the Poisson bound
+there too, a gain had to reach about 2 % of scores that remember 200 periods: web07 at 1 % of its
+keys (204 entries) took a 60 % window at period 12 in one key numbering of four, on a lead of 0.1 %
+over the 30 % window the others took, and kept it for 270 periods, 0.569 against 0.562-0.563; with
+the pair's own deviation the four take the same setting at period 6, 0.5614-0.5619. Other small
+cells moved both ways, by up to 2 %: multi2 at 1 % 0.789 -> 0.771, cpp at 10 % 0.209 -> 0.207;
+sprite at 10 % 0.138 -> 0.141, ps at 1 % 0.870 -> 0.885; the benchmark's per-cell mean stayed within
+0.1 %. A 2 % margin there gave worse cells -- recency-loop-recency at 1 %: 0.592-0.600 against
+0.590-0.593 -- and no noise test at all switched on one period's lead: multi1 at 10 % took a 95 %
+window after one period and spread by 1.9 % over numberings.) The cache starts with its own setting
+(window 1 %, bias 1 by default; a candidate like the others), and periods in which the copies are
+still filling are not scored: every copy misses alike then, and a first choice made on them is noise
+(measured: it sent the zipf-0.9+scans trace at 10 % to a 95 % window for a quarter of the run in two
+of four key numberings, 0.437 against 0.407). A switch moves keys and drops none: a larger window
+takes main's least recent keys as its oldest (Caffeine's ``increaseWindow``), and protected's excess
+over its smaller bound goes back to probation (``demoteFromMainProtected``); a smaller window hands
+its oldest to main, which has the room. (Dropping main's overflow at once emptied up to 94 % of the
+cache: on w106 at 10 % of its keys, the switch from a 1 % to a 60 % window missed 0.10 of 100k
+requests where any fixed window missed 0.03-0.04; moving the keys took that cell from 0.0743 to
+0.0727 and its spread over renumberings from 2.4 % to 1.6 %.) The copies cost a bounded amount: at
+most ``len(CANDIDATES) x sample_max`` keys in all, visited on 1 request in ``2**k`` (1 in 16 or
+fewer for caches of 8,192 entries and more). Measured together in steady state (uniform gets over
+10,000 keys), a cache of 10,000 entries did 0.80-0.95x a bare ``TTLCache``'s gets/s (590-710k
+against 720-750k), and more than the bare one without the copies; one of 500 entries, where every
+request is simulated (as in any cache under 4,096 entries), pays ~1.9 us per request for them.
 
 **Hits in batches.** :meth:`WTinyLFU.record_hits` takes a list of hits and runs one loop over
 them with the sketch's increment and the copies' hit paths inlined, so an owner can buffer hits
@@ -81,83 +95,14 @@ values and asks it which key to drop. ``access`` on its own makes it a trace sim
 
 from __future__ import annotations
 
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from tiered.cache.sketch import C1 as _C1
+from tiered.cache.sketch import M64 as _M64
+from tiered.cache.sketch import FrequencySketch, stable_hash
+
 __all__ = ["CANDIDATES", "FrequencySketch", "Token", "WTinyLFU", "stable_hash"]
-
-_M64 = (1 << 64) - 1
-_C1 = 0x9E3779B97F4A7C15
-_C2 = 0xC2B2AE3D27D4EB4F
-_HALF = bytes(i >> 1 for i in range(256))
-
-
-def stable_hash(key: Hashable) -> int:
-    """A mixed 64-bit hash that is the same in every process (``hash(str)`` is salted)."""
-    if type(key) is int:
-        h = key & _M64
-    elif type(key) is str:
-        h = zlib.crc32(key.encode("utf-8", "surrogatepass")) | (len(key) << 32)
-    elif type(key) is bytes:
-        h = zlib.crc32(key) | (len(key) << 32)
-    else:
-        h = zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
-    h = ((h ^ (h >> 31)) * _C1) & _M64
-    return (h ^ (h >> 29)) * _C2 & _M64
-
-
-class FrequencySketch:
-    """Count-min sketch of 4-bit counters (depth 4) with periodic halving ("aging")."""
-
-    __slots__ = ("_mask", "_step", "_table", "_width", "additions", "sample_size")
-
-    def __init__(self, capacity: int) -> None:
-        # 16 counters per entry of capacity (4 rows of 4 x capacity), at least 4 x 1,024
-        width = 1 << max(10, (4 * max(1, capacity) - 1).bit_length())
-        self._width = width
-        self._mask = width - 1
-        # four rows indexed by four 16-bit slices of the mixed hash (overlapping, re-mixed
-        # slices for tables wider than 2**16)
-        self._step = 16 if width <= 1 << 16 else 12
-        self._table = bytearray(4 * width)
-        self.sample_size = 10 * max(1, capacity)
-        self.additions = 0
-
-    def _indexes(self, h: int) -> tuple[int, int, int, int]:
-        m, w, s = self._mask, self._width, self._step
-        if s == 12:
-            h ^= (h * _C2 & _M64) >> 13
-        return (h & m, w + ((h >> s) & m), 2 * w + ((h >> 2 * s) & m), 3 * w + ((h >> 3 * s) & m))
-
-    def increment(self, h: int) -> None:
-        t = self._table
-        i0, i1, i2, i3 = self._indexes(h)
-        # conservative update: raise only the counters at the current minimum
-        lo = min(t[i0], t[i1], t[i2], t[i3])
-        if lo >= 15:
-            return
-        if t[i0] == lo:
-            t[i0] = lo + 1
-        if t[i1] == lo:
-            t[i1] = lo + 1
-        if t[i2] == lo:
-            t[i2] = lo + 1
-        if t[i3] == lo:
-            t[i3] = lo + 1
-        self.additions += 1
-        if self.additions >= self.sample_size:
-            self.age()
-
-    def age(self) -> None:
-        """Halve every counter, in place (popularity decays)."""
-        self._table[:] = self._table.translate(_HALF)
-        self.additions //= 2
-
-    def frequency(self, h: int) -> int:
-        t = self._table
-        i0, i1, i2, i3 = self._indexes(h)
-        return min(t[i0], t[i1], t[i2], t[i3])
 
 
 _WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
@@ -261,7 +206,7 @@ class _Copy:
             self._probation[d] = dh
             self._where[d] = _PROBATION
         victim, vh = next(iter(self._probation.items()))
-        if _admits(self.sketch._table, ch, vh, self.bias):
+        if _admits(self.sketch.table, ch, vh, self.bias):
             del self._probation[victim]
             del self._where[victim]
             self._probation[cand] = ch
@@ -293,6 +238,7 @@ class WTinyLFU:
         period: float = 1.0,
         decay: float = 0.995,
         margin: float = 0.02,
+        exact_margin: float = 0.01,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -307,10 +253,12 @@ class WTinyLFU:
             or period <= 0
             or not 0 <= decay < 1
             or not 0 <= margin < 1
+            or not 0 <= exact_margin < 1
         ):
             raise ValueError(
                 "need 1 <= sample_min <= sample_max, period > 0, 0 <= decay < 1 and "
-                f"0 <= margin < 1, got {sample_min}, {sample_max}, {period}, {decay}, {margin}"
+                "0 <= margin, exact_margin < 1, got "
+                f"{sample_min}, {sample_max}, {period}, {decay}, {margin}, {exact_margin}"
             )
         self.capacity = capacity
         self.sketch = FrequencySketch(capacity)
@@ -370,7 +318,13 @@ class WTinyLFU:
             self._period = max(200, round(period * size))
             self._seen = 0
             self._warm = False
-            self._decay, self._margin = decay, margin
+            self._decay = decay
+            # with every key simulated, each copy misses exactly what its setting would have
+            # missed: the noise left is the workload's own, period to period, measured on the
+            # pair (see _clear); a sample adds its own lasting bias, bounded by counting
+            self._margin = exact_margin if bits == 0 else margin
+            n = len(candidates)
+            self._pair2 = [[0.0] * n for _ in range(n)] if bits == 0 else None
             self._scores = [0.0] * len(candidates)
             # the starting setting, when it is a candidate, has to be beaten like any other
             start = (window, bias)
@@ -404,7 +358,7 @@ class WTinyLFU:
         costs ~180 bytes a key and saves a hit ~370 ns."""
         if h is None:
             h = stable_hash(key)
-        i0, i1, i2, i3 = self.sketch._indexes(h)
+        i0, i1, i2, i3 = self.sketch.indexes(h)
         sampled = self._copies is not None and not (
             ((h ^ self._salt) * _C1 & _M64) >> self._sample_shift
         )
@@ -441,7 +395,7 @@ class WTinyLFU:
         # process, three runs) with tokens instead of hashes (no 64-bit arithmetic), the copies'
         # hit paths as bound methods, no min() call, and the sketch's addition count in a local
         sk = self.sketch
-        t = sk._table
+        t = sk.table
         adds, limit = sk.additions, sk.sample_size
         where, window, protected = self._where, self._window, self._protected
         probation, protected_max = self._probation, self.protected_max
@@ -572,7 +526,7 @@ class WTinyLFU:
 
     def _evict(self) -> list[Hashable]:
         dropped: list[Hashable] = []
-        t = self.sketch._table
+        t = self.sketch.table
         while len(self._window) > self.window_max:
             cand, ct = self._window.popitem(last=False)
             del self._where[cand]
@@ -614,9 +568,18 @@ class WTinyLFU:
             return _NONE
         self.periods_scored += 1
         scores, d = self._scores, self._decay
+        misses = [c.misses for c in copies]
         for i, c in enumerate(copies):
             scores[i] = d * scores[i] + c.misses
             c.misses = 0
+        pair2 = self._pair2
+        if pair2 is not None:
+            # each pair's squared difference of this period's misses, decayed as the squares
+            # of the scores' weights: the variance of the difference of two scores
+            d2 = d * d
+            for row, mi in zip(pair2, misses, strict=True):
+                for j, mj in enumerate(misses):
+                    row[j] = d2 * row[j] + (mi - mj) * (mi - mj)
         best = min(range(len(scores)), key=scores.__getitem__)
         cur = self._current
         if cur >= 0 and not self._clear(scores, cur, best):
@@ -626,13 +589,20 @@ class WTinyLFU:
         share, self.bias = self.choice = self.candidates[best]
         return self._set_window(round(self.capacity * share))
 
-    def _clear(self, misses: list[float], cur: int, best: int) -> bool:
+    def _clear(self, scores: list[float], cur: int, best: int) -> bool:
         """Whether ``best`` beats ``cur`` clearly: by more than the margin (a switch costs
-        misses while the contents adjust) and by more than the noise of counts this size (two
-        standard deviations of a difference of two Poisson counts, an upper bound for the
-        copies' paired difference)."""
-        gain = misses[cur] - misses[best]
-        return gain > self._margin * misses[cur] and gain * gain > 4 * (misses[cur] + misses[best])
+        misses while the contents adjust) and by more than two standard deviations of the
+        difference of their scores. With every key simulated, that deviation is measured: the
+        decayed sum of the pair's squared differences period by period (uncentred, so a steady
+        gain counts as noise too, and a gain must hold for five periods or more to count). On
+        a sample, whose bias lasts from period to period, it is that of a difference of two
+        Poisson counts of the scores' size, an upper bound for the copies' paired difference."""
+        gain = scores[cur] - scores[best]
+        if gain <= self._margin * scores[cur]:
+            return False
+        pair2 = self._pair2
+        var = pair2[cur][best] if pair2 is not None else scores[cur] + scores[best]
+        return gain * gain > 4 * var
 
     def _set_window(self, size: int) -> list[Hashable]:
         size = min(self.capacity - 1, max(1, size))
