@@ -325,7 +325,7 @@ class WTinyLFU:
             self._margin = exact_margin if bits == 0 else margin
             n = len(candidates)
             self._pair2 = [[0.0] * n for _ in range(n)] if bits == 0 else None
-            self._scores = [0.0] * len(candidates)
+            self._scores = [0.0] * n
             # the starting setting, when it is a candidate, has to be beaten like any other
             start = (window, bias)
             self._current = candidates.index(start) if start in candidates else -1
@@ -570,7 +570,7 @@ class WTinyLFU:
         scores, d = self._scores, self._decay
         misses = [c.misses for c in copies]
         for i, c in enumerate(copies):
-            scores[i] = d * scores[i] + c.misses
+            scores[i] = d * scores[i] + misses[i]
             c.misses = 0
         pair2 = self._pair2
         if pair2 is not None:
