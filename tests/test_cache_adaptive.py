@@ -109,6 +109,22 @@ def test_hot_entries_live_longer_and_cold_ones_shorter() -> None:
     assert c.stats.ttl_grown > 0 and c2.stats.ttl_shrunk > 0
 
 
+def test_a_hot_threshold_past_the_hit_count_cap_is_still_reached() -> None:
+    # an entry's count stops at 256 (a small int) unless the rule needs more
+    clock = FakeClock()
+    for hot, hits, grown in ((300, 299, False), (300, 300, True), (10, 1_000, True)):
+        rule = TTLRule(base=300.0, hot_hits=hot, cold_hits=2, window=60.0, jitter=0.0)
+        c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(10, ttl=rule, timer=clock)
+        c["k"] = 1
+        for _ in range(hits):
+            c.get("k")
+        clock.advance(60.0)
+        c.get("k")  # the next window: the last one's count decides
+        assert (c.ttl_of("k") == 300.0 * 1.25) is grown, (hot, hits)
+        assert c._data["k"].prev_hits == min(hits, max(256, hot))
+        clock.advance(3_600.0)
+
+
 def test_hit_counts_decay() -> None:
     # a key that was hot an hour ago is not hot now: the window forgets
     clock = FakeClock()
@@ -393,16 +409,20 @@ def test_the_batched_loop_counts_as_the_sketch_does() -> None:
 
     from tiered.cache.policy import FrequencySketch
 
-    # record_hits inlines FrequencySketch.increment: the two must leave the same table, on
-    # narrow tables and on the wide ones whose hash is re-mixed, through the halvings
-    for cap in (500, 30_000):
+    # record_hits inlines FrequencySketch.increment: the two must leave the same table and
+    # addition count (the loop counts additions down in chunks), on narrow tables and on the
+    # wide ones whose hash is re-mixed, through the halvings, in one batch or many
+    for cap, batch in ((500, 7_500), (500, 7), (30_000, 450_000)):
         rng = random.Random(cap)
         keys = [rng.randrange(3 * cap) for _ in range(15 * cap)]
         p, alone = WTinyLFU(cap, adaptive=False), FrequencySketch(cap)
-        p.record_hits([p.token(k) for k in keys])
+        tokens = [p.token(k) for k in keys]
+        for i in range(0, len(tokens), batch):
+            p.record_hits(tokens[i : i + batch])
         for k in keys:
             alone.increment(stable_hash(k))
         assert alone.additions < 15 * cap  # it halved on the way
+        assert p.sketch.additions == alone.additions
         assert [p.sketch.frequency(stable_hash(k)) for k in range(3 * cap)] == [
             alone.frequency(stable_hash(k)) for k in range(3 * cap)
         ]

@@ -164,6 +164,11 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self.getsizeof = getsizeof or (lambda v: sys.getsizeof(v))
         self.rule = ttl or TTLRule()
         self._window = self.rule.window if self.rule.base is not None else float("inf")
+        # an entry's hits in its window stop counting here: past hot_hits the count decides
+        # nothing, and a count that stays a small int is not allocated anew at every hit
+        # (CPython caches -5..256; a new int and the old one's release cost a cached get ~40
+        # cache misses, measured with cachegrind)
+        self._hit_cap = max(256, self.rule.hot_hits)
         self.timer = timer
         self.policy_name = policy
         # the policy samples keys by their hash mixed with a seed: a fixed one reproduces runs
@@ -176,7 +181,13 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._data: dict[K, _Entry] = {}
         self._bytes = 0
         self._rng = random.Random(seed)
-        self.stats = CacheStats()
+        self._stats = CacheStats()
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, inserts, expirations, evictions by cause, TTL changes (live counts)."""
+        self._drain()  # hits waiting for the policy are counted when it takes them
+        return self._stats
 
     def __repr__(self) -> str:
         s = self.stats
@@ -210,9 +221,9 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         if e is not None:
             now = self.timer()
             if now < e.expires:
-                self.stats.hits += 1
                 if now - e.win_start < self._window:
-                    e.hits += 1  # the common case: same TTL window, just count
+                    if e.hits < self._hit_cap:
+                        e.hits += 1  # the common case: same TTL window, just count
                 elif e.ttl is not None:
                     self._adapt(e, now, self.rule)
                 reads = self._reads
@@ -222,15 +233,16 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
                     if len(reads) >= _READ_BATCH:
                         self._drain()
                 else:
+                    self._stats.hits += 1
                     self._lru.move_to_end(key)
                 return e.value
             if not e.stale:
-                self.stats.expirations += 1
+                self._stats.expirations += 1
             if now < e.expires + self.stale_for:
                 e.stale = True  # a miss, but kept for get_stale until its stale window ends
             else:
                 self._remove(key, e)
-        self.stats.misses += 1
+        self._stats.misses += 1
         policy = self._policy
         if policy is not None:
             self._drain()
@@ -287,7 +299,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._drain()
         size = self.getsizeof(value)
         if self.max_bytes is not None and size > self.max_bytes:
-            self.stats.too_large += 1
+            self._stats.too_large += 1
             self.pop(key, None)
             return False
         now = self.timer()
@@ -313,19 +325,19 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._expire_at(e, now)
         self._data[key] = e
         self._bytes += size
-        self.stats.inserts += 1
+        self._stats.inserts += 1
         if policy is not None:
             before = policy.admissions_rejected
             dropped = policy.add(key, token)
             if dropped:
                 self._drop(dropped, "capacity")
-            self.stats.admissions_rejected += policy.admissions_rejected - before
+            self._stats.admissions_rejected += policy.admissions_rejected - before
         else:
             self._lru[key] = None
             if len(self._lru) > self.maxsize:
                 old_key, _ = self._lru.popitem(last=False)
                 self._remove(old_key, self._data[old_key], policy=False)
-                self.stats.evictions["capacity"] += 1
+                self._stats.evictions["capacity"] += 1
         self._shed_bytes()
         return key in self._data
 
@@ -334,7 +346,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         if e is None:
             raise KeyError(key)
         self._remove(key, e)
-        self.stats.evictions["explicit"] += 1
+        self._stats.evictions["explicit"] += 1
 
     def expire(self) -> int:
         """Drop every entry past its stale window (with ``stale_for`` 0: every expired entry)
@@ -343,12 +355,12 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         dead = [k for k, e in self._data.items() if now >= e.expires + self.stale_for]
         for k in dead:
             e = self._data[k]
-            self.stats.expirations += not e.stale
+            self._stats.expirations += not e.stale
             self._remove(k, e)
         for e in self._data.values():
             if now >= e.expires and not e.stale:
                 e.stale = True
-                self.stats.expirations += 1
+                self._stats.expirations += 1
         return len(dead)
 
     def clear(self) -> None:
@@ -420,10 +432,10 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         rate = e.prev_hits
         if rate >= rule.hot_hits and e.ttl < rule.max:
             e.ttl = min(rule.max, e.ttl * (1.0 + rule.rate))
-            self.stats.ttl_grown += 1
+            self._stats.ttl_grown += 1
         elif rate <= rule.cold_hits and e.ttl > rule.min:
             e.ttl = max(rule.min, e.ttl * (1.0 - rule.rate))
-            self.stats.ttl_shrunk += 1
+            self._stats.ttl_shrunk += 1
         else:
             return
         self._expire_at(e, now)
@@ -433,6 +445,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         reads = self._reads
         if reads and self._policy is not None:
             self._reads = []
+            self._stats.hits += len(reads)  # a hit is counted here, not in get (an int less)
             dropped = self._policy.record_hits(reads)
             if dropped:
                 self._drop(dropped, "capacity")
@@ -456,7 +469,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             e = self._data.get(k)
             if e is not None:
                 self._remove(k, e, policy=False)
-                self.stats.evictions[cause] += 1
+                self._stats.evictions[cause] += 1
 
     def _shed_bytes(self) -> None:
         if self.max_bytes is None:
@@ -469,4 +482,4 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             if victim is None:
                 break
             self._remove(victim, self._data[victim])
-            self.stats.evictions["bytes"] += 1
+            self._stats.evictions["bytes"] += 1

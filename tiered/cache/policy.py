@@ -393,16 +393,19 @@ class WTinyLFU:
         # with hits in batches of 16, a cache get went from 0.55-0.59x a bare TTLCache's speed
         # to 0.69-0.70x (steady state, this machine); then from 0.68-0.72x to 0.92-0.98x (same
         # process, three runs) with tokens instead of hashes (no 64-bit arithmetic), the copies'
-        # hit paths as bound methods, no min() call, and the sketch's addition count in a local
+        # hit paths as bound methods, no min() call, and the sketch's addition count in a local.
+        # Counters that grow past 256 allocate an int at every step (CPython caches the small
+        # ones only): the additions are counted down in chunks of small ints, and hits and
+        # misses only when the hill climber reads them
         sk = self.sketch
         t = sk.table
         adds, limit = sk.additions, sk.sample_size
+        chunk = left = min(max(limit - adds, 1), 250)  # additions before adds is brought up
         where, window, protected = self._where, self._window, self._protected
         probation, protected_max = self._probation, self.protected_max
         copies, ops = self._copies, self._copy_ops
         climb = self.adaptive == "climb"
         dropped: list[Hashable] = _NONE
-        hits = self._hits
         for tok in reads:
             # FrequencySketch.increment: conservative update of the counters at the minimum
             key, i0, i1, i2, i3, sampled = tok
@@ -421,18 +424,20 @@ class WTinyLFU:
                     t[i2] = lo + 1
                 if c3 == lo:
                     t[i3] = lo + 1
-                adds += 1
-                if adds >= limit:
-                    sk.additions = adds
-                    sk.age()
-                    adds = sk.additions
+                left -= 1
+                if not left:
+                    adds += chunk
+                    if adds >= limit:
+                        sk.additions = adds
+                        sk.age()
+                        adds = sk.additions
+                    chunk = left = min(limit - adds, 250)
             if hit:
-                hits += 1
                 seg = where.get(key)
-                if seg == _WINDOW:
-                    window.move_to_end(key)
-                elif seg == _PROTECTED:
+                if seg == _PROTECTED:
                     protected.move_to_end(key)
+                elif seg == _WINDOW:
+                    window.move_to_end(key)
                 elif seg == _PROBATION:
                     del probation[key]
                     protected[key] = tok
@@ -441,8 +446,6 @@ class WTinyLFU:
                         demoted, dtok = protected.popitem(last=False)
                         probation[demoted] = dtok
                         where[demoted] = _PROBATION
-            else:
-                self._misses += 1
             if sampled and copies is not None:
                 for get, window_hit, protected_hit, access in ops:
                     # a copy's hit in its window or protected segment, inlined
@@ -456,15 +459,17 @@ class WTinyLFU:
                 self._seen += 1
                 self.simulated += 1
                 if self._seen >= self._period:
-                    self._hits = hits
                     dropped = dropped + self._choose(copies)
                     protected_max = self.protected_max
-            elif climb and hits + self._misses >= self._sample:
-                self._hits = hits
-                dropped = dropped + self._climb()
-                hits, protected_max = self._hits, self.protected_max
-        sk.additions = adds
-        self._hits = hits
+            elif climb:
+                if hit:
+                    self._hits += 1
+                else:
+                    self._misses += 1
+                if self._hits + self._misses >= self._sample:
+                    dropped = dropped + self._climb()
+                    protected_max = self.protected_max
+        sk.additions = adds + chunk - left
         return dropped
 
     def tuning(self) -> dict[str, object]:
