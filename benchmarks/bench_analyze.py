@@ -1,7 +1,7 @@
 """Analysis benchmark; prints one JSON document.
 
 * A database of the original system's layout with ``--episodes`` episodes (200,000 by default,
-  written by plain sqlite3: ``tiered.workload.legacy``) is analysed on the embedded backend by
+  written by plain sqlite3: ``tiered.workload.original``) is analysed on the embedded backend by
   ``tiered analyze`` in a child process: wall time and the child's peak RSS (targets: under 2
   minutes, under 1.5 GB). Probes are off there (they are paced by design).
 * The same database served by a local sqld: ``--probes`` hot reads at ``--rate`` per second over
@@ -27,14 +27,14 @@ from typing import Any
 
 from tiered.analysis import analyze
 from tiered.devserver import SqldProcess, find_sqld, free_port
-from tiered.workload.legacy import write_legacy_database
+from tiered.workload.original import write_original_database
 
 
 def main(episodes: int, probes: int, rate: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     db = tmp / "memory.db"
     t0 = time.perf_counter()
-    write_legacy_database(db, episodes=episodes, weeks=12, seed=7)
+    write_original_database(db, episodes=episodes, weeks=12, seed=7)
     written = time.perf_counter() - t0
     size = db.stat().st_size
     out: dict[str, Any] = {

@@ -33,7 +33,7 @@ from tiered.compare import compare_layouts
 from tiered.devserver import SqldProcess, find_sqld, free_port
 from tiered.importer import import_database, map_episode
 from tiered.sim import generate_episodes
-from tiered.workload.legacy import write_legacy_database
+from tiered.workload.original import write_original_database
 
 
 async def store_rate(url: str, n: int = 5000) -> float:
@@ -53,7 +53,7 @@ def source_episodes(src: Path) -> list[Episode]:
         for eid, tag in db.execute("SELECT episode_id, tag FROM episode_tags"):
             tags.setdefault(eid, []).append(tag)
         rows = db.execute("SELECT * FROM episodes ORDER BY rowid")
-        return [map_episode(dict(r), tags.get(r["episode_id"], ()))[0] for r in rows]
+        return [map_episode(dict(r), tags.get(r["episode_id"], ())) for r in rows]
 
 
 async def same_rows_rate(url: str, eps: list[Episode]) -> float:
@@ -84,7 +84,7 @@ async def main(episodes: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-import-"))
     src = tmp / "original.db"
     t0 = time.perf_counter()
-    write_legacy_database(src, episodes=episodes, weeks=12, seed=5, embeddings=episodes // 100)
+    write_original_database(src, episodes=episodes, weeks=12, seed=5, embeddings=episodes // 100)
     out: dict[str, Any] = {"episodes": episodes, "write_source_s": time.perf_counter() - t0}
     base = await store_rate(f"file:{tmp / 'rate.db'}")
     imp = await import_rate(f"file:{src}", f"file:{tmp / 'tiered.db'}", episodes)

@@ -26,8 +26,9 @@ from tiered.analysis.profile import PAYLOAD_COLUMNS, _text, compression_projecti
 from tiered.compression import Codec
 from tiered.db.driver import Statement, connect
 from tiered.devserver import SqldProcess, free_port
+from tiered.original import envelope
 from tiered.sim import generate_episodes, generate_heuristics, generate_patterns
-from tiered.workload.legacy import envelope, write_legacy_database
+from tiered.workload.original import write_original_database
 
 #: no probes, one held-out day (the pool-plan test holds out the default week)
 QUIET = {"say": lambda _m: None, "probes": 0, "holdout_days": 1}
@@ -79,7 +80,7 @@ async def checksums_url(url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("legacy") / "memory.db"
-    write_legacy_database(path, episodes=1500, weeks=5, seed=3)
+    write_original_database(path, episodes=1500, weeks=5, seed=3)
     return path
 
 

@@ -48,9 +48,14 @@ async def _timed(call: Callable[[], Awaitable[Any]], repeat: int) -> tuple[float
     return statistics.median(times) * 1000, out
 
 
-async def _disk(target: Target) -> int:
-    pages = int((await target.query("PRAGMA page_count"))[0][0] or 0)
-    size = int((await target.query("PRAGMA page_size"))[0][0] or 0)
+async def _disk(target: Target) -> int | None:
+    """Bytes on disk, or ``None`` where the server refuses the pragmas (sqld refuses
+    ``PRAGMA page_count`` to a read-only token)."""
+    try:
+        pages = int((await target.query("PRAGMA page_count"))[0][0] or 0)
+        size = int((await target.query("PRAGMA page_size"))[0][0] or 0)
+    except DatabaseError:
+        return None
     return pages * size
 
 
@@ -160,16 +165,18 @@ async def compare_layouts(
     return pl.DataFrame(rows)
 
 
-def _row(measure: str, original: float, tiered: float) -> dict[str, Any]:
+def _row(measure: str, original: float | None, tiered: float | None) -> dict[str, Any]:
     return {
         "measure": measure,
-        "original": float(original),
-        "tiered": float(tiered),
-        "ratio": tiered / original if original else None,
+        "original": None if original is None else float(original),
+        "tiered": None if tiered is None else float(tiered),
+        "ratio": tiered / original if original and tiered is not None else None,
         "original_rows": None,
         "tiered_rows": None,
         "original_plan": "",
-        "note": "",
+        "note": ""
+        if original is not None and tiered is not None
+        else "not readable with this token",
     }
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.analysis.profile import ENVELOPE, decode_envelope, opened
 from tiered.analysis.sources import Layout, Target
 from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.errors import ConfigError, CorruptPayload, DatabaseError
+from tiered.original import ENVELOPE, decode_envelope, opened
 from tiered.progress import Progress
 
 __all__ = [

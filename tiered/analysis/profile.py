@@ -11,17 +11,15 @@ row count times the mean encoded size per sampled row.
 
 from __future__ import annotations
 
-import base64
-import gzip
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-import zstandard
 
 from tiered.analysis.sources import Layout, Target
 from tiered.compression import Codec
 from tiered.errors import CorruptPayload
+from tiered.original import decode_envelope, opened
 from tiered.progress import Progress
 
 __all__ = [
@@ -32,8 +30,6 @@ __all__ = [
     "storage_profile",
 ]
 
-ENVELOPE = "__compressed__:"
-
 #: the payload columns of an episode, per layout
 PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
     "legacy": (
@@ -42,44 +38,6 @@ PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "tiered": ("payload",),
 }  # fmt: skip
-
-
-def decode_envelope(text: str) -> bytes:
-    """The original bytes of a ``__compressed__:<lz4|zstd|gzip>:<size>\\n<base64>`` envelope;
-    :class:`CorruptPayload` when it is malformed or its size does not match."""
-    head, sep, body = text.partition("\n")
-    parts = head.split(":")
-    if not sep or len(parts) != 3 or parts[0] != "__compressed__":
-        raise CorruptPayload("not a compressed envelope (__compressed__:<algo>:<size>\\n<data>)")
-    algo, size_text = parts[1], parts[2]
-    try:
-        size = int(size_text)
-        packed = base64.b64decode(body, validate=True)
-    except ValueError as e:
-        raise CorruptPayload(f"compressed envelope: {e}") from e
-    try:
-        if algo == "zstd":
-            raw = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max(size, 1))
-        elif algo == "gzip":
-            raw = gzip.decompress(packed)
-        elif algo == "lz4":
-            import lz4.frame
-
-            raw = lz4.frame.decompress(packed)
-        else:
-            raise CorruptPayload(f"compressed envelope names an unknown codec {algo!r}")
-    except CorruptPayload:
-        raise
-    except Exception as e:  # each library has its own error types
-        raise CorruptPayload(f"compressed envelope ({algo}) does not decompress: {e}") from e
-    if len(raw) != size:
-        raise CorruptPayload(f"compressed envelope declares {size} bytes but holds {len(raw)}")
-    return raw
-
-
-def opened(text: str) -> str | bytes:
-    """``text`` itself, or the bytes it stands for when it is a compressed envelope."""
-    return decode_envelope(text) if text.startswith(ENVELOPE) else text
 
 
 def _text(v: Any) -> bytes:

@@ -29,7 +29,7 @@ import polars as pl
 from tiered.db.driver import Connection, Row, Statement, Value, backend_of, connect, redact_url
 from tiered.errors import ConfigError, DataError, ReadOnlyError, UnknownLayout
 from tiered.forecast.traces import resample
-from tiered.workload.legacy import LEGACY_TABLES
+from tiered.workload.original import ORIGINAL_TABLES
 
 __all__ = [
     "Layout",
@@ -115,13 +115,13 @@ async def detect_layout(target: Target) -> Layout:
         return "empty"
     if {"episodes", "episode_metadata", "change_log"} <= tables:
         return "tiered"
-    if set(LEGACY_TABLES) <= tables:
+    if set(ORIGINAL_TABLES) <= tables:
         cols = {str(r[1]) for r in await target.query("PRAGMA table_info(episodes)")}
         if {"episode_id", "steps", "metadata", "start_time"} <= cols:
             return "legacy"
     raise UnknownLayout(
         "the database is neither of tiered's layout nor of the original system's: "
-        f"found tables {sorted(tables)}; expected {list(TIERED_TABLES)} or {list(LEGACY_TABLES)}",
+        f"found tables {sorted(tables)}; expected {list(TIERED_TABLES)} or {list(ORIGINAL_TABLES)}",
         tuple(sorted(tables)),
     )
 
