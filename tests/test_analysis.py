@@ -155,8 +155,12 @@ async def test_analyze_a_tiered_database_reads_only(tmp_path: Path) -> None:
         await s.store_patterns(generate_patterns(20, seed=4))
         await s.store_heuristics(generate_heuristics(10, seed=4))
     before = checksums_file(tmp_path / "t.db")
-    a = await analyze(url, **QUIET)
+    # the default probes too: episode_metadata is WITHOUT ROWID, sampled by episode id
+    a = await analyze(url, say=lambda _m: None, rate=1000.0, holdout_days=1)
     assert checksums_file(tmp_path / "t.db") == before
+    assert a.latency is not None and a.latency.requests.height == 100
+    assert a.latency.requests["error"].is_null().all()
+    assert set(a.latency.requests["op"].to_list()) >= {"query_episodes_by_metadata"}
     assert a.layout == "tiered" and not a.indexes["full_scan"].any()
     assert a.compression is not None and a.compression.undecodable == 0
 

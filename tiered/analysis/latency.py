@@ -151,12 +151,19 @@ async def _sample_keys(target: Target, layout: Layout, n: int) -> dict[str, list
             if pair is not None:
                 pairs.append(pair)
     else:
-        pairs = [
-            (str(k), str(v))
-            for k, v in await target.query(
-                "SELECT key, value FROM episode_metadata WHERE rowid % ? = 0 LIMIT ?", (stride, n)
-            )
-        ]
+        # the sampled episodes' metadata, by its primary key (episode_metadata is WITHOUT
+        # ROWID: it has no rowid to sample by)
+        for i in range(0, len(ids), 100):
+            chunk = ids[i : i + 100]
+            pairs += [
+                (str(k), str(v))
+                for k, v in await target.query(
+                    "SELECT key, value FROM episode_metadata "
+                    f"WHERE episode_id IN ({', '.join('?' * len(chunk))})",
+                    tuple(chunk),
+                )
+            ]
+        pairs = pairs[:n]
     return {"ids": ids, "times": times, "pairs": pairs}
 
 
