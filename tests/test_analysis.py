@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -481,3 +482,74 @@ async def test_a_read_only_store_sees_a_writers_later_commits(tmp_path: Path) ->
             await reader.close()
     finally:
         await writer.close()
+
+
+async def _mixed_run(s: Store, ops: list[tuple[str, int]], eps: list[Any]) -> None:
+    """Gets, queries and writes (single episodes written through, batches of 40 that
+    invalidate) as an agent fleet issues them."""
+    for op, k in ops:
+        if op == "get":
+            await s.get_episode(eps[k].id)
+        elif op == "since":
+            await s.query_episodes_since(eps[k % 50].start_time, limit=20)
+        elif op == "meta":
+            await s.query_episodes_by_metadata("agent", ("planner", "coder", "reviewer")[k % 3])
+        elif op == "put":
+            await s.store_episode(eps[k])
+        else:
+            await s.store_episodes([eps[(k + j) % len(eps)] for j in range(40)])
+
+
+def _db_reads(snapshot: dict[str, Any]) -> int:
+    return int(snapshot["episodes"]["misses"] + snapshot["queries"]["misses"])
+
+
+async def test_cache_sizing_on_gets_queries_and_writes_predicts_the_live_reads(
+    tmp_path: Path,
+) -> None:
+    """A trace of gets, queries and writes sizes the cache without error, the replay of a
+    live run's own trace gives its database reads, and the sizing fitted on the first half
+    predicts the second half's reads, live, within 10 %."""
+    import random
+
+    from tiered import CacheConfig, RecordCacheConfig
+    from tiered.analysis.cache import replay_trace, size_cache
+    from tiered.metrics.access import read_access_log
+    from tiered.workload.traces import zipf_trace
+
+    url = f"file:{tmp_path / 'live.db'}"
+    eps = generate_episodes(1200, seed=17)
+    async with await Store.open(url) as s:
+        await s.store_episodes(eps)
+    keys = zipf_trace(16_000, len(eps), 0.9, seed=5).tolist()
+    rng = random.Random(5)
+    kinds = rng.choices(["get", "since", "meta", "put", "batch"], [88, 5, 3, 3, 1], k=len(keys))
+    ops = list(zip(kinds, keys, strict=True))
+    first, second = ops[:8000], ops[8000:]
+    small = CacheConfig(episodes=RecordCacheConfig(maxsize=60))
+    log1 = tmp_path / "first"
+    async with await Store.open(url, config=StoreConfig(access_log=str(log1)), cache=small) as s:
+        await _mixed_run(s, first, eps)
+    sizing = size_cache(log1)  # queries in the trace: sized, not a traceback
+    assert 0 < sizing.sizes["episodes"] < len(eps)
+    curve = sizing.curve.filter(
+        (pl.col("table") == "episodes") & (pl.col("size") == sizing.sizes["episodes"])
+    )
+    log2 = tmp_path / "second"
+    async with await Store.open(
+        url, config=StoreConfig(access_log=str(log2)), cache=sizing.config
+    ) as s:
+        await _mixed_run(s, second, eps)
+        live = s.stats()["cache"]
+    # the replay of the live run's own trace: what the live cache did, read for read
+    replayed = replay_trace(read_access_log(log2), sizing.config)
+    assert replayed["episodes"]["db_reads"] == live["episodes"]["misses"]
+    # query results: a write drops all of its table's (hashed keys: no predicate), so the
+    # replay counts at least the live reads, and close to them
+    q_live = live["queries"]["misses"]
+    assert q_live <= replayed["queries"]["db_reads"] <= 1.10 * q_live
+    # fitted on the first half: the second half's record reads within 10 %
+    lookups = live["episodes"]["hits"] + live["episodes"]["misses"]
+    predicted = (1 - float(curve["hit_ratio"][0])) * lookups
+    measured = live["episodes"]["misses"]
+    assert abs(measured / predicted - 1) <= 0.10, (measured, predicted)

@@ -3,9 +3,11 @@
 The trace (:mod:`tiered.metrics.access`: time, operation, table, salted key hash, hit, latency,
 record size) is replayed through the library's **real** cache objects -- a
 :class:`~tiered.cache.CacheLayer` on a virtual clock set to each access's time, with the
-record sizes the trace saw -- once per candidate size of the record caches: a ``get`` is a hit
-or a miss that fills the cache, a ``put`` writes through (batches up to
-``CacheConfig.write_through``) or invalidates, a ``delete`` invalidates. Query results are
+record sizes the trace saw -- once per candidate size of the record caches, one layer per
+process that logged: a ``get`` is a hit or a miss that fills the cache; a write takes the layer's
+own write path (:meth:`~tiered.cache.CacheLayer.end_write`: write-through of batches up to
+``CacheConfig.write_through``, invalidation of larger ones and of deletes) and reaches the other
+processes as their change-log polls do (invalidation). Query results are
 replayed too, conservatively: their predicates cannot be evaluated on hashed keys, so any write
 to a table drops every cached result of that table (the live cache drops only the results the
 write could change, so it does at least as well). The result is a miss-ratio curve per table
@@ -33,8 +35,9 @@ __all__ = ["CacheSizing", "replay_trace", "size_cache"]
 
 @dataclass(frozen=True, slots=True)
 class _Rec:
-    """A stand-in for a cached record: only its size matters to the cache."""
+    """A stand-in for a cached record: its (hashed) id and size are all the cache needs."""
 
+    id: int
     size: int
 
 
@@ -42,10 +45,26 @@ _ALWAYS = lambda r: True  # noqa: E731 - (a hashed trace cannot tell which resul
 
 
 def replay_trace(trace: pl.DataFrame, config: CacheConfig) -> dict[str, dict[str, float]]:
-    """Replay ``trace`` through a cache layer built from ``config``: per table (and
-    ``"queries"``) lookups, hits, database reads and the hit ratio."""
+    """Replay ``trace`` through cache layers built from ``config``, one per process that
+    logged (the ``process`` column; one layer without it): per table (and ``"queries"``)
+    lookups, hits, database reads and the hit ratio.
+
+    Each access does what the live Store does: a ``get`` or ``query`` miss fills the layer; a
+    write (the rows of one ``store_*``/``delete_*`` call: one time, table and operation) takes
+    the layer's own write path in the process that made it (:meth:`CacheLayer.begin_write` and
+    :meth:`~CacheLayer.end_write`: write-through of batches up to ``write_through``,
+    invalidation of larger ones, and of the table's query results) and reaches every other
+    process as its change-log poll does (:meth:`CacheLayer.apply_changes`: invalidation)."""
     now = [0.0]
-    layer = CacheLayer(config, timer=lambda: now[0], getsizeof=lambda v: getattr(v, "size", 400))
+    layers: dict[str, CacheLayer] = {}
+
+    def layer_of(process: str) -> CacheLayer:
+        if process not in layers:
+            layers[process] = CacheLayer(
+                config, timer=lambda: now[0], getsizeof=lambda v: getattr(v, "size", 400)
+            )
+        return layers[process]
+
     mean_size = {
         t: int(trace.filter((pl.col("table") == t) & (pl.col("size") > 0))["size"].mean() or 400)  # type: ignore[arg-type]
         for t in TABLES
@@ -53,30 +72,30 @@ def replay_trace(trace: pl.DataFrame, config: CacheConfig) -> dict[str, dict[str
     sizes: dict[tuple[str, int], int] = {}
     stats: dict[str, list[int]] = {t: [0, 0] for t in (*TABLES, "queries")}
     t0 = int(trace["t_us"][0]) if trace.height else 0
-    qc = layer.queries
-    # writes at one instant to one table are one batch (one store_* call)
-    cols = [trace[c].to_list() for c in ("t_us", "op", "table", "key", "size")]
-    batch_n = (
-        trace.group_by("t_us", "table", "op").agg(pl.len().alias("n"))
-        if trace.height
-        else pl.DataFrame()
+    procs = (
+        trace["process"].cast(pl.Utf8).to_list()
+        if "process" in trace.columns
+        else [""] * trace.height
     )
-    batches = {
-        (r["t_us"], r["table"]): r["n"]
-        for r in batch_n.filter(pl.col("op") == "put").iter_rows(named=True)
-    } if batch_n.height else {}  # fmt: skip
-    limit = config.write_through
-    for t_us, op, table, key, size in zip(*cols, strict=True):
+    cols = [trace[c].to_list() for c in ("t_us", "op", "table", "key", "size")]
+    rows = list(zip(*cols, procs, strict=True))
+    seq = 0
+    i = 0
+    while i < len(rows):
+        t_us, op, table, key, size, proc = rows[i]
+        i += 1
         now[0] = (t_us - t0) / 1e6
         if size:
             sizes[(table, key)] = size
+        layer = layer_of(proc)
         if op == "query":
             st = stats["queries"]
             st[0] += 1
-            if qc is None or qc.get(key) is None:
+            qc = layer.queries
+            if qc is None or qc.get((table, key)) is None:
                 st[1] += 1
                 if qc is not None:
-                    qc.put(key, QueryEntry(table, (), frozenset(), _ALWAYS))
+                    qc.put((table, key), QueryEntry(table, (), frozenset(), _ALWAYS))
             continue
         cache = layer.records.get(table)
         if op == "get":
@@ -85,16 +104,31 @@ def replay_trace(trace: pl.DataFrame, config: CacheConfig) -> dict[str, dict[str
             if cache is None or cache.get(key) is None:
                 st[1] += 1
                 if cache is not None:
-                    cache.set(key, _Rec(sizes.get((table, key), mean_size[table])))
+                    cache.set(key, _Rec(key, sizes.get((table, key), mean_size[table])))
             continue
-        # a write: install or drop the record, drop the table's query results
-        if cache is not None:
-            if op == "put" and batches.get((t_us, table), 1) <= limit:
-                cache.set(key, _Rec(sizes.get((table, key), mean_size[table])))
-            elif key in cache:
-                del cache[key]
-        if qc is not None:
-            qc.invalidate_table(table)
+        # a write: the rows of one call, then the layer's own write path
+        keys = [key]
+        while i < len(rows) and rows[i][:3] == (t_us, op, table) and rows[i][5] == proc:
+            keys.append(rows[i][3])
+            if rows[i][4]:
+                sizes[(table, rows[i][3])] = rows[i][4]
+            i += 1
+        if table not in TABLES:
+            continue
+        ticket = layer.begin_write(table, keys)
+        if op == "put":
+            recs = [_Rec(k, sizes.get((table, k), mean_size[table])) for k in keys]
+            layer.end_write(ticket, recs)
+        else:
+            layer.end_write(ticket, [], deleted=keys)
+        changes = []
+        for k in keys:
+            seq += 1
+            changes.append((seq, table, k, op))
+        for other, o in layers.items():
+            if other != proc:
+                for j in range(0, len(changes), 1000):
+                    o.apply_changes(changes[j : j + 1000], now[0])
     out: dict[str, dict[str, float]] = {}
     for t, (lookups, misses) in stats.items():
         if lookups:

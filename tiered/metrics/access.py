@@ -216,10 +216,14 @@ def flagged(load: Callable[[], Awaitable[Any]], flag: list[bool]) -> Callable[[]
 
 
 def read_access_log(folder: str | Path) -> Any:
-    """Every file of an access log folder as one polars frame, oldest access first."""
+    """Every file of an access log folder as one polars frame, oldest access first, with the
+    ``process`` that wrote each row (the pid in its file's name: each process has its own
+    cache)."""
     import polars as pl
 
     files = sorted(Path(folder).glob("access-*.parquet"))
     if not files:
         raise ConfigError(f"no access log files (access-*.parquet) in {folder}")
-    return pl.concat([pl.read_parquet(f) for f in files]).sort("t_us")
+    return pl.concat(
+        [pl.read_parquet(f).with_columns(process=pl.lit(f.name.split("-")[1])) for f in files]
+    ).sort("t_us", maintain_order=True)
