@@ -126,7 +126,11 @@ async def test_analyze_a_legacy_file_reads_only(legacy_copy: Path) -> None:
     assert (
         a.indexes.filter(pl.col("query") == "query_episodes_by_metadata")["tiered_scans"][0] == ""
     )
-    assert "Store.open(" in a.snippet() and "PoolConfig(" in a.snippet()
+    snippet = a.snippet()
+    compile(snippet, "recommended.py", "exec")  # a whole script
+    assert "Store.open(" in snippet and "asyncio.run(main())" in snippet
+    pool = next(r for r in a.recommendations if r.part == "pool")
+    assert ("PoolConfig(" in snippet) == bool(pool.setting)  # set only where a gain is predicted
     assert json.loads(json.dumps(a.as_dict(), default=str))["layout"] == "legacy"
 
 
@@ -553,3 +557,62 @@ async def test_cache_sizing_on_gets_queries_and_writes_predicts_the_live_reads(
     predicted = (1 - float(curve["hit_ratio"][0])) * lookups
     measured = live["episodes"]["misses"]
     assert abs(measured / predicted - 1) <= 0.10, (measured, predicted)
+
+
+@pytest.mark.slow
+async def test_the_pool_recommendation_is_stable_or_its_range_covers_every_run(
+    legacy_copy: Path, tmp_path: Path
+) -> None:
+    """Five analyses of the same inputs, each with its own latency probes: the recommended
+    ``max_size`` is the same, or the range each run prints covers every run's."""
+    path = tmp_path / "traffic.csv"
+    _rhythm_series(3, 150_000.0, seed=9).write_csv(path)  # busy enough for 10-20 connections
+    plans = []
+    for _ in range(5):
+        a = await analyze(
+            f"file:{legacy_copy}", traffic=path, say=lambda _m: None, probes=40, rate=2000.0
+        )
+        assert a.traffic is not None
+        plans.append(a.traffic)
+        rec = next(r for r in a.recommendations if r.part == "pool")
+        lo, hi = a.traffic.max_size_range
+        assert f"max_size {a.traffic.max_size}" in rec.confidence
+        assert lo == hi or f"from {lo} to {hi}" in rec.confidence
+    sizes = {p.max_size for p in plans}
+    assert len(sizes) == 1 or all(
+        p.max_size_range[0] <= s <= p.max_size_range[1] for p in plans for s in sizes
+    ), [(p.max_size, p.max_size_range) for p in plans]
+
+
+def test_tiered_report_on_a_tiered_server_analyses_once_and_its_snippet_runs(
+    sqld_binary: Path, tmp_path: Path
+) -> None:
+    """``tiered report --url`` on a server holding tiered's layout, default probes: exit 0, the
+    server's data unchanged, notebook 06 made from the command's own analysis, and the printed
+    snippet (recommended.py) runs as printed against the server."""
+    import asyncio
+
+    from tiered.cli import main
+
+    proc = SqldProcess(sqld_binary, tmp_path / "sqld", free_port(), log_path=tmp_path / "log")
+    proc.start()
+    try:
+
+        async def fill() -> None:
+            async with await Store.open(proc.ws_url) as s:
+                await s.store_episodes(generate_episodes(900, seed=8))
+
+        asyncio.run(fill())
+        before = asyncio.run(checksums_url(proc.http_url))
+        out = tmp_path / "reports"
+        assert main(["report", "--url", proc.ws_url, "--out", str(out)]) == 0
+        assert asyncio.run(checksums_url(proc.http_url)) == before
+        assert (out / "notebooks" / "06-your-deployment.html").exists()
+        snippet = out / "analysis" / "recommended.py"
+        run = subprocess.run(
+            [sys.executable, str(snippet)], capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert "Store" in run.stdout
+    finally:
+        proc.stop()

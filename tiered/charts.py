@@ -18,8 +18,10 @@ __all__ = [
     "hit_ratio_chart",
     "phase_chart",
     "phase_means",
+    "plan_chart",
     "policy_chart",
     "pool_chart",
+    "rounded",
     "storage_chart",
     "traffic_chart",
 ]
@@ -186,29 +188,30 @@ def calibration_chart(table: pl.DataFrame) -> alt.Chart:
 
 
 def storage_chart(storage: pl.DataFrame, *, top: int = 10) -> alt.Chart:
-    """Bytes as stored per table (``storage``: the analysis's storage profile)."""
+    """Megabytes as stored per table (``storage``: the analysis's storage profile)."""
     tables = storage.filter(pl.col("column") == "*").sort("bytes", descending=True).head(top)
+    tables = tables.with_columns(MB=(pl.col("bytes") / 1e6).round(2))
     return (
-        alt.Chart(_data(tables), title="Bytes as stored, per table")
+        alt.Chart(_data(tables), title="Stored per table (MB)")
         .mark_bar()
         .encode(
-            x=alt.X("bytes:Q", title="bytes"),
+            x=alt.X("MB:Q", title="MB"),
             y=alt.Y("table:N", sort="-x", title=None),
-            tooltip=["table:N", "rows:Q", "bytes:Q"],
+            tooltip=["table:N", "rows:Q", "MB:Q"],
         )
     )
 
 
 def compression_chart(projection: dict[str, float]) -> alt.Chart:
-    """Episode payload bytes: as stored today, raw, with tiered's zstd, with a dictionary
+    """Episode payload megabytes: as stored today, raw, with tiered's zstd, with a dictionary
     (``projection``: :meth:`CompressionProjection.as_dict`)."""
     order = ["stored_bytes", "raw_bytes", "zstd_bytes", "dictionary_bytes"]
     labels = ["stored today", "raw", "tiered zstd", "tiered zstd + dictionary"]
-    frame = pl.DataFrame({"form": labels, "bytes": [float(projection[k]) for k in order]})
+    frame = pl.DataFrame({"form": labels, "MB": [round(projection[k] / 1e6, 2) for k in order]})
     return (
-        alt.Chart(_data(frame), title="Episode payloads, projected to every row")
+        alt.Chart(_data(frame), title="Episode payloads, projected to every row (MB)")
         .mark_bar()
-        .encode(x=alt.X("bytes:Q"), y=alt.Y("form:N", sort=labels, title=None))
+        .encode(x=alt.X("MB:Q", title="MB"), y=alt.Y("form:N", sort=labels, title=None))
     )
 
 
@@ -217,14 +220,57 @@ def traffic_chart(series: pl.DataFrame, *, title: str = "Requests per hour") -> 
     return (
         alt.Chart(_data(series.with_columns(pl.col("timestamp").cast(pl.Utf8))), title=title)
         .mark_line()
-        .encode(x=alt.X("timestamp:T", title=None), y=alt.Y("requests:Q"))
+        .encode(
+            x=alt.X("timestamp:T", title=None), y=alt.Y("requests:Q", title="requests per hour")
+        )
         .properties(width=600, height=160)
     )
 
 
-def cache_curve_chart(curve: pl.DataFrame) -> alt.Chart:
-    """Hit ratio by cache size per table, replayed from an access trace."""
-    return (
+def plan_chart(
+    series: pl.DataFrame, forecast: pl.DataFrame, *, title: str = "Traffic and the pool plan"
+) -> alt.VConcatChart:
+    """The traffic the plan was made on (history, then the held-out days it was checked on),
+    the forecast band (median to the planned quantile) over the held-out days and the next
+    week, and below it the planned pool size (``forecast``: :attr:`TrafficPlan.forecast`)."""
+    cut = forecast.filter(pl.col("part") == "held-out")["timestamp"].min()
+    hist = series.with_columns(
+        part=pl.when(pl.col("timestamp") >= cut).then(pl.lit("held-out days (actual)"))
+        .otherwise(pl.lit("history")),
+        timestamp=pl.col("timestamp").cast(pl.Utf8),
+    )  # fmt: skip
+    band = forecast.with_columns(
+        part=pl.concat_str(pl.lit("forecast, "), pl.col("part")),
+        timestamp=pl.col("timestamp").cast(pl.Utf8),
+    )
+    x = alt.X("timestamp:T", title=None)
+    lines = (
+        alt.Chart(_data(hist))
+        .mark_line()
+        .encode(x=x, y=alt.Y("requests:Q", title="requests per hour"), color=alt.Color(
+            "part:N", title=None))
+    )  # fmt: skip
+    area = (
+        alt.Chart(_data(band))
+        .mark_area(opacity=0.3)
+        .encode(x=x, y="median:Q", y2="upper:Q", color=alt.Color("part:N", title=None))
+    )
+    top = alt.layer(area, lines, title=title).properties(width=640, height=180)
+    size = (
+        alt.Chart(_data(band))
+        .mark_line(interpolate="step-after")
+        .encode(x=x, y=alt.Y("planned_size:Q", title="planned pool size"), color="part:N")
+        .properties(width=640, height=90)
+    )
+    return alt.vconcat(top, size).resolve_scale(x="shared", color="independent")
+
+
+def cache_curve_chart(
+    curve: pl.DataFrame, sizes: dict[str, int] | None = None
+) -> alt.Chart | alt.LayerChart | alt.FacetChart:
+    """Hit ratio by cache size per table, replayed from an access trace; ``sizes`` marks the
+    recommended size of each table."""
+    line = (
         alt.Chart(_data(curve), title="Hit ratio by cache size (replayed access trace)")
         .mark_line(point=True)
         .encode(
@@ -233,3 +279,18 @@ def cache_curve_chart(curve: pl.DataFrame) -> alt.Chart:
             color="table:N",
         )
     )
+    if not sizes:
+        return line
+    marks = pl.DataFrame({"table": list(sizes), "size": list(sizes.values())})
+    rule = alt.Chart(_data(marks)).mark_rule(strokeDash=[4, 3]).encode(x="size:Q", color="table:N")
+    label = (
+        alt.Chart(_data(marks.with_columns(text=pl.lit("recommended"))))
+        .mark_text(align="left", dx=3, dy=-60)
+        .encode(x="size:Q", text="text:N")
+    )
+    return alt.layer(line, rule, label)
+
+
+def rounded(frame: pl.DataFrame, digits: int = 3) -> pl.DataFrame:
+    """``frame`` with its float columns rounded for display."""
+    return frame.with_columns(pl.col(pl.Float32, pl.Float64).round(digits))

@@ -92,9 +92,7 @@ def _report_deployment(args: argparse.Namespace, outdir: Path) -> int:
     paths = analysis.write(outdir / "analysis")
     print(analysis.render())
     print("\n== notebook 06 on your deployment", flush=True)
-    page = report.run_deployment(
-        outdir, url=args.url, traffic=args.traffic, access_log=args.access_log
-    )
+    page = report.run_deployment(outdir, analysis=paths["pickle"])
     print(f"\nreport: {page}\nanalysis: {paths['json']}")
     return 0
 

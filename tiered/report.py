@@ -78,37 +78,23 @@ def run_notebooks(out: Path, *, timeout: int = 300) -> list[Path]:
 DEPLOYMENT = NOTEBOOKS / "06-your-deployment.ipynb"
 
 
-def run_deployment(
-    out: Path,
-    *,
-    url: str,
-    traffic: str | None = None,
-    access_log: str | None = None,
-    timeout: int = 900,
-) -> Path:
-    """Execute notebook 06 on a user's deployment with papermill (its ``parameters`` cell:
-    ``URL``, ``TRAFFIC``, ``ACCESS_LOG``) and export it to ``out/notebooks``. A server's token
-    travels in the ``TIERED_AUTH_TOKEN`` environment variable, never as a parameter (the
-    executed notebook keeps its parameters)."""
+def run_deployment(out: Path, *, analysis: Path, timeout: int = 900) -> Path:
+    """Execute notebook 06 with papermill on an analysis :func:`tiered.analysis.analyze` wrote
+    (``analysis``: its ``analysis.pickle``, the notebook's ``ANALYSIS`` parameter: the
+    notebook reads it, it does not read the database again) and export it to
+    ``out/notebooks``."""
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
 
-    from tiered.db.driver import redact_url
-
-    if "authToken=" in url:
-        raise ConfigError(
-            "give the token in TIERED_AUTH_TOKEN, not in the URL: the report keeps its URL"
-        )
     target = out / "notebooks"
     target.mkdir(parents=True, exist_ok=True)
     executed = target / DEPLOYMENT.name
-    params = {"URL": url, "TRAFFIC": traffic, "ACCESS_LOG": access_log}
     t0 = time.perf_counter()
     papermill.execute_notebook(
         str(DEPLOYMENT),
         str(executed),
-        parameters=params,
+        parameters={"ANALYSIS": str(analysis.resolve())},
         cwd=str(NOTEBOOKS),
         progress_bar=False,
         execution_timeout=timeout,
@@ -116,7 +102,7 @@ def run_deployment(
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
     page = target / f"{DEPLOYMENT.stem}.html"
     page.write_text(body)
-    print(f"   {DEPLOYMENT.name} on {redact_url(url)} ({time.perf_counter() - t0:.1f} s)")
+    print(f"   {DEPLOYMENT.name} on {analysis} ({time.perf_counter() - t0:.1f} s)")
     return page
 
 

@@ -18,6 +18,7 @@ live server) is listed as such in :attr:`Analysis.notes`, never guessed.
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,23 +80,59 @@ class Analysis:
     recommendations: list[Recommendation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     statements_sent: int = 0
+    schedule_path: Path | None = None  # where write() put the pool schedule (absolute)
 
-    def snippet(self, schedule_file: str = "pool-schedule.json") -> str:
-        """The recommended configuration as Python to paste."""
-        lines = [
-            "from tiered import Store, StoreConfig, PoolConfig, CacheConfig, RecordCacheConfig"
-        ]
-        if self.traffic is not None:
+    def snippet(self) -> str:
+        """The recommended configuration as a complete script that runs as printed: it opens
+        a Store with every recommended setting (the token from ``TIERED_AUTH_TOKEN``, the pool
+        schedule from the absolute path :meth:`write` gave it) and prints the Store.
+
+        On a database of the original layout the Store is for the tiered database its data is
+        imported into (``tiered import``), never the original itself."""
+        settings = [r.setting for r in self.recommendations if r.setting]
+        joined = "\n".join(settings)
+        names = sorted(
+            n
+            for n in ("CacheConfig", "PoolConfig", "RecordCacheConfig", "StoreConfig")
+            if f"{n}(" in joined
+        )
+        pool = [n for n in ("Hybrid", "Predictive", "Reactive", "Schedule") if f"{n}(" in joined]
+        schedule = "steps" in joined
+        lines = [f'"""tiered\'s recommended configuration for {self.target} (tiered analyze)."""']
+        lines += ["", "import asyncio"] + (["import json"] if schedule else []) + ["import os"]
+        lines += ["", f"from tiered import {', '.join(['Store', *names])}"]
+        if pool:
+            lines.append(f"from tiered.pool import {', '.join(pool)}")
+        if self.layout == "legacy":
+            url = "file:tiered.db"
+            lines += ["", "# the tiered database this one's data is imported into:",
+                      f"#   tiered import {self.target} {url}"]  # fmt: skip
+        else:
+            url = self.target
+        lines += ["", f"URL = {url!r}"]
+        if schedule:
+            path = str(self.schedule_path or Path("pool-schedule.json").resolve())
+            lines.append(f"SCHEDULE = {path!r}  # (epoch seconds, pool size) changes")
+        lines += ["", "", "async def main() -> None:"]
+        if schedule:
             lines += [
-                "from tiered import Hybrid, Predictive, Reactive, Schedule",
-                "import json",
-                "",
-                f"steps = json.load(open({schedule_file!r}))  # (epoch seconds, size) changes",
+                "    with open(SCHEDULE) as f:",
+                "        steps = [(float(t), int(n)) for t, n in json.load(f)]",
             ]
-        lines += ["", "store = await Store.open(", "    url,"]
-        lines += [f"    {r.setting}," for r in self.recommendations if r.setting]
-        lines.append(")")
+        lines += ["    store = await Store.open(", "        URL,"]
+        lines.append('        auth_token=os.environ.get("TIERED_AUTH_TOKEN"),')
+        lines += [f"        {x}," for x in settings]
+        lines += ["    )", "    async with store:", "        print(store)", ""]
+        lines += ["", "asyncio.run(main())"]
         return "\n".join(lines)
+
+    def recommendations_markdown(self) -> str:
+        """The recommendations as a Markdown list, each in full with how sure it is."""
+        out = []
+        for r in self.recommendations:
+            setting = f" `{r.setting}`" if r.setting else " (nothing to set)"
+            out.append(f"- **{r.part}**{setting}: {r.effect}. *How sure:* {r.confidence}.")
+        return "\n".join(out) or "No recommendation: nothing was measured."
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -176,10 +213,11 @@ class Analysis:
         return "\n".join(out)
 
     def write(self, out: Path) -> dict[str, Path]:
-        """``analysis.json``, the evidence frames as parquet and the pool schedule in ``out``."""
+        """Into ``out``: ``analysis.json``, the evidence frames as parquet, the pool schedule,
+        the snippet as ``recommended.py``, and the whole analysis as ``analysis.pickle`` (what
+        notebook 06 reads under ``tiered report``: one analysis, one pass over the database)."""
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "analysis.json"}
-        paths["json"].write_text(json.dumps(self.as_dict(), indent=2, default=str))
         for name, frame in (
             ("storage", self.storage),
             ("indexes", self.indexes),
@@ -190,29 +228,54 @@ class Analysis:
         if self.traffic is not None:
             paths["schedule"] = out / "pool-schedule.json"
             paths["schedule"].write_text(json.dumps(self.traffic.schedule))
+            self.schedule_path = paths["schedule"].resolve()
+        paths["snippet"] = out / "recommended.py"
+        paths["snippet"].write_text(self.snippet() + "\n")
+        paths["json"].write_text(json.dumps(self.as_dict(), indent=2, default=str))
+        paths["pickle"] = out / "analysis.pickle"
+        paths["pickle"].write_bytes(pickle.dumps(self))
         return paths
 
+    @staticmethod
+    def load(path: str | Path) -> Analysis:
+        """The analysis :meth:`write` saved as ``analysis.pickle`` (a file this tool wrote:
+        a pickle runs code when loaded, so load only your own)."""
+        obj = pickle.loads(Path(path).read_bytes())
+        if not isinstance(obj, Analysis):
+            raise ConfigError(f"{path} does not hold an analysis")
+        return obj
 
-def _hold_times(probe: LatencyProbe | None = None) -> tuple[HoldTimes, float, str]:
+
+#: resamples of the measured service times behind the pool plan's spread
+RESAMPLES = 50
+
+
+def _hold_times(
+    probe: LatencyProbe | None = None, seed: int = 0
+) -> tuple[HoldTimes, float, str, list[tuple[HoldTimes, float]]]:
     """The service times a plan assumes: the round trips the probes measured on this database
-    (20 or more), else the project's measured model, else an assumption (said so)."""
+    (20 or more), else the project's measured model, else an assumption (said so); with the
+    measured ones, :data:`RESAMPLES` bootstrap resamples of them (seeded) for the spread."""
     ok = None if probe is None else probe.requests.filter(pl.col("error").is_null())
     if ok is not None and ok.height >= 20:
-        rtt = ok["round_trip_ms"].to_numpy() / 1000
+        rtt = np.maximum(ok["round_trip_ms"].to_numpy() / 1000, 1e-5)
         connect = float(np.median(rtt)) * 3  # TCP, TLS and the protocol's hello
         note = f"service times measured: {ok.height} probe round trips on this database"
-        return HoldTimes(np.maximum(rtt, 1e-5)), connect, note
+        rng = np.random.default_rng(seed)
+        draws = [rng.choice(rtt, size=rtt.size) for _ in range(RESAMPLES)]
+        resamples = [(HoldTimes(d), float(np.median(d)) * 3) for d in draws]
+        return HoldTimes(rtt), connect, note, resamples
     try:
         from tiered.scenarios.runs import load_service
 
         model = load_service()
         hold, connect = model.hold_times(), float(np.median(model.connect_times()))
         rtt = model.info.get("rtt_ms", 0.0)
-        return hold, connect, f"service times measured on a local sqld behind a {rtt:g} ms link"
+        return hold, connect, f"service times measured on a local sqld behind a {rtt:g} ms link", []
     except (OSError, ConfigError, pl.exceptions.PolarsError):
         rng = np.random.default_rng(0)
         sample = rng.gamma(2.0, 0.0125, 5000)  # mean 25 ms, cv 0.7
-        return HoldTimes(sample), 0.05, "assumed service times (mean 25 ms): none measured"
+        return HoldTimes(sample), 0.05, "assumed service times (mean 25 ms): none measured", []
 
 
 async def analyze(
@@ -280,7 +343,7 @@ async def analyze(
             )
     plan: TrafficPlan | None = None
     if frame.height:
-        hold, connect, service_note = _hold_times(probe)
+        hold, connect, service_note, resamples = _hold_times(probe, seed)
         notes.append(service_note)
         try:
             plan = plan_traffic(
@@ -291,6 +354,7 @@ async def analyze(
                 slo_ms=slo_ms,
                 holdout_days=holdout_days,
                 seed=seed,
+                resamples=resamples,
                 progress=say,
                 bars=bars,
             )
@@ -320,22 +384,40 @@ async def analyze(
     return analysis
 
 
+#: a plan (or a setting) is recommended only where it saves at least this share
+MIN_GAIN = 0.02
+
+
 def _recommend(a: Analysis) -> list[Recommendation]:
+    """One recommendation per part the evidence covers; a setting only where it changes
+    tiered's default and a gain is predicted (otherwise: the default is right, and why)."""
     recs: list[Recommendation] = []
     c = a.compression
     if c is not None and c.stored_bytes:
         recs.append(
             Recommendation(
                 "compression",
-                "config=StoreConfig(compress=True, dictionary_after=1000)",
+                "",  # tiered's default codec: zstd, a dictionary after 1,000 records
                 f"episode payloads {c.stored_bytes / 1e6:,.1f} MB as stored today -> "
                 f"{c.dictionary_bytes / 1e6:,.1f} MB with tiered's zstd and a trained "
-                f"dictionary ({c.saving:.0%} less)",
+                f"dictionary ({c.saving:.0%} less): tiered's default codec, nothing to set",
                 f"measured on {c.sampled:,} of {c.rows:,} episodes (dictionary judged on "
                 "rows it was not trained on)",
                 "compression",
             )
         )
+        if c.undecodable:
+            recs.append(
+                Recommendation(
+                    "data",
+                    "",
+                    f"{c.undecodable:,} of the {c.sampled + c.undecodable:,} sampled episodes "
+                    "do not decode (a compressed envelope that does not open, text that is not "
+                    "JSON): they are left out of the projection; tiered import names each",
+                    "observed in the sample",
+                    "compression",
+                )
+            )
     if a.latency is not None:
         failing = a.latency.summary().filter(pl.col("errors") > 0)
         for row in failing.iter_rows(named=True):
@@ -380,20 +462,45 @@ def _recommend(a: Analysis) -> list[Recommendation]:
         )
     t = a.traffic
     if t is not None:
-        held = {r["policy"]: r for r in t.held_out.iter_rows(named=True)}
-        hy, re_ = held["hybrid"], held["reactive"]
-        recs.append(
-            Recommendation(
-                "pool",
-                f"pool=PoolConfig(min_size={t.min_size}, max_size={t.max_size}, "
-                f"sizing=Hybrid(Predictive(Schedule(steps), lead_time={t.lead_time_s:g}), "
-                "Reactive()))",
-                f"requests waiting > {t.slo_ms:g} ms: {hy['late_share']:.3%} "
-                f"(reactive default {re_['late_share']:.3%}) at "
-                f"{hy['hours_vs_reactive']:.2f}x its connection-hours",
-                f"simulated on the held-out end of {a.traffic_source} "
-                f"({'meets' if t.meets_slo else 'misses'} the {t.slo_share:.1%} target)",
-                "traffic",
-            )
-        )
+        recs.append(_pool_recommendation(t, a.traffic_source))
     return recs
+
+
+def _pool_recommendation(t: TrafficPlan, source: str) -> Recommendation:
+    """The planned pool where it saves connection-hours (at no more lateness) or meets the SLO
+    the reactive default misses, else the reactive default, with the figures either way."""
+    held = {r["policy"]: r for r in t.held_out.iter_rows(named=True)}
+    hy, re_ = held["hybrid"], held["reactive"]
+    lo, hi = t.max_size_range
+    spread = f"max_size {t.max_size}" + (f" (from {lo} to {hi} over resamples of the measured "
+                                          "service times)" if lo != hi else "")  # fmt: skip
+    checked = (
+        f"simulated on the held-out end of {source} "
+        f"({'meets' if t.meets_slo else 'misses'} the {t.slo_share:.1%} target); {spread}"
+    )
+    figures = (
+        f"requests waiting > {t.slo_ms:g} ms: {hy['late_share']:.3%} planned, "
+        f"{re_['late_share']:.3%} reactive; {hy['hours_vs_reactive']:.2f}x the reactive "
+        "default's connection-hours"
+    )
+    cheaper = hy["hours_vs_reactive"] <= 1 - MIN_GAIN and hy["late_share"] <= max(
+        re_["late_share"], t.slo_share
+    )
+    rescues = hy["late_share"] <= t.slo_share < re_["late_share"]
+    if not (cheaper or rescues):
+        return Recommendation(
+            "pool",
+            "",
+            f"the reactive default is right here: a plan saves nothing measurable ({figures})",
+            checked,
+            "traffic",
+        )
+    return Recommendation(
+        "pool",
+        f"pool=PoolConfig(min_size={t.min_size}, max_size={t.max_size}, "
+        f"sizing=Hybrid(Predictive(Schedule(steps), lead_time={round(t.lead_time_s)}), "
+        "Reactive()))",
+        figures,
+        checked,
+        "traffic",
+    )

@@ -13,8 +13,9 @@ next week: the recommended schedule.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -42,11 +43,17 @@ class TrafficPlan:
     schedule: list[tuple[float, int]]  # the next week's plan: (epoch seconds, size) changes
     min_size: int
     max_size: int
+    #: the lowest and highest ``max_size`` planned over resamples of the measured service and
+    #: connect times (a bootstrap); equal to ``max_size`` when the times were not measured
+    max_size_range: tuple[int, int]
     lead_time_s: float
     service_ms: float
     slo_ms: float
     slo_share: float
     notes: list[str]
+    #: per hour of the held-out days and of the next week: ``timestamp, part, median, upper``
+    #: (the forecast's median and planned quantile, requests per hour) and ``planned_size``
+    forecast: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def meets_slo(self) -> bool:
@@ -62,12 +69,14 @@ class TrafficPlan:
             "schedule": self.schedule,
             "min_size": self.min_size,
             "max_size": self.max_size,
+            "max_size_range": list(self.max_size_range),
             "lead_time_s": self.lead_time_s,
             "service_ms": self.service_ms,
             "slo_ms": self.slo_ms,
             "slo_share": self.slo_share,
             "meets_slo": self.meets_slo,
             "notes": self.notes,
+            "forecast": self.forecast.to_dicts(),
         }
 
 
@@ -109,11 +118,14 @@ def plan_traffic(
     holdout_days: int | None = None,
     max_size: int = 100,
     seed: int = 0,
+    resamples: Sequence[tuple[HoldTimes, float]] = (),
     progress: Callable[[str], None] | None = None,
     bars: bool = False,
 ) -> TrafficPlan:
     """Plan the pool for ``series`` (``timestamp, requests`` per hour) and check the plan on
-    held-out days. Raises :class:`DataError` when the series is shorter than three days."""
+    held-out days. ``resamples`` (hold and connect times drawn again from what was measured)
+    give the spread of the planned ``max_size``. Raises :class:`DataError` when the series is
+    shorter than three days."""
     y = series["requests"].to_numpy().astype(float)
     hours = y.size
     if hours < 72:
@@ -137,14 +149,36 @@ def plan_traffic(
     if hours < 14 * 24:
         notes.append("under two weeks of traffic: only the daily rhythm could be modelled")
 
-    def plan_for(history: np.ndarray, horizon: int, start_s: float) -> CapacityPlan:
+    bands: list[pl.DataFrame] = []
+
+    def plan_for(
+        history: np.ndarray,
+        horizon: int,
+        start_s: float,
+        part: str,
+        times: Sequence[tuple[HoldTimes, float]] = ((hold, connect_s),),
+    ) -> list[CapacityPlan]:
         fc = model.fit(history.copy()).forecast(horizon, (0.5, quantile))
-        rate = np.clip(fc.quantiles[quantile], 0, None) / 3600
+        upper = np.clip(fc.quantiles[quantile], 0, None)
+        plans = [plan_with(upper / 3600, h, c, start_s) for h, c in times]
+        bands.append(
+            pl.DataFrame(
+                {
+                    "part": [part] * horizon,
+                    "median": np.clip(fc.quantiles[0.5], 0, None),
+                    "upper": upper,
+                    "planned_size": plans[0].sizes[:horizon].astype(np.int64),
+                }
+            )
+        )
+        return plans
+
+    def plan_with(rate: np.ndarray, h: HoldTimes, c: float, start_s: float) -> CapacityPlan:
         return plan_pool(
             rate.tolist(),
-            service_s=hold.mean,
-            service_cv=hold.cv,
-            connect_s=connect_s,
+            service_s=h.mean,
+            service_cv=h.cv,
+            connect_s=c,
             warmup_s=30.0,
             max_wait_s=slo_ms / 1000,
             quantile=1 - slo_share,
@@ -153,7 +187,7 @@ def plan_traffic(
         )
 
     say(f"planning with {name} and simulating {hold_days} held-out days")
-    plan = plan_for(train, h, 0.0)
+    (plan,) = plan_for(train, h, 0.0, "held-out")
     scenario = PoolScenario(
         actual / 3600, hold, connect_s, max_size=max_size, late_s=slo_ms / 1000, seed=seed
     )
@@ -186,7 +220,17 @@ def plan_traffic(
     # the next week, from the whole series
     end = series["timestamp"].max()
     start_s = (end.timestamp() if hasattr(end, "timestamp") else 0.0) + 3600  # type: ignore[union-attr]
-    nxt = plan_for(y, 168, float(start_s))
+    nxt, *others = plan_for(y, 168, float(start_s), "next week", [(hold, connect_s), *resamples])
+    tops = [min(max_size, int(p.sizes.max()) + 2) for p in (nxt, *others)]
+    stamps = series["timestamp"]
+    forecast = pl.concat(
+        [
+            bands[0].with_columns(timestamp=stamps.tail(h)),
+            bands[1].with_columns(
+                timestamp=pl.Series([end + timedelta(hours=i) for i in range(1, 169)])  # type: ignore[operator]
+            ),
+        ]
+    )
     return TrafficPlan(
         hours=hours,
         model=name,
@@ -194,10 +238,12 @@ def plan_traffic(
         held_out=held,
         schedule=_changes(nxt.starts, nxt.sizes),
         min_size=int(nxt.sizes.min()),
-        max_size=min(max_size, int(nxt.sizes.max()) + 2),
+        max_size=tops[0],
+        max_size_range=(min(tops), max(tops)),
         lead_time_s=nxt.lead_time_s,
         service_ms=hold.mean * 1000,
         slo_ms=slo_ms,
         slo_share=slo_share,
         notes=notes,
+        forecast=forecast,
     )
