@@ -331,8 +331,8 @@ def test_cli_analyze_writes_only_into_out(legacy_copy: Path, tmp_path: Path) -> 
     doc = json.loads(run.stdout)
     assert doc["layout"] == "legacy" and doc["recommendations"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "analysis.json", "history.parquet", "indexes.parquet", "pool-schedule.json",
-        "storage.parquet",
+        "analysis.json", "analysis.pickle", "history.parquet", "indexes.parquet",
+        "pool-schedule.json", "recommended.py", "storage.parquet",
     ]  # fmt: skip
     assert sorted(p.name for p in legacy_copy.parent.iterdir() if p != out) == before
     bad = subprocess.run(
