@@ -99,3 +99,64 @@ def test_cli_dev_server_prints_urls_and_stops_on_interrupt(
         proc.communicate(timeout=20)  # waits and closes the pipes
     assert proc.returncode == 0
     assert not _listening(port)
+
+
+def test_cli_dev_server_serves_a_copy_of_an_existing_database_file(
+    sqld_binary: Path, tmp_path: Path
+) -> None:
+    import asyncio
+    import signal
+    import sys
+
+    from tests.test_analysis import checksums_file
+    from tiered.analysis import open_target
+    from tiered.workload.original import write_original_database
+
+    db = tmp_path / "existing.db"
+    write_original_database(db, episodes=50, weeks=1, seed=1)
+    before = checksums_file(db)
+    env = {**os.environ, "TIERED_SQLD": str(sqld_binary)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tiered", "dev-server", "--db-path", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(5)]
+        ws = next(line.split()[-1] for line in lines if line.startswith("ws"))
+        assert any(line.startswith("serving a copy of") for line in lines)
+
+        async def count() -> int:
+            target = await open_target(ws)
+            try:
+                return int((await target.query("SELECT count(*) FROM episodes"))[0][0] or 0)
+            finally:
+                await target.close()
+
+        assert asyncio.run(count()) == 50
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert checksums_file(db) == before
+
+
+def test_cli_dev_server_on_a_port_in_use_is_a_one_line_error(
+    sqld_binary: Path, tmp_path: Path
+) -> None:
+    import socket
+    import sys
+
+    env = {**os.environ, "TIERED_SQLD": str(sqld_binary)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "tiered", "dev-server", "--port", str(port)],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().splitlines() == [
+        f"tiered dev-server: error: port {port} on 127.0.0.1 is already in use: pick another"
+    ]

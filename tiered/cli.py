@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tiered.demo import run_store_report
 from tiered.devserver import SqldCluster
-from tiered.errors import ConfigError, TieredError
+from tiered.errors import ConfigError, DevServerError, TieredError
 
 if TYPE_CHECKING:
     from tiered.bench import BenchResult
@@ -271,7 +271,7 @@ def _read_trace(path: Path) -> list[float]:
 
 def _cmd_dev_server(args: argparse.Namespace) -> int:
     """Run sqld until interrupted; watch it, and say so (exit 1) if it dies, or restart it."""
-    from tiered.devserver import JwtKey
+    from tiered.devserver import JwtKey, port_free, seed_database
 
     if args.auth and args.jwt_key_file:
         raise ConfigError("--auth generates a key; --jwt-key-file uses yours: give one of them")
@@ -281,9 +281,20 @@ def _cmd_dev_server(args: argparse.Namespace) -> int:
     key_file: Path | None = Path(args.jwt_key_file) if args.jwt_key_file else None
     if key_file is not None and not key_file.is_file():
         raise ConfigError(f"--jwt-key-file {key_file} does not exist")
+    data_dir, serve_file = args.data_dir, None
+    if args.file or (data_dir is not None and Path(data_dir).is_file()):
+        # a database file the user has: served as a copy in the data dir, never changed
+        serve_file = Path(args.file or data_dir)
+        if not serve_file.is_file():
+            raise ConfigError(f"--file {serve_file} does not exist")
+        data_dir = None if not args.file else args.data_dir
+    if args.port is not None and not port_free(args.port):
+        raise DevServerError(f"port {args.port} on 127.0.0.1 is already in use: pick another")
     cluster = SqldCluster(
-        replicas=args.replicas, data_dir=args.data_dir, port=args.port, auth_jwt_key_file=None
+        replicas=args.replicas, data_dir=data_dir, port=args.port, auth_jwt_key_file=None
     )
+    if serve_file is not None:
+        seed_database(cluster.primary.db_path, serve_file)
     if args.auth:
         key = JwtKey()
         key_file = key.write_public(cluster.data_dir / "jwt-public.key")
@@ -313,6 +324,8 @@ def _cmd_dev_server(args: argparse.Namespace) -> int:
         print(f"ws   {urls['ws']}", flush=True)
         print(f"grpc {urls['grpc']}", flush=True)
         print(f"data-dir {cluster.data_dir}", flush=True)
+        if serve_file is not None:
+            print(f"serving a copy of {serve_file} (the file itself is not changed)", flush=True)
         for i, (h, w) in enumerate(zip(urls["replicas_http"], urls["replicas_ws"], strict=True)):
             print(f"replica{i} http {h} ws {w}", flush=True)
         if key_file is not None:
@@ -499,6 +512,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="data_dir",
         default=None,
         help="keep data here; started again on it, serves the same data (default: a temp folder)",
+    )
+    dev.add_argument(
+        "--file",
+        default=None,
+        help="serve a copy of this existing SQLite database file (an original-layout or tiered "
+        "database; also taken when --db-path names a file); the file is not changed",
     )
     dev.add_argument("--port", type=int, default=None, help="primary HTTP/ws port (default: free)")
     dev.add_argument(

