@@ -4,7 +4,7 @@ ones inside functions), so a lazy import cannot hide an arrow back up.
 
 The floors, lowest first (the README's module table names them the same way):
 0. foundations: errors, progress bars, the loopback proxy, the dev server, chart helpers
-1. the domain: validation rules and records
+1. the domain: validation rules and records, the original system's encodings
 2. layers that know nothing of the database: compression, metrics, pool, cache, workloads
 3. the database (drivers, schema, statements, group commit, router, Database) and forecasting
 4. the Store
@@ -28,6 +28,7 @@ FLOORS: dict[str, int] = {
     "tiered.charts": 0,
     "tiered.validation": 1,
     "tiered.model": 1,
+    "tiered.original": 1,
     "tiered.compression": 2,
     "tiered.metrics": 2,
     "tiered.pool": 2,

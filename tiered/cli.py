@@ -205,9 +205,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
             )
         )
         print("\nBefore and after, on the same data:")
+
+        def shown(v: float | None, measure: str) -> str:
+            if v is None:
+                return "n/a"
+            return f"{v:,.3f}" if " ms" in measure else f"{int(v):,}"  # counts: integers
+
         for r in comparison.iter_rows(named=True):
-            before = "n/a" if r["original"] is None else f"{r['original']:,.3f}"
-            after = "n/a" if r["tiered"] is None else f"{r['tiered']:,.3f}"
+            before, after = shown(r["original"], r["measure"]), shown(r["tiered"], r["measure"])
             note = f"  ({r['note']})" if r["note"] else ""
             print(f"  {r['measure']:<42}{before:>14}  ->{after:>14}{note}")
     return 0 if report.ok else 1

@@ -84,6 +84,12 @@ async def compare_layouts(
         before = (await src.query(f"SELECT sum({sums}) FROM episodes"))[0][0]
         after = (await dst.query("SELECT sum(length(payload)) FROM episodes"))[0][0]
         rows.append(_row("episode payload bytes", int(before or 0), int(after or 0)))
+        n_src = int((await src.query("SELECT count(*) FROM episodes"))[0][0] or 0)
+        n_dst = int((await dst.query("SELECT count(*) FROM episodes"))[0][0] or 0)
+        count = _row("episodes", n_src, n_dst)
+        if n_src != n_dst:  # every measure below compares these two sets
+            count["note"] = f"{n_src - n_dst:,} of the source's episodes are not in tiered"
+        rows.append(count)
         store = await Store.open(
             dest,
             auth_token=dest_token,

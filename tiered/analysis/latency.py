@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,10 +120,14 @@ def decode_legacy_rows(rows: Sequence[Sequence[Any]]) -> None:
                 continue
             try:
                 if v.startswith(ENVELOPE):
-                    json.loads(decode_envelope(v))
+                    raw = decode_envelope(v)
+                    if raw[:1] in (b"[", b"{", b'"'):
+                        json.loads(raw)
+                    else:  # an embedding: the vector's raw little-endian f32 bytes
+                        array("f", raw[: len(raw) - len(raw) % 4])
                 elif v[:1] in '[{"' or v == "null":
                     json.loads(v)
-            except ValueError:
+            except (ValueError, CorruptPayload):
                 pass
 
 
