@@ -25,7 +25,7 @@ from tiered.analysis import open_target
 from tiered.errors import CorruptPayload
 from tiered.importer import import_database, map_pattern, mapping
 from tiered.importer.run import _verify
-from tiered.model import Abstained, ExecutionStep, Failure, PatternKind, StepResult
+from tiered.model import Abstained, ExecutionStep, Failure, PatternKind
 from tiered.original import (
     DebugStruct,
     decode_envelope,
@@ -335,13 +335,7 @@ async def test_an_independent_decoder_finds_no_difference(source: Path, tmp_path
 
 def _break_error_results(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deliberately wrong mapping rule: a step's Error read as a success."""
-    right = mapping._result
-
-    def wrong(v: Any) -> Any:
-        r = right(v)
-        return StepResult("success", r.output) if r is not None and r.kind == "error" else r
-
-    monkeypatch.setattr(mapping, "_result", wrong)
+    monkeypatch.setitem(mapping._RESULT_FIELDS, "Error", ("success", "message"))
 
 
 async def test_a_broken_mapping_rule_is_caught_by_the_verification(

@@ -142,6 +142,16 @@ class StepResult:
             )
         check_text("step.result.output", self.output, empty=True)
 
+    @classmethod
+    def prechecked(cls, kind: str, output: str) -> StepResult:
+        """A result built without ``__post_init__``, for a caller that has established its
+        rules by other means (the importer's typed decoding, as for
+        :meth:`ExecutionStep.prechecked`)."""
+        result = object.__new__(cls)
+        _set(result, "kind", kind)
+        _set(result, "output", output)
+        return result
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutionStep:

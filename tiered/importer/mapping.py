@@ -112,16 +112,20 @@ def _outcome(v: Any) -> Outcome | None:
     raise CorruptPayload(f"outcome: unknown variant {tag!r}")
 
 
+_TIMEOUT = StepResult("timeout")
+#: the ExecutionResult variants with a field: tiered's result kind, and the field holding its text
+_RESULT_FIELDS = {"Success": ("success", "output"), "Error": ("error", "message")}
+
+
 def _result(v: Any) -> StepResult | None:
     if v is None:
         return None
     tag, d = _variant("step.result", v)
     if tag == "Timeout" and d is None:
-        return StepResult("timeout")
-    if tag == "Success" and d is not None:
-        return StepResult("success", d["output"])
-    if tag == "Error" and d is not None:
-        return StepResult("error", d["message"])
+        return _TIMEOUT
+    field = _RESULT_FIELDS.get(tag)
+    if field is not None and d is not None:
+        return StepResult(field[0], d[field[1]])
     raise CorruptPayload(f"step.result: unknown variant {tag!r}")
 
 
@@ -171,7 +175,21 @@ def _typed_step(d: _StepDoc) -> ExecutionStep:
         params = _parameters({"parameters_json": d.parameters_json})
     else:
         params = d.parameters or {}
-    result = _result(d.result)
+    r = d.result
+    if r is None:
+        result = None
+    elif r == "Timeout":
+        result = _TIMEOUT
+    elif len(r) == 1 and type(r) is dict:
+        # a typed document's strings are valid text: the result needs no further check
+        ((tag, body),) = r.items()
+        field = _RESULT_FIELDS.get(tag)
+        if field is None or len(body) != 1 or field[1] not in body:
+            result = _result(r)  # names what is wrong
+        else:
+            result = StepResult.prechecked(field[0], body[field[1]])
+    else:
+        result = _result(r)
     tool, latency, tokens = d.tool, d.latency_ms, d.tokens_used
     if (
         0 < len(tool) <= MAX_NAME_LEN
