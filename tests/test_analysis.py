@@ -114,7 +114,9 @@ async def test_analyze_a_legacy_file_reads_only(legacy_copy: Path) -> None:
         sorted(p.name for p in legacy_copy.parent.iterdir()),
     )
     digest = file_digest(legacy_copy)
-    a = await analyze(f"file:{legacy_copy}", **QUIET)
+    # the default probes (100), sent faster than the default pace
+    a = await analyze(f"file:{legacy_copy}", say=lambda _m: None, rate=1000.0, holdout_days=1)
+    assert a.latency is not None and a.latency.requests.height == 100
     assert checksums_file(legacy_copy) == before
     assert file_digest(legacy_copy) == digest
     assert sorted(p.name for p in legacy_copy.parent.iterdir()) == listing  # no -wal, no -shm

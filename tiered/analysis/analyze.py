@@ -248,6 +248,8 @@ class Analysis:
 
 #: resamples of the measured service times behind the pool plan's spread
 RESAMPLES = 50
+#: the service times are also planned at these multiples of the measured ones (the spread)
+SERVICE_DRIFT = (0.5, 2.0)
 
 
 def _hold_times(
@@ -263,6 +265,9 @@ def _hold_times(
         note = f"service times measured: {ok.height} probe round trips on this database"
         rng = np.random.default_rng(seed)
         draws = [rng.choice(rtt, size=rtt.size) for _ in range(RESAMPLES)]
+        # and half and twice them: a server's service times drift between one sample and the
+        # next (load, a shared machine) by more than one sample's own spread shows
+        draws += [rtt * f for f in SERVICE_DRIFT]
         resamples = [(HoldTimes(d), float(np.median(d)) * 3) for d in draws]
         return HoldTimes(rtt), connect, note, resamples
     try:
@@ -472,8 +477,12 @@ def _pool_recommendation(t: TrafficPlan, source: str) -> Recommendation:
     held = {r["policy"]: r for r in t.held_out.iter_rows(named=True)}
     hy, re_ = held["hybrid"], held["reactive"]
     lo, hi = t.max_size_range
-    spread = f"max_size {t.max_size}" + (f" (from {lo} to {hi} over resamples of the measured "
-                                          "service times)" if lo != hi else "")  # fmt: skip
+    spread = f"max_size {t.max_size}" + (
+        f" (from {lo} to {hi} over resamples of the measured service times, and for half to "
+        "twice them)"
+        if lo != hi
+        else ""
+    )
     checked = (
         f"simulated on the held-out end of {source} "
         f"({'meets' if t.meets_slo else 'misses'} the {t.slo_share:.1%} target); {spread}"

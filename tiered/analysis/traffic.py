@@ -43,8 +43,8 @@ class TrafficPlan:
     schedule: list[tuple[float, int]]  # the next week's plan: (epoch seconds, size) changes
     min_size: int
     max_size: int
-    #: the lowest and highest ``max_size`` planned over resamples of the measured service and
-    #: connect times (a bootstrap); equal to ``max_size`` when the times were not measured
+    #: the lowest and highest ``max_size`` planned over the ``resamples`` of the service and
+    #: connect times given to :func:`plan_traffic`; equal to ``max_size`` without them
     max_size_range: tuple[int, int]
     lead_time_s: float
     service_ms: float
