@@ -142,11 +142,16 @@ class Versions:
 
 
 class SingleFlight(Generic[T]):
-    """Concurrent callers of one key share one load (run as a task: a cancelled caller does not
-    cancel the load for the others)."""
+    """Concurrent callers of one key share one load.
+
+    The first caller runs the load itself, in its own task: no task is made and nothing is
+    scheduled for a caller that is alone, so a miss waits for nothing but its load. Callers that
+    come while it runs wait on a future the first caller completes. If the first caller is
+    cancelled, its load is cancelled with it and the others do not see that: the first of them
+    to wake runs the load again, and the rest join it."""
 
     def __init__(self) -> None:
-        self._flights: dict[Hashable, tuple[int, asyncio.Task[T]]] = {}
+        self._flights: dict[Hashable, tuple[int, asyncio.Future[T]]] = {}
         self.loads = 0
         self.joined = 0
 
@@ -157,22 +162,36 @@ class SingleFlight(Generic[T]):
         usable: Callable[[int], bool],
         load: Callable[[], Awaitable[T]],
     ) -> T:
-        flight = self._flights.get(key)
-        if flight is not None and usable(flight[0]):
+        while True:
+            flight = self._flights.get(key)
+            if flight is None or not usable(flight[0]):
+                break
             self.joined += 1
-            return await asyncio.shield(flight[1])
+            joined = flight[1]
+            try:
+                return await asyncio.shield(joined)
+            except asyncio.CancelledError:
+                if not joined.cancelled():
+                    raise  # this caller was cancelled
+                # the first caller was cancelled (and its load): load again, or join who does
         self.loads += 1
-        task: asyncio.Task[T] = asyncio.ensure_future(load())
-        self._flights[key] = (token, task)
-
-        def done(_: asyncio.Task[T]) -> None:
-            if self._flights.get(key, (0, None))[1] is task:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._flights[key] = (token, future)
+        try:
+            value = await load()
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(e)
+                future.exception()  # retrieved: a failure nobody joined is not "never retrieved"
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            if self._flights.get(key, (0, None))[1] is future:
                 del self._flights[key]
-            if not task.cancelled():
-                task.exception()  # retrieved, so a failure nobody awaits is not "never retrieved"
-
-        task.add_done_callback(done)
-        return await asyncio.shield(task)
 
 
 @dataclass(slots=True)
