@@ -319,7 +319,7 @@ async def test_cache_statistics_are_reported(url: str) -> None:
 
 
 async def test_single_flight_runs_a_lone_load_in_the_caller_and_survives_cancellations() -> None:
-    from tiered.cache.layer import SingleFlight
+    from tiered.cache.flight import SingleFlight
 
     flights: SingleFlight[str] = SingleFlight()
     calls: list[asyncio.Task[object] | None] = []

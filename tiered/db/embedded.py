@@ -2,15 +2,25 @@
 
 libsql-client's own file client opens a new ``sqlite3`` connection for every statement, which is
 what the pool exists to avoid, so this keeps one connection open (WAL, foreign keys, busy
-timeout) and runs statements inline on the event loop: they take microseconds, and a hop to a
-thread would cost more. ``read_only`` opens the file with SQLite's ``mode=ro``.
+timeout). Where each statement runs is chosen per operation:
+
+* a read runs inline on the event loop: it takes tens of microseconds, about what a hop to a
+  thread and back costs, and a cache hit never comes here at all;
+* a write transaction runs in the connection's own worker thread: a batch takes milliseconds,
+  which inline would stop every other task of the process (other agents' reads included) for
+  as long. ``sqlite3`` releases the GIL while SQLite works, and in WAL mode the other
+  connections' readers read beside the writer.
+
+``read_only`` opens the file with SQLite's ``mode=ro``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import urllib.parse
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tiered.db.base import Connection, Result, Statement, Step, Value, translate
@@ -67,6 +77,7 @@ class EmbeddedConnection(Connection):
         except sqlite3.Error as e:
             raise translate(e) from e
         self._seen: set[str] = set()
+        self._writer: ThreadPoolExecutor | None = None  # made at the first transaction
 
     def __repr__(self) -> str:
         return f"<EmbeddedConnection {self.path!r}{' closed' if self._closed else ''}>"
@@ -88,9 +99,29 @@ class EmbeddedConnection(Connection):
             raise translate(e) from e
 
     async def transaction(self, steps: Sequence[Step], *, chunk_bytes: int) -> None:
-        # One local transaction; consecutive steps of one shape go through executemany, which
-        # binds a prepared statement row after row (the fast path bench_store compares against).
+        """One local transaction, in the connection's worker thread (see the module docstring).
+        A caller cancelled meanwhile gets its ``CancelledError`` only once the transaction has
+        ended (committed or rolled back as a whole), so the connection is never handed on
+        with a transaction open in another thread."""
         self._check_open()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="tiered-sqlite-writer")
+        done = asyncio.get_running_loop().run_in_executor(self._writer, self._transaction, steps)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            while not done.done():
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:
+                    break
+            raise
+
+    def _transaction(self, steps: Sequence[Step]) -> None:
+        # Consecutive steps of one shape go through executemany, which binds a prepared
+        # statement row after row (the fast path bench_store compares against).
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -128,4 +159,6 @@ class EmbeddedConnection(Connection):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)  # no transaction is left running
             self._db.close()
