@@ -102,7 +102,12 @@ def _cell(result: BenchResult) -> dict[str, Any]:
 async def main(quick: bool, seconds: float) -> dict[str, Any]:
     concurrencies = (1, 16) if quick else (1, 4, 16, 64)
     backends = ("file", "ws") if quick else tuple(BACKENDS)
-    out: dict[str, Any] = {"cells": {}, "configs": CONFIGS.split(",")}
+    out: dict[str, Any] = {
+        "quick": quick,
+        "seconds_per_config": seconds,
+        "cells": {},
+        "configs": CONFIGS.split(","),
+    }
     t0 = time.perf_counter()
     for backend in backends:
         for mix, (weights, batch) in MIXES.items():
