@@ -96,7 +96,7 @@ async def compare_layouts(
             config=StoreConfig(read_only=True),
             cache=CacheConfig(enabled=False),
         )
-        n = int((await src.query("SELECT count(*) FROM episodes"))[0][0] or 0)
+        n = n_src
         ids = [
             str(r[0])
             for r in await src.query(

@@ -42,7 +42,7 @@ from tiered.model import (
     TaskContext,
     ToolSequence,
 )
-from tiered.original import ENVELOPE, DebugStruct, decode_envelope, parse_debug
+from tiered.original import ENVELOPE, DebugStruct, decode_envelope, opened, parse_debug
 from tiered.validation import check_json
 
 __all__ = [
@@ -59,9 +59,9 @@ _DECODE = msgspec.json.Decoder().decode
 
 def _text(v: Any) -> str | bytes:
     """A TEXT column's content, a compressed envelope opened."""
-    if isinstance(v, str) and v.startswith(ENVELOPE):
-        return decode_envelope(v)
-    if not isinstance(v, str | bytes):
+    if isinstance(v, str):
+        return opened(v)
+    if not isinstance(v, bytes):
         raise CorruptPayload(f"a JSON column holds a {type(v).__name__}")
     return v
 
@@ -226,7 +226,8 @@ def map_steps(v: Any) -> tuple[ExecutionStep, ...]:
     if v is None:
         return ()
     text = _text(v)
-    if "\\u0000" not in (text if isinstance(text, str) else text.decode(errors="replace")):
+    nul = "\\u0000" in text if isinstance(text, str) else b"\\u0000" in text
+    if not nul:
         try:
             return tuple(_typed_step(d) for d in _DECODE_STEPS(text))
         except msgspec.ValidationError:
