@@ -626,7 +626,7 @@ async def test_verification_names_each_record_missing_from_the_destination(
     src = await open_target(f"file:{source}")
     try:
         async with await Store.open(f"file:{dest}") as store:
-            check = await _verify(src, store, tags, set(await src.tables()), False)
+            check = await _verify(src, store, tags, set(await src.tables()), set(), False)
             checked, diffs = check.checked, check.differences
     finally:
         await src.close()
