@@ -237,12 +237,10 @@ class Codec:
 
     def measure(self, samples: Sequence[bytes], dictionary: bytes | None = None) -> int:
         """Total zstd-compressed size of ``samples`` at this codec's level, optionally primed
-        with ``dictionary`` (to judge a dictionary on held-out records before keeping it)."""
-        if dictionary is None:
-            cctx = self._cctx
-        else:
-            zd = zstandard.ZstdCompressionDict(dictionary)
-            cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zd, write_checksum=True)
+        with ``dictionary`` (to judge a dictionary on held-out records before keeping it). A
+        compressor of its own: safe on a worker thread while the codec encodes on another."""
+        zd = None if dictionary is None else zstandard.ZstdCompressionDict(dictionary)
+        cctx = zstandard.ZstdCompressor(level=self.level, dict_data=zd, write_checksum=True)
         return sum(len(cctx.compress(s)) for s in samples)
 
     # -- bytes ---------------------------------------------------------------------------------

@@ -156,13 +156,18 @@ class Dictionaries:
         except ValueError as e:  # zstd found too little to learn from
             raise ValidationError("kind", f"cannot train a dictionary for {kind}: {e}") from e
 
+    def _fit(self, train: list[bytes], held: list[bytes]) -> tuple[bytes, int, int]:
+        """Train on ``train`` and measure ``held`` without and with the dictionary (on a worker
+        thread: tens of milliseconds of compression the event loop does not wait for)."""
+        data = self.codec.train(train, size=self.size)
+        return data, self.codec.measure(held), self.codec.measure(held, data)
+
     async def _train(self, kind: str, raws: list[bytes]) -> int | None:
         self._training.add(kind)  # (already there when started by maybe_train)
         try:
             cut = max(1, len(raws) // 5)
             held, train = raws[:cut], raws[cut:]
-            data = await asyncio.to_thread(self.codec.train, train, size=self.size)
-            plain, primed = self.codec.measure(held), self.codec.measure(held, data)
+            data, plain, primed = await asyncio.to_thread(self._fit, train, held)
             if primed > 0.95 * plain:
                 log.info("dictionary for %s not kept: %d vs %d bytes held out", kind, primed, plain)
                 return None

@@ -1,0 +1,119 @@
+"""The embedded backend's checkpoints: off the event loop, on a worker thread, after every
+``CHECKPOINT_ROWS`` rows written to a file, and waited for when the file's connections close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from tiered.db import embedded
+from tiered.db.driver import Statement
+from tiered.db.embedded import CHECKPOINT_ROWS, EmbeddedConnection
+
+CREATE = Statement("create", "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT NOT NULL)", reuse=False)
+PUT = Statement("put", "INSERT INTO t(k, v) VALUES (?, ?)")
+
+
+async def _filled(path: Path, rows: int) -> EmbeddedConnection:
+    conn = EmbeddedConnection(str(path))
+    await conn.execute(CREATE)
+    await conn.transaction([(PUT, (k, "x" * 100)) for k in range(rows)], chunk_bytes=1 << 20)
+    return conn
+
+
+def _rows_in_main_file(path: Path, tmp: Path) -> int:
+    """Rows of ``t`` in the database file alone (its write-ahead log left behind)."""
+    copy = tmp / "main-only.db"
+    shutil.copyfile(path, copy)
+    db = sqlite3.connect(f"file:{copy}?mode=ro&immutable=1", uri=True)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 't'").fetchone() is None:
+            return 0  # not even the table has reached the file
+        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_the_log_is_checkpointed_on_a_thread_not_at_commit(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    conn = await _filled(path, CHECKPOINT_ROWS - 1)
+    # SQLite's own checkpoint at commit is off: everything so far is in the log only
+    assert conn._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert _rows_in_main_file(path, tmp_path) == 0
+    file = conn._file()
+    assert file.checkpoint is None and file.checkpoints == 0
+    await conn.execute(PUT, (CHECKPOINT_ROWS, "y"))  # the row that reaches the count
+    running = file.checkpoint
+    assert running is not None and file.checkpoints == 1 and file.written == 0
+    await running
+    assert _rows_in_main_file(path, tmp_path) == CHECKPOINT_ROWS
+    await conn.close()
+
+
+async def test_a_failed_checkpoint_loses_nothing_and_the_next_one_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = embedded._checkpoint
+
+    def fails(path: str, timeout: float) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(embedded, "_checkpoint", fails)
+    path = tmp_path / "db.sqlite"
+    with caplog.at_level(logging.WARNING, logger="tiered.db.embedded"):
+        conn = await _filled(path, CHECKPOINT_ROWS)
+        failed = conn._file().checkpoint
+        assert failed is not None
+        await asyncio.wait([failed])
+    assert "checkpoint of" in caplog.text and "disk I/O error" in caplog.text
+    assert conn._file().checkpoint is None
+    monkeypatch.setattr(embedded, "_checkpoint", real)
+    await conn.transaction(
+        [(PUT, (k, "z")) for k in range(CHECKPOINT_ROWS, 2 * CHECKPOINT_ROWS)], chunk_bytes=1 << 20
+    )
+    running = conn._file().checkpoint
+    assert running is not None
+    await running
+    assert _rows_in_main_file(path, tmp_path) == 2 * CHECKPOINT_ROWS
+    await conn.close()
+
+
+async def test_close_waits_for_the_running_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real = embedded._checkpoint
+
+    def held(path: str, timeout: float) -> None:
+        release.wait(30)
+        real(path, timeout)
+
+    monkeypatch.setattr(embedded, "_checkpoint", held)
+    path = tmp_path / "db.sqlite"
+    conn = await _filled(path, CHECKPOINT_ROWS)
+    closing = asyncio.ensure_future(conn.close())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not closing.done()  # the thread still works on the file
+    release.set()
+    await closing
+    assert conn.closed and _rows_in_main_file(path, tmp_path) == CHECKPOINT_ROWS
+
+
+async def test_read_only_and_memory_connections_never_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    writer = await _filled(path, 10)
+    reader = EmbeddedConnection(str(path), read_only=True)
+    memory = EmbeddedConnection(":memory:")
+    assert reader._changes is None and memory._changes is None
+    await memory.execute(CREATE)
+    await memory.transaction([(PUT, (k, "x")) for k in range(CHECKPOINT_ROWS)], chunk_bytes=1 << 20)
+    assert memory._file().checkpoints == 0
+    for c in (reader, memory, writer):
+        await c.close()
