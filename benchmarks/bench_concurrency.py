@@ -7,7 +7,8 @@ concurrency (closed-loop workers: 1, 4, 16, 64), ``tiered.bench.run_bench`` runs
 request plan once per configuration (off, pool, cache+pool, pool+compression, all), in one
 process, one after the other. Per cell: throughput, p50/p99 per operation, the cache hit ratio,
 and for each read that reached the database with the cache on, its p50 and p99 against the same
-read with the cache off (the twin configuration). Checked per cell (``checks``):
+requests with the cache off (the twin configuration; paired by place in the plan, see
+:func:`tiered.bench.cache_miss_costs`). Checked per cell (``checks``):
 
 * the cache never costs: cache+pool >= 0.97x pool in throughput; a miss's p50 <= 1.2x (p99 <=
   1.5x) the same read with the cache off; all >= 0.97x pool+compression;
@@ -30,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from tiered.bench import BenchResult, run_bench
+from tiered.bench import BenchResult, cache_miss_costs, run_bench
 from tiered.workload.plans import DEFAULT_MIX, Layers, Link, Workload
 
 CONFIGS = "off,pool,cache+pool,pool+compression,all"
@@ -70,16 +71,16 @@ def _cell(result: BenchResult) -> dict[str, Any]:
                 if op != "all"
             },
         }
-    reads = result.info["db_reads"]
-    misses: dict[str, dict[str, float]] = {}
-    for op, r in reads.get("cache+pool", {}).items():
-        base = reads.get("pool", {}).get(op)
-        if base and r["count"] >= 5 and base["count"] >= 5:
-            misses[op] = {
-                "miss_p50_ratio": r["p50_ms"] / base["p50_ms"],
-                "miss_p99_ratio": r["p99_ms"] / base["p99_ms"],
-                "misses": r["count"],
-            }
+    misses = {
+        m.op: {
+            "miss_p50_ratio": m.p50_ratio,
+            "miss_p99_ratio": m.p99_ratio,
+            "miss_mean_ratio": m.mean_ratio,
+            "misses": m.misses,
+        }
+        for m in cache_miss_costs(result)
+        if m.config == "cache+pool"
+    }
     out["miss_vs_no_cache"] = misses
     c = out["configs"]
     out["cache_pool_vs_pool"] = c["cache+pool"]["ops_per_s"] / c["pool"]["ops_per_s"]

@@ -98,9 +98,18 @@ async def test_compare_on_embedded_switches_each_layer(tmp_path: Path) -> None:
     # the reads that reached the database, cache on vs its twin without the cache
     misses = cache_miss_costs(r)
     # ("all" has no twin here: pool+compression did not run)
-    assert {c for c, *_ in misses} == {"cache"} and "get_episode" in {m[1] for m in misses}
-    assert all(m[2] > 0 and m[3] > 0 for m in misses)
-    assert "A read that reaches the database: cache on vs the same config" in text
+    assert {m.config for m in misses} == {"cache"} and "get_episode" in {m.op for m in misses}
+    assert all(m.p50_ms > 0 and m.twin_p50_ms > 0 for m in misses)
+    # each request knows whether it waited for the database: without a cache every one did,
+    # with it the misses did (the requests a miss is paired with, by place in the plan)
+    req = r.requests
+    assert req.filter(pl.col("config") == "off")["db"].all()
+    cached = req.filter(pl.col("config") == "cache")
+    reads = cached.filter(~pl.col("op").str.starts_with("store"))
+    assert 0 < reads["db"].sum() < reads.height
+    got = reads.filter(pl.col("op") == "get_episode")["db"].sum()
+    assert {m.op: m.misses for m in misses}["get_episode"] == got
+    assert "A read that reaches the database: cache on vs the same requests" in text
     paths = write_results(r, tmp_path / "out" / "b.parquet")
     back = pl.read_parquet(paths["requests"])
     assert back.equals(r.requests)

@@ -33,7 +33,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
@@ -63,6 +63,7 @@ __all__ = [
     "BenchResult",
     "Layers",
     "Link",
+    "MissCost",
     "Workload",
     "cache_miss_costs",
     "format_report",
@@ -112,23 +113,29 @@ async def _preload(url: str, layers: Layers, corpus: Corpus, seed: int) -> None:
         await store.store_heuristics(generate_heuristics(100, seed=seed))
 
 
-Row = tuple[str, float, float, bool, str | None, float]
+Row = tuple[str, float, float, bool, str | None, float, bool]
 
 
 async def _run_plan(store: Store, plan: list[Request], w: Workload, bar: Progress) -> list[Row]:
     rows: list[Row | None] = [None] * len(plan)
     t0 = time.perf_counter()
+    samples = store.metrics.samples
 
     async def one(i: int, scheduled: float) -> None:
         op, args = plan[i]
         err: str | None = None
         began = time.perf_counter() - t0  # lag_s: how late the harness started it
+        n = len(samples) if samples is not None else 0
         try:
             await _call(store, op, args)
         except Exception as e:  # recorded per request: the table reports errors by type
             err = type(e).__name__
         end = time.perf_counter() - t0
-        rows[i] = (op, scheduled, end - scheduled, err is None, err, began - scheduled)
+        # db: the request waited for a database round trip (a cache miss, a due poll, a
+        # write). The Store records an operation's sample just before it returns, with no
+        # yield in between, so the last sample is this request's.
+        db = samples is not None and len(samples) > n and samples[-1][2].get("round_trip", 0) > 0
+        rows[i] = (op, scheduled, end - scheduled, err is None, err, began - scheduled, db)
         bar.advance()
 
     arrivals = arrival_times(w)
@@ -231,19 +238,19 @@ async def run_bench(
                         "ok": pl.Boolean,
                         "error": pl.Utf8,
                         "lag_s": pl.Float64,
+                        "db": pl.Boolean,
                     },
                     orient="row",
                 ).with_columns(config=pl.lit(cfg.name), wall_s=pl.lit(wall))
                 request_frames.append(frame)
                 phase_frames.append(store.metrics.to_polars().with_columns(config=pl.lit(cfg.name)))
                 info.setdefault("stats", {})[cfg.name] = _layer_stats(store.stats())
-                info.setdefault("db_reads", {})[cfg.name] = _db_reads(store)
                 if record:
                     sample_frames.append(
                         (await _samples(store, target)).with_columns(config=pl.lit(cfg.name))
                     )
     requests = pl.concat(request_frames).select(
-        "config", "op", "start_s", "latency_s", "ok", "error", "lag_s", "wall_s"
+        "config", "op", "start_s", "latency_s", "ok", "error", "lag_s", "db", "wall_s"
     )
     phases = pl.concat(phase_frames).select("config", "op", "phase", "stat", "value")
     samples = pl.concat(sample_frames) if sample_frames else None
@@ -268,42 +275,52 @@ async def _samples(store: Store, url: str, connects: int = 20) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def _db_reads(store: Store) -> dict[str, dict[str, float]]:
-    """Per read operation, the reads that reached the database (a cache miss, or a hit whose
-    change-log poll was due): how many, and their p50, p99 and mean in ms."""
-    times: dict[str, list[float]] = {}
-    for op, total, phases in store.metrics.samples or []:
-        if not op.startswith("store") and phases.get("round_trip", 0.0) > 0:
-            times.setdefault(op, []).append(total * 1000)
-    out = {}
-    for op, t in times.items():
-        t.sort()
-        out[op] = {
-            "count": len(t),
-            "p50_ms": t[len(t) // 2],
-            "p99_ms": t[min(len(t) - 1, int(len(t) * 0.99))],
-            "mean_ms": sum(t) / len(t),
-        }
-    return out
+class MissCost(NamedTuple):
+    """The reads of one operation that reached the database with the cache on (misses, and
+    hits whose change-log poll was due), against the same requests -- the same places in the
+    same request plan -- in the twin configuration without the cache."""
+
+    config: str
+    op: str
+    misses: int
+    p50_ms: float
+    twin_p50_ms: float
+    p50_ratio: float
+    p99_ratio: float
+    mean_ratio: float
 
 
-def cache_miss_costs(result: BenchResult) -> list[tuple[str, str, float, float, float, float]]:
+def cache_miss_costs(result: BenchResult, *, min_misses: int = 5) -> list[MissCost]:
     """For each configuration with the cache on whose twin without it ran too, per read
-    operation: ``(config, op, p50 ms of its database reads, p50 ms with the cache off, ratio,
-    ratio of the means)`` -- what a miss costs over not caching at all (a due change-log poll
-    rides with the miss)."""
-    reads = result.info.get("db_reads", {})
+    operation with at least ``min_misses`` database reads: what a miss costs over the same
+    read with the cache off (a due change-log poll rides with the miss). The comparison is
+    paired by request: the misses are the colder keys, which cost more than the average read
+    even with no cache (pages not in SQLite's page cache), so an unpaired one would charge the
+    cache for its workload."""
+    req = result.requests
     out = []
     for cfg in Layers.parse(",".join(result.info["configs"])):
         twin = dataclasses.replace(cfg, cache=False).name
-        if not cfg.cache or twin not in reads or cfg.name not in reads:
+        if not cfg.cache or twin not in result.info["configs"]:
             continue
-        for op, r in sorted(reads[cfg.name].items()):
-            base = reads[twin].get(op)
-            if base and r["count"] >= 5:
-                ratio = r["p50_ms"] / base["p50_ms"]
-                mean = r["mean_ms"] / base["mean_ms"]
-                out.append((cfg.name, op, r["p50_ms"], base["p50_ms"], ratio, mean))
+        mine = req.filter(pl.col("config") == cfg.name).with_row_index("i")
+        base = req.filter(pl.col("config") == twin).with_row_index("i")
+        pairs = mine.filter(pl.col("db") & ~pl.col("op").str.starts_with("store")).join(
+            base.select("i", twin_s="latency_s"), on="i"
+        )
+        for (op,), g in sorted(pairs.group_by("op"), key=lambda kv: str(kv[0][0])):
+            if g.height < min_misses:
+                continue
+            m, t = g["latency_s"] * 1000, g["twin_s"] * 1000
+            p50, tp50 = float(m.median()), float(t.median())  # type: ignore[arg-type]
+            p99 = float(m.quantile(0.99, "nearest"))  # type: ignore[arg-type]
+            tp99 = float(t.quantile(0.99, "nearest"))  # type: ignore[arg-type]
+            out.append(
+                MissCost(
+                    cfg.name, str(op), g.height, p50, tp50, p50 / tp50, p99 / tp99,
+                    float(m.mean()) / float(t.mean()),  # type: ignore[arg-type]
+                )
+            )  # fmt: skip
     return out
 
 
@@ -445,10 +462,15 @@ def format_report(result: BenchResult) -> str:
     )  # fmt: skip
     misses = cache_miss_costs(result)
     if misses:
-        lines += ["", "A read that reaches the database: cache on vs the same config without it"]
+        lines += [
+            "",
+            "A read that reaches the database: cache on vs the same requests without it (ms)",
+        ]
         lines += _table(
-            ["config", "op", "miss p50", "cache off p50", "ratio", "ratio of means"], misses
-        )
+            ["config", "op", "misses", "miss p50", "cache off p50", "p50 ratio", "p99 ratio",
+             "ratio of means"],
+            misses,
+        )  # fmt: skip
     if "off" in info["configs"] and len(info["configs"]) > 1:
         lines += ["", "What each configuration removes vs all layers off (all operations)"]
         allops = s.filter(pl.col("op") == "all")
