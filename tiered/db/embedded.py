@@ -179,9 +179,7 @@ class EmbeddedConnection(Connection):
         f.written = 0
         f.checkpoints += 1
         loop = asyncio.get_running_loop()
-        f.checkpoint = done = loop.run_in_executor(
-            None, _checkpoint, self.path, self._busy_timeout
-        )
+        f.checkpoint = done = loop.run_in_executor(None, _checkpoint, self.path, self._busy_timeout)
 
         def finished(fut: asyncio.Future[None]) -> None:
             if f.checkpoint is done:
