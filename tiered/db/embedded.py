@@ -14,7 +14,7 @@ connections read beside the open transaction.
 
 The one long wait left in a commit is SQLite's automatic checkpoint: the commit that takes the
 write-ahead log past 1,000 pages copies it into the database file and syncs both, a few
-milliseconds (up to ~8 ms measured) with the loop stopped for every task. So connections that
+milliseconds with the loop stopped for every task. So connections that
 write turn it off (``wal_autocheckpoint = 0``) and, after every :data:`CHECKPOINT_ROWS` rows
 written to a file, a passive checkpoint runs on a worker thread (``sqlite3`` releases the GIL
 while it copies and syncs); it never blocks a reader or a writer, and the connections of the file
