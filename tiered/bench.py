@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -116,9 +117,19 @@ async def _preload(url: str, layers: Layers, corpus: Corpus, seed: int) -> None:
 Row = tuple[str, float, float, bool, str | None, float, bool]
 
 
-async def _run_plan(store: Store, plan: list[Request], w: Workload, bar: Progress) -> list[Row]:
-    rows: list[Row | None] = [None] * len(plan)
-    t0 = time.perf_counter()
+async def _run_plan(
+    store: Store,
+    plan: list[Request],
+    w: Workload,
+    bar: Progress,
+    span: tuple[int, int] | None = None,
+    offset: float = 0.0,
+) -> list[Row]:
+    """Run ``plan[lo:hi]`` (``span``; all of it by default) on ``store``; start times count
+    from ``offset`` seconds."""
+    lo, hi = span or (0, len(plan))
+    rows: list[Row | None] = [None] * (hi - lo)
+    t0 = time.perf_counter() - offset
     samples = store.metrics.samples
 
     async def one(i: int, scheduled: float) -> None:
@@ -135,12 +146,12 @@ async def _run_plan(store: Store, plan: list[Request], w: Workload, bar: Progres
         # write). The Store records an operation's sample just before it returns, with no
         # yield in between, so the last sample is this request's.
         db = samples is not None and len(samples) > n and samples[-1][2].get("round_trip", 0) > 0
-        rows[i] = (op, scheduled, end - scheduled, err is None, err, began - scheduled, db)
+        rows[i - lo] = (op, scheduled, end - scheduled, err is None, err, began - scheduled, db)
         bar.advance()
 
     arrivals = arrival_times(w)
     if arrivals is None:
-        it: Iterator[int] = iter(range(len(plan)))
+        it: Iterator[int] = iter(range(lo, hi))
 
         async def worker() -> None:
             for i in it:
@@ -157,6 +168,26 @@ async def _run_plan(store: Store, plan: list[Request], w: Workload, bar: Progres
         await asyncio.gather(*tasks)
     await store.settle()
     return [r for r in rows if r is not None]
+
+
+@dataclass
+class _Run:
+    """One configuration's store and plan, and what its turns measured so far."""
+
+    cfg: Layers
+    store: Store
+    plan: list[Request]
+    target: str
+    bar: Progress
+    rows: list[Row] = dataclasses.field(default_factory=list)
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    async def turn(self, w: Workload, span: tuple[int, int] | None = None) -> None:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        self.rows += await _run_plan(self.store, self.plan, w, self.bar, span, self.wall)
+        self.wall += time.perf_counter() - t0
+        self.cpu += time.process_time() - cpu0
 
 
 def _proxied(url: str, proxy: TcpProxy) -> str:
@@ -182,6 +213,11 @@ async def run_bench(
     the server. With a given server URL every configuration writes its own records (ids prefixed
     ``bench<seed>c<i>``) into that database; they are left there. ``record`` keeps every
     operation's phases and times ``connects`` fresh connections (:attr:`BenchResult.samples`).
+
+    Every configuration's store is opened first; then, for closed-loop workloads, they take
+    turns at slices of the same plan (alternating order), so noise from a shared machine falls
+    on every configuration alike. Open-loop workloads (``rate``, ``trace``) run one
+    configuration after the other.
     """
     link = link or Link()
     if not layers:
@@ -199,11 +235,12 @@ async def run_bench(
     }
     request_frames, phase_frames, sample_frames = [], [], []
     with TemporaryDirectory(prefix="tiered-bench-") as tmp:
-        for ci, cfg in enumerate(layers):
-            prefix = f"bench{workload.seed}c{ci}" if url else "b"
-            corpus = make_corpus(workload, prefix)
-            plan = plan_requests(workload, corpus)
-            async with AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack:
+            runs: list[_Run] = []
+            bar = Progress(workload.ops * len(layers), "requests", enabled=progress)
+            for ci, cfg in enumerate(layers):
+                prefix = f"bench{workload.seed}c{ci}" if url else "b"
+                corpus = make_corpus(workload, prefix)
                 target = url or f"file:{Path(tmp) / f'{ci}-{cfg.name}.db'}"
                 if own_sqld:
                     from tiered.devserver import SqldCluster
@@ -225,12 +262,32 @@ async def run_bench(
                 store = await Store.open(target, **store_options(cfg))
                 stack.push_async_callback(store.close)
                 store.metrics.keep_samples()  # (every operation's phases: misses below)
-                bar = Progress(len(plan), cfg.name, enabled=progress)
-                t0 = time.perf_counter()
-                rows = await _run_plan(store, plan, workload, bar)
-                wall = time.perf_counter() - t0
+                plan = plan_requests(workload, corpus)
+                runs.append(_Run(cfg, store, plan, target, bar))
+            n = len(runs[0].plan)
+            # the harness's own objects (corpora, plans) out of the collector's way: a full
+            # collection that walks them lands on whichever configuration runs then
+            gc.collect()
+            gc.freeze()
+            stack.callback(gc.unfreeze)
+            if arrival_times(workload) is None:
+                # closed loop: the configurations take turns, a slice of the plan each, in
+                # alternating order, so a machine that is slower for a while (these are shared)
+                # slows every configuration alike and the same-run ratios hold
+                step = max(100, 50 * workload.concurrency)
+                for k, lo in enumerate(range(0, n, step)):
+                    for r in runs if k % 2 == 0 else runs[::-1]:
+                        await r.turn(workload, (lo, min(n, lo + step)))
+            else:
+                for r in runs:
+                    await r.turn(workload)
+            for r in runs:
+                name = r.cfg.name
+                # this process's CPU over the run (all its threads): near the wall time, the
+                # event loop (one core, the GIL) was the bottleneck
+                info.setdefault("cpu_share", {})[name] = r.cpu / r.wall
                 frame = pl.DataFrame(
-                    rows,
+                    r.rows,
                     schema={
                         "op": pl.Utf8,
                         "start_s": pl.Float64,
@@ -241,13 +298,13 @@ async def run_bench(
                         "db": pl.Boolean,
                     },
                     orient="row",
-                ).with_columns(config=pl.lit(cfg.name), wall_s=pl.lit(wall))
+                ).with_columns(config=pl.lit(name), wall_s=pl.lit(r.wall))
                 request_frames.append(frame)
-                phase_frames.append(store.metrics.to_polars().with_columns(config=pl.lit(cfg.name)))
-                info.setdefault("stats", {})[cfg.name] = _layer_stats(store.stats())
+                phase_frames.append(r.store.metrics.to_polars().with_columns(config=pl.lit(name)))
+                info.setdefault("stats", {})[name] = _layer_stats(r.store.stats())
                 if record:
                     sample_frames.append(
-                        (await _samples(store, target)).with_columns(config=pl.lit(cfg.name))
+                        (await _samples(r.store, r.target)).with_columns(config=pl.lit(name))
                     )
     requests = pl.concat(request_frames).select(
         "config", "op", "start_s", "latency_s", "ok", "error", "lag_s", "db", "wall_s"
