@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.cache.layer import TABLES, CacheConfig, CacheLayer, QueryEntry, RecordCacheConfig
+from tiered.cache.layer import TABLES, CacheConfig, CacheLayer, RecordCacheConfig
+from tiered.cache.queries import QueryEntry
 from tiered.errors import DataError
 from tiered.metrics.access import read_access_log
 from tiered.progress import Progress

@@ -37,13 +37,12 @@ from typing import Any, TypeVar
 
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
 from tiered.cache.flight import SingleFlight, Versions
+from tiered.cache.queries import QueryCache, QueryEntry, result_size
 from tiered.errors import ConfigError, DatabaseUnavailable
 
 __all__ = [
     "CacheConfig",
     "CacheLayer",
-    "QueryCache",
-    "QueryEntry",
     "RecordCacheConfig",
     "hit_ratio",
 ]
@@ -110,69 +109,6 @@ class CacheConfig:
             raise ConfigError(
                 f"CacheConfig.stale_if_error must be >= 0 seconds, got {self.stale_if_error}"
             )
-
-
-@dataclass(slots=True)
-class QueryEntry:
-    table: str
-    result: tuple[Any, ...]
-    members: frozenset[str]
-    predicate: Callable[[Any], bool]
-
-
-class QueryCache:
-    """Query results keyed by (query, parameters), each with its predicate and member ids."""
-
-    def __init__(self, cache: AdaptiveTTLCache[Hashable, QueryEntry]) -> None:
-        self.cache = cache
-        self.invalidations = 0
-        self.by_query: dict[str, list[int]] = {}  # query name -> [hits, misses]
-        # keys per table, so a write looks only at its own table's results (a superset: keys the
-        # cache has since evicted or expired are dropped here when next met)
-        self._by_table: dict[str, set[Hashable]] = {}
-
-    def get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        e = self.cache.get(key)
-        hm = self.by_query.setdefault(key[0], [0, 0])
-        if e is None:
-            hm[1] += 1
-            return None
-        hm[0] += 1
-        return e.result  # type: ignore[no-any-return]
-
-    def put(self, key: tuple[Any, ...], entry: QueryEntry) -> None:
-        if self.cache.set(key, entry):
-            self._by_table.setdefault(entry.table, set()).add(key)
-
-    def _entries(self, table: str) -> list[tuple[Hashable, QueryEntry]]:
-        """The live entries of ``table`` (pruning keys the cache no longer serves)."""
-        keys = self._by_table.get(table)
-        if not keys:
-            return []
-        out = []
-        for k in list(keys):
-            e = self.cache.get_stale(k)  # entries kept for serve-stale must be invalidated too
-            if e is None:
-                keys.discard(k)
-            else:
-                out.append((k, e))
-        return out
-
-    def _drop(self, table: str, key: Hashable) -> None:
-        del self.cache[key]
-        self._by_table[table].discard(key)
-        self.invalidations += 1
-
-    def invalidate(self, table: str, written: Sequence[Any], deleted: Sequence[str]) -> None:
-        """Drop the results of ``table`` that the written records or deleted ids could change."""
-        ids = {r.id for r in written} | set(deleted)
-        for k, e in self._entries(table):
-            if not ids.isdisjoint(e.members) or any(e.predicate(r) for r in written):
-                self._drop(table, k)
-
-    def invalidate_table(self, table: str) -> None:
-        for k, _ in self._entries(table):
-            self._drop(table, k)
 
 
 @dataclass(slots=True)
@@ -247,7 +183,7 @@ class CacheLayer:
         if value is NOT_FOUND:
             return 64
         if isinstance(value, QueryEntry):
-            return 256 + sum(map(self._record_size, value.result))
+            return result_size(value, self._record_size)
         return self._record_size(value)
 
     @property
@@ -496,7 +432,7 @@ class CacheLayer:
         async def loader() -> list[Any]:
             self.db_reads += 1
             rows = await load()
-            if self.table_seq[table] == start:
+            if self.table_seq[table] == start and qc.admit(key[0]):
                 qc.put(
                     key,
                     QueryEntry(
@@ -594,7 +530,8 @@ class CacheLayer:
                 **self.queries.cache.snapshot(),
                 "invalidations": self.queries.invalidations,
                 "by_query": {
-                    k: {"hits": v[0], "misses": v[1]} for k, v in self.queries.by_query.items()
+                    k: {"hits": v[0], "misses": v[1], "not_cached": v[2]}
+                    for k, v in self.queries.by_query.items()
                 },
             }
         out["single_flight"] = {"loads": self.flights.loads, "joined": self.flights.joined}
