@@ -74,7 +74,6 @@ EXPECTED = [
     "__version__",
     "find_sqld",
     "from_micros",
-    "open_store",
     "open_sync",
     "serve_metrics",
     "to_micros",
@@ -112,3 +111,20 @@ def test_sync_store_works_with_and_without_a_running_loop(tmp_path) -> None:  # 
             assert s.query_episodes_since(0) == eps
 
     asyncio.run(inside_a_loop())
+
+
+def test_settings_are_keyword_only() -> None:
+    """``PoolConfig(3, 5)`` would silently mean whatever the fields' order is today."""
+    import pytest
+
+    for cls in (
+        tiered.PoolConfig,
+        tiered.StoreConfig,
+        tiered.CacheConfig,
+        tiered.RecordCacheConfig,
+        tiered.RouterConfig,
+        tiered.TTLRule,
+    ):
+        with pytest.raises(TypeError):
+            cls(3)  # type: ignore[misc]
+        assert cls() == cls()  # every setting has a default

@@ -51,7 +51,7 @@ from tiered.model import (
 )
 from tiered.netproxy import TcpProxy
 from tiered.pool import Fixed, Hybrid, Pool, PoolState, Predictive, Reactive, Schedule
-from tiered.store import PoolConfig, Store, StoreConfig, SyncStore, open_store, open_sync
+from tiered.store import PoolConfig, Store, StoreConfig, SyncStore, open_sync
 
 __version__ = "0.1.0"
 
@@ -121,7 +121,6 @@ __all__ = [
     "__version__",
     "find_sqld",
     "from_micros",
-    "open_store",
     "open_sync",
     "serve_metrics",
     "to_micros",

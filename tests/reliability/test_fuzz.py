@@ -235,7 +235,7 @@ def test_any_arguments_to_any_method_raise_only_typed_errors_and_write_nothing(
     name, args, kwargs = call
     hostile = _hostile(args, kwargs, inspect.signature(getattr(Store, name)))
     before = raw(url, FINGERPRINT)
-    lost = store.pool.get_stats()["connections_lost"]
+    lost = store.store.pool.get_stats()["connections_lost"]
     try:
         getattr(store, name)(*args, **kwargs)
     except TieredError as e:
@@ -248,7 +248,7 @@ def test_any_arguments_to_any_method_raise_only_typed_errors_and_write_nothing(
         if not name.startswith(("store_", "delete_", "train_")):
             assert raw(url, FINGERPRINT) == before, f"the read {name} wrote"
     # no argument made the server drop a pooled connection (sqld closes a socket on bad UTF-8)
-    assert store.pool.get_stats()["connections_lost"] == lost, f"{name} lost a connection"
+    assert store.store.pool.get_stats()["connections_lost"] == lost, f"{name} lost a connection"
     OUTCOMES[outcome] = OUTCOMES.get(outcome, 0) + 1
     for kind in hostile:
         HOSTILE[kind][outcome] = HOSTILE[kind].get(outcome, 0) + 1

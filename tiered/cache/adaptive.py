@@ -46,7 +46,7 @@ _MISSING: Any = object()
 _READ_BATCH = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TTLRule:
     """How entry lifetimes adapt (seconds). ``base=None`` disables expiry altogether."""
 

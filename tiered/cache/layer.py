@@ -53,7 +53,7 @@ NOT_FOUND: Any = type("NotFound", (), {"__repr__": lambda self: "<not found>"})(
 TABLES = ("episodes", "patterns", "heuristics", "embeddings")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordCacheConfig:
     """One record type's cache. ``negative_ttl``: seconds a "not found" is remembered."""
 
@@ -64,7 +64,7 @@ class RecordCacheConfig:
     negative_ttl: float = 5.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CacheConfig:
     """Settings of the cache layer (``enabled=False`` switches all of it off).
 

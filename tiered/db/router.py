@@ -69,7 +69,7 @@ log = logging.getLogger("tiered.router")
 Phase = Callable[[str, float], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouterConfig:
     """How reads are spread over replicas (see :mod:`tiered.db.router`).
 

@@ -11,7 +11,7 @@ from tiered.pool.sizing import SizingPolicy
 __all__ = ["PoolConfig"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PoolConfig:
     """Settings of a :class:`~tiered.pool.Pool` (keyword-only; each default is a sensible
     production value; times in seconds).

@@ -12,7 +12,7 @@ from tiered.store.config import (
     wall_clock_us,
 )
 from tiered.store.core import OPERATIONS, Store
-from tiered.store.sync import SyncStore, open_store, open_sync
+from tiered.store.sync import SyncStore, open_sync
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -24,7 +24,6 @@ __all__ = [
     "Store",
     "StoreConfig",
     "SyncStore",
-    "open_store",
     "open_sync",
     "wall_clock_us",
 ]

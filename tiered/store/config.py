@@ -35,7 +35,7 @@ def wall_clock_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:
     """Settings of a Store (keyword-only; every default is a sensible production value).
 
