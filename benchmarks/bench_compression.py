@@ -30,8 +30,9 @@ import numpy as np
 import zstandard
 from _common import log
 
-from tiered import Codec, Store, StoreConfig
+from tiered import Store, StoreConfig
 from tiered.cache import CacheConfig
+from tiered.compression import Codec
 from tiered.devserver import SqldProcess, find_sqld, free_port
 from tiered.netproxy import TcpProxy
 from tiered.sim import (

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from _common import quantile
 
-from tiered import SqldCluster, Store
+from tiered import Store
 from tiered.db import statements as q
+from tiered.devserver import SqldCluster
 from tiered.sim import generate_episodes
 
 

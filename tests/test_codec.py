@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import episodes
-from tiered import Codec, ConfigError, CorruptPayload, Episode
-from tiered.compression import CODEC_RAW, CODEC_ZSTD, HEADER_SIZE, MAGIC
+from tiered import ConfigError, CorruptPayload, Episode
+from tiered.compression import CODEC_RAW, CODEC_ZSTD, HEADER_SIZE, MAGIC, Codec
 
 
 @settings(max_examples=200, deadline=None)

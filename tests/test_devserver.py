@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tiered import DevServerError, SqldCluster, Store
-from tiered.devserver import find_sqld
+from tiered import Store
+from tiered.devserver import SqldCluster, find_sqld
+from tiered.errors import DevServerError
 
 
 def _listening(port: int) -> bool:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_url
-from tiered import Codec, CorruptPayload, Store, StoreConfig, ValidationError
-from tiered.compression import CODEC_ZSTD, HEADER_SIZE, frame_dictionary
+from tiered import CorruptPayload, Store, StoreConfig, ValidationError
+from tiered.compression import CODEC_ZSTD, HEADER_SIZE, Codec, frame_dictionary
 from tiered.errors import UnknownDictionary
 from tiered.sim import generate_episodes, generate_heuristics, generate_patterns
 

@@ -25,6 +25,7 @@ FLOORS: dict[str, int] = {
     "tiered.progress": 0,
     "tiered.netproxy": 0,
     "tiered.devserver": 0,
+    "tiered.testing": 0,
     "tiered.charts": 0,
     "tiered.validation": 1,
     "tiered.model": 1,

@@ -1,9 +1,15 @@
-"""tiered: cache, pool, compression and metrics layers for agent memory on libSQL/Turso."""
+"""tiered: cache, pool, compression and metrics layers for agent memory on libSQL/Turso.
 
-from tiered.cache import AdaptiveTTLCache, CacheConfig, RecordCacheConfig, TTLRule
-from tiered.compression import Codec, CodecStats
+The front door holds what a user of the store needs: :class:`Store` (and the blocking
+:class:`SyncStore`, :func:`open_sync`), its settings, the records it stores, the errors it
+raises, and :func:`serve_metrics`. Everything else lives in its layer's module: sizing policies
+in :mod:`tiered.pool`, the cache in :mod:`tiered.cache`, the codec in
+:mod:`tiered.compression`, metrics in :mod:`tiered.metrics`, a local sqld in
+:mod:`tiered.devserver`, test tools in :mod:`tiered.testing`.
+"""
+
+from tiered.cache import CacheConfig, RecordCacheConfig, TTLRule
 from tiered.db.router import RouterConfig
-from tiered.devserver import SqldCluster, SqldProcess, find_sqld
 from tiered.errors import (
     AuthError,
     ConfigError,
@@ -13,7 +19,6 @@ from tiered.errors import (
     DatabaseError,
     DatabaseUnavailable,
     DataError,
-    DevServerError,
     PayloadTooLarge,
     PoolClosed,
     PoolExhausted,
@@ -25,7 +30,7 @@ from tiered.errors import (
     UnknownLayout,
     ValidationError,
 )
-from tiered.metrics import Histogram, Metrics, MetricsServer, serve_metrics
+from tiered.metrics import serve_metrics
 from tiered.model import (
     Abstained,
     Complexity,
@@ -49,19 +54,14 @@ from tiered.model import (
     from_micros,
     to_micros,
 )
-from tiered.netproxy import TcpProxy
-from tiered.pool import Fixed, Hybrid, Pool, PoolState, Predictive, Reactive, Schedule
 from tiered.store import PoolConfig, Store, StoreConfig, SyncStore, open_sync
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Abstained",
-    "AdaptiveTTLCache",
     "AuthError",
     "CacheConfig",
-    "Codec",
-    "CodecStats",
     "Complexity",
     "ConfigError",
     "ConstraintError",
@@ -72,38 +72,25 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailable",
     "DecisionPoint",
-    "DevServerError",
     "Embedding",
     "Episode",
     "ErrorRecovery",
     "Evidence",
     "ExecutionStep",
     "Failure",
-    "Fixed",
     "Heuristic",
-    "Histogram",
-    "Hybrid",
-    "Metrics",
-    "MetricsServer",
     "PartialSuccess",
     "Pattern",
     "PatternKind",
     "PayloadTooLarge",
-    "Pool",
     "PoolClosed",
     "PoolConfig",
     "PoolExhausted",
-    "PoolState",
     "PoolTimeout",
-    "Predictive",
-    "Reactive",
     "ReadOnlyError",
     "RecordCacheConfig",
     "Reflection",
     "RouterConfig",
-    "Schedule",
-    "SqldCluster",
-    "SqldProcess",
     "StepResult",
     "Store",
     "StoreClosed",
@@ -112,14 +99,12 @@ __all__ = [
     "SyncStore",
     "TTLRule",
     "TaskContext",
-    "TcpProxy",
     "TieredError",
     "ToolSequence",
     "UnknownDictionary",
     "UnknownLayout",
     "ValidationError",
     "__version__",
-    "find_sqld",
     "from_micros",
     "open_sync",
     "serve_metrics",

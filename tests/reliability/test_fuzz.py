@@ -29,7 +29,6 @@ from tests.conftest import make_url
 from tests.strategies import embeddings, episodes, heuristics, ids, patterns
 from tiered import (
     CacheConfig,
-    Codec,
     CorruptPayload,
     Episode,
     Store,
@@ -38,6 +37,7 @@ from tiered import (
     ValidationError,
     open_sync,
 )
+from tiered.compression import Codec
 from tiered.compression.codec import CODEC_ZSTD
 from tiered.db.driver import Statement, Value, connect
 from tiered.model import PatternKind
