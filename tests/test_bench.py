@@ -110,6 +110,11 @@ async def test_compare_on_embedded_switches_each_layer(tmp_path: Path) -> None:
     got = reads.filter(pl.col("op") == "get_episode")["db"].sum()
     assert {m.op: m.misses for m in misses}["get_episode"] == got
     assert "A read that reaches the database: cache on vs the same requests" in text
+    # the breakdown chart: off first, each layer in the order run, all last
+    from tiered import charts
+
+    spec = charts.phase_chart(r.phases.filter(pl.col("config") != "cache")).to_dict()
+    assert spec["encoding"]["row"]["sort"] == ["off", "pool", "compression", "all"]
     paths = write_results(r, tmp_path / "out" / "b.parquet")
     back = pl.read_parquet(paths["requests"])
     assert back.equals(r.requests)

@@ -48,8 +48,12 @@ def phase_means(phases: pl.DataFrame) -> pl.DataFrame:
 
 def phase_chart(phases: pl.DataFrame, *, title: str = "Where the time goes") -> alt.Chart:
     """Stacked bars of mean ms per call of each phase, per operation, one panel per
-    configuration (``phases``: a ``tiered bench`` ``-phases`` frame)."""
+    configuration (``phases``: a ``tiered bench`` ``-phases`` frame): all layers off first, then
+    the configurations in the order they ran, all layers on last."""
     mean = phase_means(phases)
+    ran = phases["config"].unique(maintain_order=True).to_list()
+    order = [c for c in ("off",) if c in ran]
+    order += [c for c in ran if c not in ("off", "all")] + [c for c in ("all",) if c in ran]
     return (
         alt.Chart(_data(mean), title=title)
         .mark_bar()
@@ -58,7 +62,7 @@ def phase_chart(phases: pl.DataFrame, *, title: str = "Where the time goes") -> 
             x=alt.X("value:Q", title="mean ms per call", stack="zero"),
             color=alt.Color("phase:N", sort=PHASE_ORDER),
             order=alt.Order("phase_order:Q"),
-            row=alt.Row("config:N", title=None),
+            row=alt.Row("config:N", title=None, sort=order),
             tooltip=["config:N", "op:N", "phase:N", alt.Tooltip("value:Q", format=".2f")],
         )
         .transform_calculate(
