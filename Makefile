@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks,forecast,replica]'
+	$(BIN)/python -m pip install --quiet -e '.[analysis,dev,notebooks,forecast,replica]'
 	touch $(STAMP)
 
 report: $(STAMP)

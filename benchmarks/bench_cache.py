@@ -379,8 +379,8 @@ def memory(ops: int = 1_000_000, bound: int = 8 << 20) -> dict[str, Any]:
     for k, n in zip(keys, sizes, strict=True):
         if c.get(k) is None:
             c[k] = bytes(n)
-        if c.currsize > peak_accounted:
-            peak_accounted = c.currsize
+        if c.currbytes > peak_accounted:
+            peak_accounted = c.currbytes
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {

