@@ -117,3 +117,37 @@ async def test_read_only_and_memory_connections_never_checkpoint(tmp_path: Path)
     assert memory._file().checkpoints == 0
     for c in (reader, memory, writer):
         await c.close()
+
+
+async def test_a_large_result_is_decoded_in_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding is Python on the loop: a query of many episodes gives other tasks turns between
+    chunks of it (with the slice at 0, after every chunk), and returns the same records."""
+    from tiered import CacheConfig, Store
+    from tiered.sim import generate_episodes
+    from tiered.store import records
+
+    url = f"file:{tmp_path / 's.db'}"
+    eps = generate_episodes(64, seed=4)
+    async with await Store.open(url, cache=CacheConfig(enabled=False)) as store:
+        await store.store_episodes(eps)
+        whole = await store.query_episodes_since(0, limit=64)
+        monkeypatch.setattr(records, "SLICE_S", 0.0)
+        ticks = 0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        turned = await store.query_episodes_since(0, limit=64)
+        stop = True
+        await t
+    assert turned == whole and len(whole) == 64
+    assert ticks - before >= 64 // records._DECODE_ROWS - 1

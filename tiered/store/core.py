@@ -30,7 +30,7 @@ from tiered.db import statements as q
 from tiered.db.database import Database
 from tiered.db.driver import Row, Statement, Value, as_int, redact_url
 from tiered.db.router import Router, RouterConfig
-from tiered.errors import DatabaseUnavailable, UnknownDictionary, ValidationError
+from tiered.errors import DatabaseUnavailable, ValidationError
 from tiered.metrics import Metrics
 from tiered.metrics.access import AccessLog, flagged
 from tiered.metrics.phases import add_phase, cache_done, cache_mark, measure_all
@@ -65,6 +65,7 @@ from tiered.store.records import (
     PAYLOAD_KINDS,
     RecordKind,
     approx_size,
+    decode_rows,
     encode_frames,
 )
 from tiered.store.vectors import Vectors, check_search
@@ -75,6 +76,11 @@ T = TypeVar("T")
 R = TypeVar("R", Episode, Pattern, Heuristic, Embedding)
 perf_counter = time.perf_counter
 _key = check_id  # the model's rule for ids, for every key a query takes
+
+
+#: seconds of validating and encoding a batch after which a write yields to the loop before
+#: its transaction (a batch of ten episodes takes about this long)
+_ENCODE_TURN = 0.0003
 
 
 def _opt_key(name: str, value: object) -> str | None:
@@ -241,17 +247,9 @@ class Store:
     # -- reading and writing through the cache ---------------------------------------------------
 
     async def _build(self, rows: Sequence[Row], kind: RecordKind[R]) -> list[R]:
-        """Decode rows; a frame naming a dictionary another process trained loads the table
-        once and retries."""
-        t0 = perf_counter()
-        decode, codec = kind.decode, self.codec
-        try:
-            out = [decode(r, codec) for r in rows]
-        except UnknownDictionary:
-            await self._dicts.load()
-            t0 = perf_counter()
-            out = [decode(r, codec) for r in rows]
-        add_phase("decode", perf_counter() - t0)
+        """Decode rows (see :func:`~tiered.store.records.decode_rows`)."""
+        out, spent = await decode_rows(rows, kind, self.codec, self._dicts.load)
+        add_phase("decode", spent)
         return out
 
     async def _load(self, kind: RecordKind[R], stmt: Statement, args: Sequence[Value]) -> list[R]:
@@ -320,10 +318,13 @@ class Store:
         rs = last_per_id(check_records(kind.table, records, kind.cls))
         self._db.check_writable()
         now = self.clock()
+        t0 = perf_counter()
         if kind.steps is not None:
             steps = kind.steps(rs, self._frames(kind.table, rs), now)  # may reject: no I/O yet
         else:
             steps = await self._vectors.steps(rs, now)  # type: ignore[arg-type]
+        if perf_counter() - t0 >= _ENCODE_TURN:
+            await asyncio.sleep(0)  # encoding was a slice of its own: the other tasks' turn
         ticket = self._cache.begin_write(kind.table, [r.id for r in rs])
         t0 = perf_counter()
         try:

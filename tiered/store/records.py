@@ -9,15 +9,18 @@ builds their steps.
 
 from __future__ import annotations
 
+import asyncio
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Generic, TypeVar
 
 from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.db.driver import Row, Statement, Step, Value, as_bytes, as_str
-from tiered.errors import CorruptPayload, PayloadTooLarge
+from tiered.db.embedded import SLICE_S
+from tiered.errors import CorruptPayload, PayloadTooLarge, UnknownDictionary
 from tiered.model import Embedding, Episode, Heuristic, Pattern
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "RecordKind",
     "approx_size",
     "decode_embedding",
+    "decode_rows",
     "encode_frames",
 ]
 
@@ -247,6 +251,43 @@ EMBEDDINGS: RecordKind[Embedding] = RecordKind(
     q.DELETE_EMBEDDING,
     lambda row, codec: decode_embedding(row),
 )
+
+
+#: rows decoded between two looks at the clock (see :func:`decode_rows`)
+_DECODE_ROWS = 8
+
+
+async def decode_rows(
+    rows: Sequence[Row],
+    kind: RecordKind[R],
+    codec: Codec,
+    reload: Callable[[], Awaitable[object]],
+) -> tuple[list[R], float]:
+    """The records of ``rows`` and the seconds spent decoding them. A frame naming a
+    dictionary another process trained calls ``reload`` (the dictionaries table) once and
+    retries. Decoding is Python on the event loop (tens of microseconds an episode): a result of
+    many records yields to the loop every :data:`~tiered.db.embedded.SLICE_S` seconds of it, so
+    one agent's large query does not hold up every other agent's turn (the time given away is
+    not counted as decoding)."""
+    decode = kind.decode
+    out: list[R] = []
+    spent = 0.0
+    t0 = perf_counter()
+    for i in range(0, len(rows), _DECODE_ROWS):
+        chunk = rows[i : i + _DECODE_ROWS]
+        try:
+            out += [decode(r, codec) for r in chunk]
+        except UnknownDictionary:
+            spent += perf_counter() - t0
+            await reload()
+            t0 = perf_counter()
+            out += [decode(r, codec) for r in chunk]
+        now = perf_counter()
+        if now - t0 >= SLICE_S and i + _DECODE_ROWS < len(rows):
+            spent += now - t0
+            await asyncio.sleep(0)
+            t0 = perf_counter()
+    return out, spent + perf_counter() - t0
 
 
 def approx_size(value: Any) -> int:
