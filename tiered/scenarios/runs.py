@@ -190,7 +190,10 @@ def run_cache_sizes(out: Path = RESULTS) -> pl.DataFrame:
 
 
 def run_breakdown(out: Path = RESULTS, *, progress: bool = True) -> BenchResult:
-    """Each layer in turn over the remote-like link (also compression on/off over it)."""
+    """Each layer in turn over the remote-like link (also compression on/off over it), and on
+    the embedded default with four agents (``breakdown_file``)."""
     result = layer_breakdown(REMOTE, progress=progress)
     write_results(result, out / "breakdown_remote20.parquet")
+    local = layer_breakdown(Link(), Workload(ops=3000, concurrency=4), progress=progress)
+    write_results(local, out / "breakdown_file.parquet")
     return result
