@@ -79,24 +79,24 @@ async def checksums_url(url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("legacy") / "memory.db"
+def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("original") / "memory.db"
     write_original_database(path, episodes=1500, weeks=5, seed=3)
     return path
 
 
 @pytest.fixture
-def legacy_copy(legacy: Path, tmp_path: Path) -> Path:
+def original_copy(original: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "memory.db"
-    shutil.copy(legacy, dest)
+    shutil.copy(original, dest)
     return dest
 
 
 @pytest.fixture
-def legacy_sqld(legacy: Path, sqld_binary: Path, tmp_path: Path) -> Iterator[SqldProcess]:
+def original_sqld(original: Path, sqld_binary: Path, tmp_path: Path) -> Iterator[SqldProcess]:
     data = tmp_path / "sqld" / "dbs" / "default"
     data.mkdir(parents=True)
-    shutil.copy(legacy, data / "data")  # sqld serves an existing SQLite file placed there
+    shutil.copy(original, data / "data")  # sqld serves an existing SQLite file placed there
     proc = SqldProcess(sqld_binary, tmp_path / "sqld", free_port(), log_path=tmp_path / "log")
     proc.start()
     try:
@@ -108,19 +108,19 @@ def legacy_sqld(legacy: Path, sqld_binary: Path, tmp_path: Path) -> Iterator[Sql
 # -- reads only ------------------------------------------------------------------------------------
 
 
-async def test_analyze_a_legacy_file_reads_only(legacy_copy: Path) -> None:
+async def test_analyze_a_original_file_reads_only(original_copy: Path) -> None:
     before, listing = (
-        checksums_file(legacy_copy),
-        sorted(p.name for p in legacy_copy.parent.iterdir()),
+        checksums_file(original_copy),
+        sorted(p.name for p in original_copy.parent.iterdir()),
     )
-    digest = file_digest(legacy_copy)
+    digest = file_digest(original_copy)
     # the default probes (100), sent faster than the default pace
-    a = await analyze(f"file:{legacy_copy}", say=lambda _m: None, rate=1000.0, holdout_days=1)
+    a = await analyze(f"file:{original_copy}", say=lambda _m: None, rate=1000.0, holdout_days=1)
     assert a.latency is not None and a.latency.requests.height == 100
-    assert checksums_file(legacy_copy) == before
-    assert file_digest(legacy_copy) == digest
-    assert sorted(p.name for p in legacy_copy.parent.iterdir()) == listing  # no -wal, no -shm
-    assert a.layout == "legacy" and a.statements_sent > 5
+    assert checksums_file(original_copy) == before
+    assert file_digest(original_copy) == digest
+    assert sorted(p.name for p in original_copy.parent.iterdir()) == listing  # no -wal, no -shm
+    assert a.layout == "original" and a.statements_sent > 5
     parts = {r.part for r in a.recommendations}
     assert {"compression", "indexes", "pool"} <= parts
     scans = a.indexes.filter(pl.col("full_scan"))["query"].to_list()
@@ -133,13 +133,15 @@ async def test_analyze_a_legacy_file_reads_only(legacy_copy: Path) -> None:
     assert "Store.open(" in snippet and "asyncio.run(main())" in snippet
     pool = next(r for r in a.recommendations if r.part == "pool")
     assert ("PoolConfig(" in snippet) == bool(pool.setting)  # set only where a gain is predicted
-    assert json.loads(json.dumps(a.as_dict(), default=str))["layout"] == "legacy"
+    assert json.loads(json.dumps(a.as_dict(), default=str))["layout"] == "original"
 
 
-async def test_analyze_a_legacy_database_on_sqld_reads_only(legacy_sqld: SqldProcess) -> None:
+async def test_analyze_a_original_database_on_sqld_reads_only(original_sqld: SqldProcess) -> None:
     # (checksums read whole tables: over HTTP, which has no 4 MiB message limit)
-    before = await checksums_url(legacy_sqld.http_url)
-    a = await analyze(legacy_sqld.ws_url, say=lambda _m: None, probes=30, rate=40.0, holdout_days=1)
+    before = await checksums_url(original_sqld.http_url)
+    a = await analyze(
+        original_sqld.ws_url, say=lambda _m: None, probes=30, rate=40.0, holdout_days=1
+    )
     assert a.latency is not None and a.latency.requests.height == 30
     assert a.latency.achieved_rate <= 40.0 * 1.02  # the limit is honoured
     ops = set(a.latency.requests["op"].to_list())
@@ -151,8 +153,8 @@ async def test_analyze_a_legacy_database_on_sqld_reads_only(legacy_sqld: SqldPro
     assert set(failed["op"].to_list()) <= {"query_episodes_by_metadata"}
     if failed.height:
         assert "data" in {r.part for r in a.recommendations}
-    assert a.layout == "legacy" and a.compression is not None and a.compression.sampled > 1000
-    assert await checksums_url(legacy_sqld.http_url) == before
+    assert a.layout == "original" and a.compression is not None and a.compression.sampled > 1000
+    assert await checksums_url(original_sqld.http_url) == before
 
 
 async def test_analyze_a_tiered_database_reads_only(tmp_path: Path) -> None:
@@ -172,8 +174,8 @@ async def test_analyze_a_tiered_database_reads_only(tmp_path: Path) -> None:
     assert a.compression is not None and a.compression.undecodable == 0
 
 
-async def test_the_target_refuses_anything_but_reads(legacy_copy: Path) -> None:
-    target = await open_target(f"file:{legacy_copy}")
+async def test_the_target_refuses_anything_but_reads(original_copy: Path) -> None:
+    target = await open_target(f"file:{original_copy}")
     try:
         for sql in (
             "DELETE FROM episodes",
@@ -222,12 +224,12 @@ async def test_a_read_only_store_refuses_every_write_before_any_io(db_url: str) 
 
 
 async def test_compression_projection_is_within_10_percent_of_encoding_every_row(
-    legacy_copy: Path,
+    original_copy: Path,
 ) -> None:
-    target = await open_target(f"file:{legacy_copy}")
+    target = await open_target(f"file:{original_copy}")
     try:
-        proj = await compression_projection(target, "legacy", sample=300)
-        cols = ", ".join(PAYLOAD_COLUMNS["legacy"])
+        proj = await compression_projection(target, "original", sample=300)
+        cols = ", ".join(PAYLOAD_COLUMNS["original"])
         rows = await target.query(f"SELECT {cols} FROM episodes")
     finally:
         await target.close()
@@ -254,11 +256,11 @@ def _rhythm_series(weeks: int, peak: float, seed: int) -> pl.DataFrame:
 
 
 async def test_the_pool_plan_meets_its_slo_on_held_out_days(
-    legacy_copy: Path, tmp_path: Path
+    original_copy: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "traffic.csv"
     _rhythm_series(4, 30.0, seed=5).write_csv(path)
-    a = await analyze(f"file:{legacy_copy}", traffic=path, say=lambda _m: None, probes=0)
+    a = await analyze(f"file:{original_copy}", traffic=path, say=lambda _m: None, probes=0)
     assert a.traffic is not None and a.traffic.hours == 4 * 168
     assert a.traffic.meets_slo, a.traffic.held_out
     assert a.traffic.max_size > a.traffic.min_size >= 1
@@ -295,11 +297,11 @@ def test_traffic_files_bad_and_odd(tmp_path: Path) -> None:
 
 
 async def test_two_days_of_traffic_give_a_labelled_partial_report(
-    legacy_copy: Path, tmp_path: Path
+    original_copy: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "short.csv"
     _rhythm_series(1, 5.0, seed=1).head(48).write_csv(path)
-    a = await analyze(f"file:{legacy_copy}", traffic=path, **QUIET)
+    a = await analyze(f"file:{original_copy}", traffic=path, **QUIET)
     assert a.traffic is None and any("no pool plan" in n for n in a.notes)
     assert {r.part for r in a.recommendations} == {"compression", "indexes"}
 
@@ -320,23 +322,23 @@ async def test_unknown_and_empty_databases(tmp_path: Path) -> None:
     assert any("empty" in n for n in a.notes)
 
 
-def test_cli_analyze_writes_only_into_out(legacy_copy: Path, tmp_path: Path) -> None:
+def test_cli_analyze_writes_only_into_out(original_copy: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    before = sorted(p.name for p in legacy_copy.parent.iterdir())
+    before = sorted(p.name for p in original_copy.parent.iterdir())
     run = subprocess.run(
-        [sys.executable, "-m", "tiered", "analyze", f"file:{legacy_copy}", "--json",
+        [sys.executable, "-m", "tiered", "analyze", f"file:{original_copy}", "--json",
          "--out", str(out), "--sample", "200", "--probes", "10", "--rate", "200",
          "--holdout-days", "1"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
-    assert doc["layout"] == "legacy" and doc["recommendations"]
+    assert doc["layout"] == "original" and doc["recommendations"]
     assert sorted(p.name for p in out.iterdir()) == [
         "analysis.json", "analysis.pickle", "history.parquet", "indexes.parquet",
         "pool-schedule.json", "recommended.py", "storage.parquet",
     ]  # fmt: skip
-    assert sorted(p.name for p in legacy_copy.parent.iterdir() if p != out) == before
+    assert sorted(p.name for p in original_copy.parent.iterdir() if p != out) == before
     bad = subprocess.run(
         [sys.executable, "-m", "tiered", "analyze", f"file:{tmp_path / 'nope' / 'x.db'}"],
         capture_output=True, text=True, timeout=60,
@@ -384,7 +386,8 @@ async def test_the_access_log_hashes_keys_and_keeps_all_accesses_of_sampled_keys
             await s.query_episodes_since(0)
             await s.delete_episode(eps[0].id)
     full = read_access_log(folders[1.0])
-    assert set(full["op"].cast(pl.Utf8).unique()) == {"put", "get", "query", "delete"}
+    ops = set(full["op"].cast(pl.Utf8).unique())
+    assert ops == {"put", "get", "query:query_episodes_since", "delete"}  # a query's name kept
     gets = full.filter(pl.col("op") == "get")
     assert gets.height == 310 and gets.filter(pl.col("hit").not_())["key"].n_unique() >= 50
     assert gets.filter(pl.col("size") > 0).height >= 50  # sizes seen at misses
@@ -563,7 +566,7 @@ async def test_cache_sizing_on_gets_queries_and_writes_predicts_the_live_reads(
 
 @pytest.mark.slow
 async def test_the_pool_recommendation_is_stable_or_its_range_covers_every_run(
-    legacy_copy: Path, tmp_path: Path
+    original_copy: Path, tmp_path: Path
 ) -> None:
     """Five analyses of the same inputs, each with its own latency probes: the recommended
     ``max_size`` is the same, or the range each run prints covers every run's."""
@@ -572,7 +575,7 @@ async def test_the_pool_recommendation_is_stable_or_its_range_covers_every_run(
     plans = []
     for _ in range(5):
         a = await analyze(
-            f"file:{legacy_copy}", traffic=path, say=lambda _m: None, probes=40, rate=2000.0
+            f"file:{original_copy}", traffic=path, say=lambda _m: None, probes=40, rate=2000.0
         )
         assert a.traffic is not None
         plans.append(a.traffic)

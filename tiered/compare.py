@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.analysis.latency import decode_legacy_rows, legacy_metadata_pair
+from tiered.analysis.latency import decode_original_rows, original_metadata_pair
 from tiered.analysis.sources import Target, detect_layout, open_target
 from tiered.cache.layer import CacheConfig
 from tiered.db.driver import Row, Value
@@ -75,12 +75,12 @@ async def compare_layouts(
     store: Store | None = None
     rows: list[dict[str, Any]] = []
     try:
-        if await detect_layout(src) != "legacy" or await detect_layout(dst) != "tiered":
+        if await detect_layout(src) != "original" or await detect_layout(dst) != "tiered":
             raise UnknownLayout("compare_layouts needs the original layout, then tiered's")
         rng = np.random.default_rng(seed)
         rows.append(_row("bytes on disk", await _disk(src), await _disk(dst)))
-        legacy_cols = "task_description, context, steps, outcome, reward, reflection, metadata"
-        sums = " + ".join(f"coalesce(length({c}), 0)" for c in legacy_cols.split(", "))
+        original_cols = "task_description, context, steps, outcome, reward, reflection, metadata"
+        sums = " + ".join(f"coalesce(length({c}), 0)" for c in original_cols.split(", "))
         before = (await src.query(f"SELECT sum({sums}) FROM episodes"))[0][0]
         after = (await dst.query("SELECT sum(length(payload)) FROM episodes"))[0][0]
         rows.append(_row("episode payload bytes", int(before or 0), int(after or 0)))
@@ -192,7 +192,7 @@ def _original(src: Target, sql: str, args: Sequence[Value]) -> Callable[[], Awai
 
     async def run() -> list[Row]:
         rows = await src.query(sql, args)
-        decode_legacy_rows(rows)
+        decode_original_rows(rows)
         return rows
 
     return run
@@ -204,7 +204,7 @@ async def _each(get: Callable[[str], Awaitable[Any]], keys: list[str]) -> list[A
 
 async def _a_metadata_pair(src: Target) -> tuple[str, str] | None:
     for (meta,) in await src.query("SELECT metadata FROM episodes LIMIT 50"):
-        pair = legacy_metadata_pair(meta)
+        pair = original_metadata_pair(meta)
         if pair is not None:
             return pair
     return None

@@ -103,7 +103,7 @@ class Analysis:
         lines += ["", f"from tiered import {', '.join(['Store', *names])}"]
         if pool:
             lines.append(f"from tiered.pool import {', '.join(pool)}")
-        if self.layout == "legacy":
+        if self.layout == "original":
             url = "file:tiered.db"
             lines += ["", "# the tiered database this one's data is imported into:",
                       f"#   tiered import {self.target} {url}"]  # fmt: skip

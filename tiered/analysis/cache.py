@@ -89,14 +89,19 @@ def replay_trace(trace: pl.DataFrame, config: CacheConfig) -> dict[str, dict[str
         if size:
             sizes[(table, key)] = size
         layer = layer_of(proc)
-        if op == "query":
+        if op.startswith("query"):
             st = stats["queries"]
             st[0] += 1
             qc = layer.queries
-            if qc is None or qc.get((table, key)) is None:
+            # keyed by the query's name first, as the live cache is (``query:<name>``; a trace
+            # older than that counts every query under one name). Every result is cached: a
+            # write here drops all of its table's results (their predicates are not in the
+            # trace), so the live cache's "worth caching" measure would read lower than live
+            qkey = (op[6:], table, key)
+            if qc is None or qc.get(qkey) is None:
                 st[1] += 1
                 if qc is not None:
-                    qc.put((table, key), QueryEntry(table, (), frozenset(), _ALWAYS))
+                    qc.put(qkey, QueryEntry(table, (), frozenset(), _ALWAYS))
             continue
         cache = layer.records.get(table)
         if op == "get":

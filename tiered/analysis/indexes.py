@@ -20,7 +20,7 @@ from tiered.db.schema import MIGRATIONS
 __all__ = ["HOT_QUERIES", "index_health"]
 
 #: the original layout's hot queries (shared/seed/seed-schema.md), with sample arguments
-LEGACY_HOT: dict[str, tuple[str, tuple[Value, ...]]] = {
+ORIGINAL_HOT: dict[str, tuple[str, tuple[Value, ...]]] = {
     "query_episodes_since": (
         "SELECT * FROM episodes WHERE start_time >= ? ORDER BY start_time DESC LIMIT ?",
         (0, 100),
@@ -49,7 +49,7 @@ TIERED_HOT: dict[str, tuple[str, tuple[Value, ...]]] = {
     "list_patterns": (q.patterns_filtered(False, True).sql, ("web-api", 0.0, 100)),
 }
 
-HOT_QUERIES = {"legacy": LEGACY_HOT, "tiered": TIERED_HOT}
+HOT_QUERIES = {"original": ORIGINAL_HOT, "tiered": TIERED_HOT}
 
 
 def _scans(details: list[str]) -> list[str]:

@@ -31,8 +31,8 @@ from tiered.progress import Progress
 __all__ = [
     "LatencyProbe",
     "RateLimiter",
-    "decode_legacy_rows",
-    "legacy_metadata_pair",
+    "decode_original_rows",
+    "original_metadata_pair",
     "probe_latency",
 ]
 
@@ -96,7 +96,7 @@ class LatencyProbe:
         }
 
 
-def legacy_metadata_pair(meta: Any) -> tuple[str, str] | None:
+def original_metadata_pair(meta: Any) -> tuple[str, str] | None:
     """The first ``key, value`` pair with a text value of an original-layout ``metadata``
     column (envelope opened), or ``None`` when it has none or does not decode."""
     if not isinstance(meta, str):
@@ -112,7 +112,7 @@ def legacy_metadata_pair(meta: Any) -> tuple[str, str] | None:
     return None
 
 
-def decode_legacy_rows(rows: Sequence[Sequence[Any]]) -> None:
+def decode_original_rows(rows: Sequence[Sequence[Any]]) -> None:
     """What a reader of the original layout does with each row: parse its JSON columns."""
     for r in rows:
         for v in r:
@@ -132,7 +132,7 @@ def decode_legacy_rows(rows: Sequence[Sequence[Any]]) -> None:
 
 
 async def _sample_keys(target: Target, layout: Layout, n: int) -> dict[str, list[Any]]:
-    idcol = "episode_id" if layout == "legacy" else "id"
+    idcol = "episode_id" if layout == "original" else "id"
     total = int((await target.query("SELECT count(*) FROM episodes"))[0][0] or 0)
     stride = max(1, total // max(1, n))
     ids = [
@@ -148,11 +148,11 @@ async def _sample_keys(target: Target, layout: Layout, n: int) -> dict[str, list
         )
     ]
     pairs: list[tuple[str, str]] = []
-    if layout == "legacy":
+    if layout == "original":
         for (meta,) in await target.query(
             "SELECT metadata FROM episodes WHERE rowid % ? = 0 LIMIT ?", (stride, n)
         ):
-            pair = legacy_metadata_pair(meta)
+            pair = original_metadata_pair(meta)
             if pair is not None:
                 pairs.append(pair)
     else:
@@ -195,7 +195,7 @@ async def probe_latency(
         for did, kind, data in await target.query("SELECT id, kind, data FROM dictionaries"):
             if isinstance(did, int) and isinstance(data, bytes):
                 codec.add_dictionary(did, str(kind), data, activate=False)
-    if layout == "legacy":
+    if layout == "original":
         ops: dict[str, tuple[str, Callable[[], tuple[Any, ...]]]] = {
             "get_episode": (
                 "SELECT * FROM episodes WHERE episode_id = ?",
@@ -250,8 +250,8 @@ async def probe_latency(
             continue
         t1 = time.perf_counter()
         try:
-            if layout == "legacy":
-                decode_legacy_rows(result)
+            if layout == "original":
+                decode_original_rows(result)
             else:
                 for r in result:
                     codec.decode(r[2])  # type: ignore[arg-type]

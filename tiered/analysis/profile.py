@@ -32,7 +32,7 @@ __all__ = [
 
 #: the payload columns of an episode, per layout
 PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "legacy": (
+    "original": (
         "task_description", "context", "steps", "outcome", "reward", "reflection", "patterns",
         "heuristics", "checkpoints", "metadata",
     ),
@@ -41,7 +41,7 @@ PAYLOAD_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def _text(v: Any) -> bytes:
-    """A legacy column's value as the bytes it stands for (envelopes opened)."""
+    """An original-layout column's value as the bytes it stands for (envelopes opened)."""
     if v is None:
         return b""
     if isinstance(v, bytes):
@@ -138,7 +138,7 @@ async def compression_projection(
     bad = 0
     for r in rows:
         try:
-            if layout == "legacy":
+            if layout == "original":
                 stored += sum(len(v) if isinstance(v, str | bytes) else 0 for v in r)
                 raws.append(b"\x1e".join(_text(v) for v in r))
             else:

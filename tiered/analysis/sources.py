@@ -41,7 +41,7 @@ __all__ = [
     "traffic_file",
 ]
 
-Layout = Literal["tiered", "legacy", "empty"]
+Layout = Literal["tiered", "original", "empty"]
 
 TIERED_TABLES = ("episodes", "episode_metadata", "patterns", "heuristics", "change_log")
 _READ = re.compile(r"\s*(SELECT|EXPLAIN)\b", re.IGNORECASE)  # (not WITH: a CTE may write)
@@ -118,7 +118,7 @@ async def detect_layout(target: Target) -> Layout:
     if set(ORIGINAL_TABLES) <= tables:
         cols = {str(r[1]) for r in await target.query("PRAGMA table_info(episodes)")}
         if {"episode_id", "steps", "metadata", "start_time"} <= cols:
-            return "legacy"
+            return "original"
     raise UnknownLayout(
         "the database is neither of tiered's layout nor of the original system's: "
         f"found tables {sorted(tables)}; expected {list(TIERED_TABLES)} or {list(ORIGINAL_TABLES)}",
@@ -127,7 +127,7 @@ async def detect_layout(target: Target) -> Layout:
 
 
 #: seconds per unit of each layout's time columns (tiered: microseconds, original: seconds)
-TIME_UNIT = {"tiered": 1e-6, "legacy": 1.0}
+TIME_UNIT = {"tiered": 1e-6, "original": 1.0}
 
 
 async def history(target: Target, layout: Layout) -> pl.DataFrame:

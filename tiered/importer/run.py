@@ -279,7 +279,7 @@ async def import_database(
     store: Store | None = None
     try:
         layout = await detect_layout(src)
-        if layout != "legacy":
+        if layout != "original":
             raise UnknownLayout(f"the source is of the {layout} layout, not the original one")
         tables = set(await src.tables())
         tags = await _survey(src, tables, report)

@@ -129,9 +129,12 @@ class AccessLog:
                 self.record(t_us, "get", table, k, k not in loaded, 0.0, size)
 
     def queried(self, t_us: int, table: str, key: Hashable, hit: bool, seconds: float) -> None:
-        """A query (its name and arguments as ``key``)."""
+        """A query (its name and arguments as ``key``; the name, not secret, is also kept in
+        clear in ``op``, ``query:<name>``, as the cache decides per query name whether its
+        results are worth caching)."""
         if self.keep(key):
-            self.record(t_us, "query", table, key, hit, seconds)
+            name = key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else ""
+            self.record(t_us, f"query:{name}", table, key, hit, seconds)
 
     def put(self, t_us: int, table: str, records: Iterable[Any], seconds: float) -> None:
         """Records written (one row each)."""
