@@ -39,7 +39,7 @@ from _common import log, p50_p99, quantile
 
 from tiered import Store
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
-from tiered.cache.layer import CacheConfig
+from tiered.cache.config import CacheConfig
 from tiered.sim import generate_episodes
 from tiered.workload.traces import (
     load_cache_trace,

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 
 from tests.fakes import FakeClock
 from tiered import Embedding, Episode, SyncStore, open_sync
-from tiered.cache.layer import CacheConfig
+from tiered.cache.config import CacheConfig
 from tiered.devserver import SqldProcess, free_port
 from tiered.sim import generate_episodes
 

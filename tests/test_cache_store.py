@@ -14,7 +14,7 @@ from tests.conftest import make_url
 from tests.fakes import FakeClock
 from tiered import Episode, Store
 from tiered.cache.adaptive import TTLRule
-from tiered.cache.layer import CacheConfig, RecordCacheConfig
+from tiered.cache.config import CacheConfig, RecordCacheConfig
 from tiered.db.driver import Statement
 from tiered.sim import generate_episodes
 

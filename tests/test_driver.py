@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tiered import AuthError, DatabaseUnavailable, Embedding, Store
-from tiered.cache.layer import CacheConfig
+from tiered.cache.config import CacheConfig
 from tiered.db.driver import MAX_STORED_SQL, HranaWsConnection, connect, redact_url, translate
 from tiered.devserver import SqldProcess, free_port
 

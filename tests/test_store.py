@@ -25,7 +25,7 @@ from tiered import (
     ToolSequence,
     ValidationError,
 )
-from tiered.cache.layer import CacheConfig
+from tiered.cache.config import CacheConfig
 from tiered.db import connect
 from tiered.db.driver import Statement
 from tiered.db.schema import MIGRATIONS, TABLES

@@ -39,7 +39,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
-from tiered.cache.layer import CacheConfig, hit_ratio
+from tiered.cache.config import CacheConfig
+from tiered.cache.layer import hit_ratio
 from tiered.db.driver import backend_of, connect
 from tiered.errors import ConfigError
 from tiered.metrics import PHASES

@@ -31,7 +31,7 @@ import polars as pl
 
 from tiered.analysis.latency import decode_original_rows, original_metadata_pair
 from tiered.analysis.sources import Target, detect_layout, open_target
-from tiered.cache.layer import CacheConfig
+from tiered.cache.config import CacheConfig
 from tiered.db.driver import Row, Value
 from tiered.errors import DatabaseError, UnknownLayout
 from tiered.store import Store, StoreConfig

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tiered.cache.layer import TABLES, CacheConfig, CacheLayer, RecordCacheConfig
+from tiered.cache.config import CacheConfig, RecordCacheConfig
+from tiered.cache.layer import TABLES, CacheLayer
 from tiered.cache.queries import QueryEntry
 from tiered.errors import DataError
 from tiered.metrics.access import read_access_log

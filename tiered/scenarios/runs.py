@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from tiered.bench import BenchResult, run_bench, write_results
-from tiered.cache.layer import CacheConfig, RecordCacheConfig
+from tiered.cache.config import CacheConfig, RecordCacheConfig
 from tiered.forecast.capacity import servers_needed
 from tiered.forecast.traces import REAL_TRACES
 from tiered.pool.sizing import Fixed, Reactive, SizingPolicy

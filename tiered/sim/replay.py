@@ -36,7 +36,8 @@ import numpy as np
 import polars as pl
 
 from tiered.cache import predicates
-from tiered.cache.layer import CacheConfig, CacheLayer, hit_ratio
+from tiered.cache.config import CacheConfig
+from tiered.cache.layer import CacheLayer, hit_ratio
 from tiered.cache.queries import QueryEntry
 from tiered.errors import ConfigError
 from tiered.pool.sizing import Reactive

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiered.cache import predicates
-from tiered.cache.layer import CacheConfig, CacheLayer
+from tiered.cache.config import CacheConfig
+from tiered.cache.layer import CacheLayer
 from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.db.database import Database

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tiered.cache.layer import CacheConfig
+from tiered.cache.config import CacheConfig
 from tiered.db.router import RouterConfig
 from tiered.errors import StoreClosed
 from tiered.metrics import Metrics
