@@ -41,7 +41,7 @@ from tiered import Store
 from tiered.cache.adaptive import AdaptiveTTLCache, TTLRule
 from tiered.cache.config import CacheConfig
 from tiered.sim import generate_episodes
-from tiered.workload.traces import (
+from tiered.workload.keys import (
     load_cache_trace,
     loop_mix_trace,
     shifting_trace,

@@ -15,7 +15,7 @@ than the weekly seasonal naive, its MASE relative to that baseline (above 1: not
 and the number of origins.
 
 ``calibrated`` (per series) keeps every model's forecasts at those origins, calibrates each
-model's quantiles with its own earlier errors (``tiered.forecast.calibration``: conformal, per
+model's quantiles with its own earlier errors (``tiered.forecast.conformal``: conformal, per
 day ahead, from forecasts whose day at that lead ended before the origin), adds the median
 combination, and selects a model on the earlier half of the origins, scored on the later
 half. Targets: the selected model's q0.9 covers 0.87-0.93 and its 80 % interval 0.75-0.85 at

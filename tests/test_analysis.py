@@ -406,7 +406,7 @@ async def test_cache_sizing_predicts_the_reads_it_saves_on_a_live_server(
 ) -> None:
     from tiered import CacheConfig, RecordCacheConfig
     from tiered.analysis.cache import size_cache
-    from tiered.workload.traces import zipf_trace
+    from tiered.workload.keys import zipf_trace
 
     url = fresh_sqld.ws_url
     eps = generate_episodes(1500, seed=13)
@@ -524,7 +524,7 @@ async def test_cache_sizing_on_gets_queries_and_writes_predicts_the_live_reads(
     from tiered import CacheConfig, RecordCacheConfig
     from tiered.analysis.cache import replay_trace, size_cache
     from tiered.metrics.access import read_access_log
-    from tiered.workload.traces import zipf_trace
+    from tiered.workload.keys import zipf_trace
 
     url = f"file:{tmp_path / 'live.db'}"
     eps = generate_episodes(1200, seed=17)

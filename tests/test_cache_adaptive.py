@@ -236,7 +236,7 @@ def _miss_ratio(p: WTinyLFU, keys: list[int]) -> float:
 
 
 def test_tuning_takes_a_small_window_on_skewed_traffic_and_a_large_one_on_recency() -> None:
-    from tiered.workload.traces import zipf_trace
+    from tiered.workload.keys import zipf_trace
 
     skewed = zipf_trace(60_000, 5_000, 1.0, seed=1).tolist()
     p = WTinyLFU(500)
@@ -353,7 +353,7 @@ def _sliding(n: int, seed: int) -> list[int]:
 
 
 def test_buffered_hits_make_the_decisions_of_one_request_at_a_time() -> None:
-    from tiered.workload.traces import zipf_trace
+    from tiered.workload.keys import zipf_trace
 
     # skewed traffic, then recency (tuning moves the window), then skewed again
     trace = zipf_trace(30_000, 3_000, 1.0, seed=4).tolist()
@@ -386,7 +386,7 @@ def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
 
 
 def test_after_a_switch_every_segment_keeps_its_bound() -> None:
-    from tiered.workload.traces import zipf_trace
+    from tiered.workload.keys import zipf_trace
 
     # skewed traffic, recency (the window grows, main shrinks), skewed again (it shrinks back)
     skewed = zipf_trace(40_000, 3_000, 1.0, seed=7).tolist()

@@ -15,7 +15,7 @@ import pytest
 
 from tiered.errors import ConfigError
 from tiered.forecast import SeasonalNaive, select_nested, synthetic_trace
-from tiered.forecast.calibration import (
+from tiered.forecast.conformal import (
     Calibrated,
     calibrated_scores,
     combine,

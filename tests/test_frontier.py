@@ -26,7 +26,7 @@ from tiered.sim.frontier import (
     frontier_summary,
     slo_saving,
 )
-from tiered.sim.pool import HoldTimes, PoolScenario, _binomial, simulate_pool
+from tiered.sim.poolmodel import HoldTimes, PoolScenario, _binomial, simulate_pool
 
 
 def _points() -> pl.DataFrame:

@@ -13,7 +13,7 @@ from tiered.forecast import wait_probability
 from tiered.pool import Fixed, Reactive
 from tiered.scenarios import compare
 from tiered.sim.engine import Simulator
-from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
+from tiered.sim.poolmodel import HoldTimes, PoolScenario, simulate_pool
 from tiered.sim.replay import replay
 from tiered.sim.service import ServiceModel
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from tiered.workload.traces import load_cache_trace
+from tiered.workload.keys import load_cache_trace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces" / "cache"
 

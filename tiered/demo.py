@@ -13,13 +13,13 @@ from typing import Any, TextIO
 
 from tiered.progress import Progress
 from tiered.store import Store, StoreConfig
+from tiered.workload.keys import zipf_trace
 from tiered.workload.records import (
     generate_embeddings,
     generate_episodes,
     generate_heuristics,
     generate_patterns,
 )
-from tiered.workload.traces import zipf_trace
 
 __all__ = ["run_store_report"]
 

@@ -43,7 +43,7 @@ from tiered.analysis.sources import (
 from tiered.analysis.traffic import TrafficPlan, plan_traffic
 from tiered.db.driver import redact_url
 from tiered.errors import ConfigError, DataError
-from tiered.sim.pool import HoldTimes
+from tiered.sim.poolmodel import HoldTimes
 
 __all__ = ["Analysis", "Recommendation", "analyze"]
 

@@ -28,7 +28,7 @@ import polars as pl
 
 from tiered.db.driver import Connection, Row, Statement, Value, backend_of, connect, redact_url
 from tiered.errors import ConfigError, DataError, ReadOnlyError, UnknownLayout
-from tiered.forecast.traces import resample
+from tiered.forecast.series import resample
 from tiered.workload.original import ORIGINAL_TABLES
 
 __all__ = [

@@ -6,7 +6,7 @@ weekly profile when there are weeks enough) are backtested on the earlier part a
 selected; it forecasts the held-out days, the forecast's ``quantile`` becomes an Erlang C pool
 plan (:func:`tiered.forecast.plan_pool`) for the measured service times, and the plan's
 ``Hybrid`` policy is simulated against the *actual* held-out traffic beside the reactive
-default (:func:`tiered.sim.pool.simulate_pool`, the live pool's own state machine): late
+default (:func:`tiered.sim.poolmodel.simulate_pool`, the live pool's own state machine): late
 requests and connection-hours for both. The same model, refitted on the whole series, plans the
 next week: the recommended schedule.
 """
@@ -27,7 +27,7 @@ from tiered.forecast.capacity import CapacityPlan, plan_pool
 from tiered.forecast.models import Model, SeasonalNaive, SeasonalProfile
 from tiered.pool.sizing import Reactive, SizingPolicy
 from tiered.progress import Progress
-from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
+from tiered.sim.poolmodel import HoldTimes, PoolScenario, simulate_pool
 
 __all__ = ["TrafficPlan", "plan_traffic"]
 

@@ -15,13 +15,6 @@ from tiered.forecast.calendar import (
     calendar_models,
     trace_models,
 )
-from tiered.forecast.calibration import (
-    Calibrated,
-    calibrated_scores,
-    combine,
-    forecasts,
-    offsets,
-)
 from tiered.forecast.capacity import (
     CapacityPlan,
     erlang_b,
@@ -30,6 +23,13 @@ from tiered.forecast.capacity import (
     servers_needed,
     wait_probability,
     wait_quantile,
+)
+from tiered.forecast.conformal import (
+    Calibrated,
+    calibrated_scores,
+    combine,
+    forecasts,
+    offsets,
 )
 from tiered.forecast.models import (
     ETS,
@@ -41,7 +41,7 @@ from tiered.forecast.models import (
     SeasonalProfile,
     default_models,
 )
-from tiered.forecast.traces import (
+from tiered.forecast.series import (
     REAL_TRACES,
     load_trace,
     resample,

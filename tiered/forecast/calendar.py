@@ -226,7 +226,7 @@ class GradientBoosted:
     offset, as :class:`CalendarNaive` labels them) and the same hour 1, 2 and 3 weeks earlier
     (and their median), fitted on the last ``train_weeks`` weeks. Forecasts hour by hour, so
     a lag beyond the data is the forecast itself. Intervals: Gaussian on the in-sample errors of
-    the last four weeks (narrow: calibrate them, :mod:`tiered.forecast.calibration`).
+    the last four weeks (narrow: calibrate them, :mod:`tiered.forecast.conformal`).
 
     Squared error, not the quantile loss at 0.5: with scikit-learn 1.9 the quantile and
     absolute-error losses predicted 0 for every hour of ``bank_calls`` (more than half of its
@@ -316,7 +316,7 @@ def calendar_models(start: datetime, country: str = "US", subdiv: str | None = N
 def trace_models(name: str) -> list[Model]:
     """Every candidate for the real trace ``name``: :func:`default_models` and the
     calendar-aware ones on the trace's own start and holiday calendar."""
-    from tiered.forecast.traces import load_trace
+    from tiered.forecast.series import load_trace
 
     if name not in TRACE_CALENDARS:
         raise ConfigError(f"no holiday calendar known for trace {name!r}")

@@ -1,6 +1,6 @@
 """The pool's rules, with no I/O: who gets a connection, when to open or close one, what size to
 aim for. :class:`~tiered.pool.Pool` drives this object with real connections and asyncio
-futures; the simulator (:mod:`tiered.sim.pool`) drives the very same object on a virtual clock
+futures; the simulator (:mod:`tiered.sim.poolmodel`) drives the very same object on a virtual clock
 with tokens, so the two cannot drift apart.
 
 The rules:

@@ -3,10 +3,10 @@
 What ``simulations/*.py`` run, ``tiered report`` runs and the notebooks plot (results in
 ``data/results/``): :mod:`tiered.scenarios.runs` (pool policies and their frontiers:
 :mod:`tiered.scenarios.policies`); the simulator against the real stack:
-:mod:`tiered.scenarios.calibration`.
+:mod:`tiered.scenarios.fidelity`.
 """
 
-from tiered.scenarios.calibration import Calibration, calibrate, compare, measure_service
+from tiered.scenarios.fidelity import Calibration, calibrate, compare, measure_service
 from tiered.scenarios.policies import (
     POLICIES,
     PolicyComparison,

@@ -17,7 +17,7 @@ training data, with the library's own sizing policies on the simulator's clock:
 The plan comes from the traffic model chosen by nested backtest (``bench_forecast``'s stored
 results; the four-week median profile without them), fitted on the training weeks; every
 planned quantile is calibrated with the model's own errors on those weeks (conformal, per day
-ahead; :mod:`tiered.forecast.calibration`). Every run of one trace sees the same arrivals (the
+ahead; :mod:`tiered.forecast.conformal`). Every run of one trace sees the same arrivals (the
 fluid mode draws the traffic before the pool), so the points differ by policy only.
 
 The sweep's runs are independent: pass an :class:`concurrent.futures.Executor` (e.g. a process
@@ -36,14 +36,14 @@ import polars as pl
 from tiered.errors import ConfigError
 from tiered.forecast.backtest import select_model
 from tiered.forecast.calendar import trace_models
-from tiered.forecast.calibration import Calibrated, forecasts, offsets
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
+from tiered.forecast.conformal import Calibrated, forecasts, offsets
 from tiered.forecast.models import Forecast, SeasonalProfile
-from tiered.forecast.traces import load_trace
+from tiered.forecast.series import load_trace
 from tiered.pool.sizing import Fixed, Predictive, Reactive, SizingPolicy
 from tiered.progress import Progress
 from tiered.sim.frontier import frontier
-from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
+from tiered.sim.poolmodel import HoldTimes, PoolScenario, simulate_pool
 
 __all__ = [
     "PLAN_GRID",

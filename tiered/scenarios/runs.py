@@ -26,9 +26,9 @@ import polars as pl
 from tiered.bench import BenchResult, run_bench, write_results
 from tiered.cache.config import CacheConfig, RecordCacheConfig
 from tiered.forecast.capacity import servers_needed
-from tiered.forecast.traces import REAL_TRACES
+from tiered.forecast.series import REAL_TRACES
 from tiered.pool.sizing import Fixed, Reactive, SizingPolicy
-from tiered.scenarios.calibration import calibrate
+from tiered.scenarios.fidelity import calibrate
 from tiered.scenarios.policies import (
     POLICIES,
     WeekForecast,
@@ -38,7 +38,7 @@ from tiered.scenarios.policies import (
     scaled_rate,
     sweep_settings,
 )
-from tiered.sim.pool import HoldTimes, PoolScenario, simulate_pool
+from tiered.sim.poolmodel import HoldTimes, PoolScenario, simulate_pool
 from tiered.sim.replay import replay
 from tiered.sim.service import ServiceModel
 from tiered.workload.plans import Layers, Link, Workload

@@ -7,7 +7,7 @@ runs it on the virtual clock through
   W-TinyLFU record caches and the query-result cache, with the Store's own query predicates from
   :mod:`tiered.cache.predicates` and its write-through/invalidation rule), on the simulated
   clock; single-flight: a miss on a key already being loaded waits for that load;
-* the request-level pool model (:class:`~tiered.sim.pool.RequestPool`) with the Store's default
+* the request-level pool model (:class:`~tiered.sim.poolmodel.RequestPool`) with the Store's default
   sizing policy (:class:`~tiered.pool.Reactive`) or a given one;
 * a :class:`~tiered.sim.service.ServiceModel` measured on the real stack: a cache hit costs a
   measured hit time; a database call holds a connection for a measured round trip and costs a
@@ -42,7 +42,7 @@ from tiered.cache.queries import QueryEntry
 from tiered.errors import ConfigError
 from tiered.pool.sizing import Reactive
 from tiered.sim.engine import Simulator
-from tiered.sim.pool import PolicyFactory, PoolScenario, RequestPool
+from tiered.sim.poolmodel import PolicyFactory, PoolScenario, RequestPool
 from tiered.sim.service import ServiceModel
 from tiered.store.records import approx_size
 from tiered.workload.plans import Layers, Workload, arrival_times, make_corpus, plan_requests

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from tiered.errors import ConfigError
-from tiered.sim.pool import HoldTimes
+from tiered.sim.poolmodel import HoldTimes
 from tiered.workload.plans import Link
 
 __all__ = ["ServiceModel"]

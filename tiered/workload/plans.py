@@ -20,8 +20,8 @@ import numpy as np
 
 from tiered.errors import ConfigError
 from tiered.model import Episode
+from tiered.workload.keys import zipf_trace
 from tiered.workload.records import DOMAINS, LANGUAGES, generate_episodes
-from tiered.workload.traces import zipf_trace
 
 __all__ = [
     "DEFAULT_MIX",
