@@ -194,6 +194,6 @@ def run_breakdown(out: Path = RESULTS, *, progress: bool = True) -> BenchResult:
     the embedded default with four agents (``breakdown_file``)."""
     result = layer_breakdown(REMOTE, progress=progress)
     write_results(result, out / "breakdown_remote20.parquet")
-    local = layer_breakdown(Link(), Workload(ops=3000, concurrency=4), progress=progress)
+    local = layer_breakdown(Link(), Workload(ops=1500, concurrency=4), progress=progress)
     write_results(local, out / "breakdown_file.parquet")
     return result
