@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tests.fix_original import episode_fields, expected_episode, sample_database
 from tests.test_analysis import checksums_file
 from tiered import Store, UnknownLayout, ValidationError
 from tiered.analysis import open_target
-from tiered.errors import CorruptPayload
+from tiered.errors import ConfigError, CorruptPayload
 from tiered.importer import import_database, map_pattern, mapping
 from tiered.importer.run import _verify
 from tiered.model import Abstained, ExecutionStep, Failure, PatternKind
@@ -635,3 +636,16 @@ async def test_verification_names_each_record_missing_from_the_destination(
         f"episodes {gone_episode}",
         f"heuristics {gone_heuristic}",
     ]
+
+
+async def test_without_lz4_the_import_stops_instead_of_skipping_rows(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row in an lz4 envelope on an installation without lz4 (``tiered[analysis]`` not
+    installed) is not a bad row: the import stops with a ConfigError naming the extra."""
+    monkeypatch.setitem(sys.modules, "lz4", None)  # import lz4.block: ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "lz4.block", None)
+    with pytest.raises(ConfigError, match=r"tiered\[analysis\]"):
+        decode_envelope(f"__compressed__:lz4:3\n{base64.b64encode(b'abc').decode()}")
+    with pytest.raises(ConfigError, match=r"tiered\[analysis\]"):
+        await import_database(f"file:{sample}", f"file:{tmp_path / 't.db'}", progress=False)

@@ -333,6 +333,8 @@ async def _import_table(
                 report.read[table] += 1
                 try:
                     batch.append(mapper(row))
+                except ConfigError:
+                    raise  # this installation cannot read the row (a missing library): stop
                 except _UNMAPPABLE as e:
                     rid = _row_id(table, row, rowid)
                     report.issues.append(Issue(table, rid, f"{type(e).__name__}: {e}"))
