@@ -331,9 +331,9 @@ async def single_flight() -> dict[str, Any]:
     await store.store_episode(ep)
     await store.get_episode(ep.id)
     timer.t += 10_000.0  # the entry expired
-    before = store.stats()["statements"]["by_name"].get("get_episode", 0)
+    before = store.get_stats()["statements"]["by_name"].get("get_episode", 0)
     await asyncio.gather(*(store.get_episode(ep.id) for _ in range(64)))
-    loads = store.stats()["statements"]["by_name"].get("get_episode", 0) - before
+    loads = store.get_stats()["statements"]["by_name"].get("get_episode", 0) - before
     await store.close()
 
     eps = generate_episodes(2000, seed=3)
@@ -349,7 +349,7 @@ async def single_flight() -> dict[str, Any]:
         for i in picks:
             await s.get_episode(eps[i].id)
         counts[enabled] = (
-            s.stats()["statements"]["by_name"].get("get_episode", 0),
+            s.get_stats()["statements"]["by_name"].get("get_episode", 0),
             time.perf_counter() - t0,
         )
         await s.close()

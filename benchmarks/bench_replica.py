@@ -54,13 +54,13 @@ async def point_reads(replica: Store, primary: Store, ids: list[str], n: int) ->
 
 async def own_writes(replica: Store, template: Any, cycles: int) -> dict[str, Any]:
     assert replica.router is not None
-    before = replica.router.stats()
+    before = replica.router.get_stats()
     violations = 0
     for i in range(cycles):
         ep = dataclasses.replace(template, description=f"version {i}")
         await replica.store_episode(ep)
         violations += await replica.get_episode(ep.id) != ep
-    after = replica.router.stats()
+    after = replica.router.get_stats()
     local = after["replicas"]["local"]["reads"] - before["replicas"]["local"]["reads"]
     by_primary = after["primary_reads"] - before["primary_reads"]
     return {"cycles": cycles, "violations": violations, "reads_served_locally": local,
@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 out["own_writes"] = await own_writes(replica, eps[0], args.cycles)
                 log("other writers' visibility ...")
                 waits = await visibility(replica, primary, args.trials)
-                stats = replica.stats()["statements"]["local_replica"]
+                stats = replica.get_stats()["statements"]["local_replica"]
                 sync_ms = stats["last_sync_ms"]
                 bound = args.sync_interval + sync_ms / 1000 + args.rtt / 1000
                 out["visibility_s"] = {
@@ -114,7 +114,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "last_sync_ms": sync_ms, "syncs": stats["syncs"],
                 }  # fmt: skip
                 assert replica.router is not None
-                out["replica_stats"] = replica.router.stats()["replicas"]["local"]
+                out["replica_stats"] = replica.router.get_stats()["replicas"]["local"]
             finally:
                 await replica.close()
                 await primary.close()

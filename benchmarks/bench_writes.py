@@ -86,7 +86,7 @@ async def run(url: str, eps: list[Episode], writers: int, grouped: bool) -> dict
         t0 = time.perf_counter()
         await asyncio.gather(*(writer(eps[k::writers]) for k in range(writers)))
         elapsed = time.perf_counter() - t0
-        groups = store.stats()["statements"]["group_commit"]
+        groups = store.get_stats()["statements"]["group_commit"]
     finally:
         await store.close()
     marks = [t0, *sorted(acked)]

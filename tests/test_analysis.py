@@ -198,7 +198,7 @@ async def test_a_read_only_store_refuses_every_write_before_any_io(db_url: str) 
         await s.store_episodes(generate_episodes(5, seed=1))
     ro = await Store.open(db_url, config=StoreConfig(read_only=True))
     try:
-        sent = ro.stats()["statements"]["executions"]
+        sent = ro.get_stats()["statements"]["executions"]
         ep = generate_episodes(1, seed=2)[0]
         writes = [
             lambda: ro.store_episode(ep),
@@ -214,7 +214,7 @@ async def test_a_read_only_store_refuses_every_write_before_any_io(db_url: str) 
         for write in writes:
             with pytest.raises(ReadOnlyError):
                 await write()
-        assert ro.stats()["statements"]["executions"] == sent  # nothing reached the database
+        assert ro.get_stats()["statements"]["executions"] == sent  # nothing reached the database
         assert len(await ro.query_episodes_since(0)) == 5
     finally:
         await ro.close()
@@ -425,7 +425,7 @@ async def test_cache_sizing_predicts_the_reads_it_saves_on_a_live_server(
     async with await Store.open(url, cache=sizing.config) as s:  # the second half, live
         for k in second:
             await s.get_episode(eps[k].id)
-        c = s.stats()["cache"]["episodes"]
+        c = s.get_stats()["cache"]["episodes"]
     measured = c["hits"] / (c["hits"] + c["misses"])
     assert abs(measured / predicted - 1) <= 0.10, (measured, predicted)
 
@@ -549,7 +549,7 @@ async def test_cache_sizing_on_gets_queries_and_writes_predicts_the_live_reads(
         url, config=StoreConfig(access_log=str(log2)), cache=sizing.config
     ) as s:
         await _mixed_run(s, second, eps)
-        live = s.stats()["cache"]
+        live = s.get_stats()["cache"]
     # the replay of the live run's own trace: what the live cache did, read for read
     replayed = replay_trace(read_access_log(log2), sizing.config)
     assert replayed["episodes"]["db_reads"] == live["episodes"]["misses"]

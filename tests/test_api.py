@@ -110,3 +110,55 @@ def test_settings_are_keyword_only() -> None:
         with pytest.raises(TypeError):
             cls(3)  # type: ignore[misc]
         assert cls() == cls()  # every setting has a default
+
+
+def test_one_statistics_verb() -> None:
+    """Every object that keeps statistics answers ``get_stats()`` (psycopg_pool's verb), and
+    none of the old spellings is left beside it."""
+    from tiered.cache.adaptive import AdaptiveTTLCache
+    from tiered.cache.layer import CacheLayer
+    from tiered.cache.policy import WTinyLFU
+    from tiered.compression import Codec
+    from tiered.db.database import Database
+    from tiered.db.replica import LocalReplica
+    from tiered.db.router import Router
+    from tiered.metrics import Metrics
+    from tiered.pool import Pool
+    from tiered.store.dictionaries import Dictionaries
+
+    for cls in (
+        tiered.Store,
+        tiered.SyncStore,
+        Pool,
+        AdaptiveTTLCache,
+        WTinyLFU,
+        CacheLayer,
+        Codec,
+        Database,
+        Router,
+        LocalReplica,
+        Metrics,
+        Dictionaries,
+    ):
+        assert callable(getattr(cls, "get_stats", None)), cls
+        for old in ("stats", "snapshot", "tuning", "as_dict"):
+            assert not hasattr(cls, old), (cls, old)
+    assert callable(Pool.pop_stats)
+
+
+def test_pool_settings_live_in_the_config() -> None:
+    import pytest
+
+    from tiered.pool import Pool
+
+    with pytest.raises(tiered.ConfigError):
+        tiered.PoolConfig(connect_timeout=0)
+
+    async def factory() -> object:
+        raise AssertionError("never opened")
+
+    cfg = tiered.PoolConfig(max_size=3, connect_timeout=2.5)
+    pool = Pool(factory, cfg)  # type: ignore[arg-type]
+    assert pool.config is cfg
+    for mirrored in ("max_size", "timeout", "connect_timeout", "keepalive", "check_after"):
+        assert not hasattr(pool, mirrored), mirrored

@@ -25,10 +25,10 @@ def test_mapping_contract(policy: str) -> None:
     with pytest.raises(KeyError):
         c["b"]
     del c["a"]
-    assert "a" not in c and c.stats.evictions["explicit"] == 1
+    assert "a" not in c and c.counters.evictions["explicit"] == 1
     with pytest.raises(KeyError):
         del c["a"]
-    assert (c.stats.hits, c.stats.misses) == (1, 3)  # `in` and `del` count neither
+    assert (c.counters.hits, c.counters.misses) == (1, 3)  # `in` and `del` count neither
 
 
 def test_entry_bound(policy: str) -> None:
@@ -37,7 +37,7 @@ def test_entry_bound(policy: str) -> None:
         c[i] = i
         c.get(i % 7)  # a few hot keys
         assert len(c) <= 50
-    assert c.stats.evictions["capacity"] + c.stats.admissions_rejected >= 950 - 7
+    assert c.counters.evictions["capacity"] + c.counters.admissions_rejected >= 950 - 7
     assert all(k in c for k in range(7)) or policy == "lru"
 
 
@@ -48,8 +48,8 @@ def test_byte_bound(policy: str) -> None:
     for i in range(500):
         c[i] = b"x" * (50 + i % 200)
         assert c.currbytes <= 10_000
-    assert c.stats.evictions["bytes"] > 0
-    assert c.set(-1, b"y" * 20_000) is False and c.stats.too_large == 1 and -1 not in c
+    assert c.counters.evictions["bytes"] > 0
+    assert c.set(-1, b"y" * 20_000) is False and c.counters.too_large == 1 and -1 not in c
     assert c.currbytes == sum(len(c.peek(k)) for k in c) and c.currsize == len(c)
 
 
@@ -66,7 +66,7 @@ def test_ttl_expiry_with_jitter_bounds() -> None:
     assert all(c.peek(i) == i for i in range(200))
     clock.advance(20.2)
     assert all(c.get(i) is None for i in range(200))
-    assert c.stats.expirations == 200
+    assert c.counters.expirations == 200
 
 
 def test_hot_entries_live_longer_and_cold_ones_shorter() -> None:
@@ -106,7 +106,7 @@ def test_hot_entries_live_longer_and_cold_ones_shorter() -> None:
         clock.advance(60.0)
         c["hot"] = 1
     assert c.ttl_of("hot") == 3600.0
-    assert c.stats.ttl_grown > 0 and c2.stats.ttl_shrunk > 0
+    assert c.counters.ttl_grown > 0 and c2.counters.ttl_shrunk > 0
 
 
 def test_a_hot_threshold_past_the_hit_count_cap_is_still_reached() -> None:
@@ -199,7 +199,7 @@ def test_stats_snapshot_has_ttl_distribution() -> None:
     c: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(10, timer=clock, ttl=TTLRule(jitter=0.0))
     for i in range(5):
         c[i] = i
-    snap = c.snapshot()
+    snap = c.get_stats()
     assert snap["entries"] == 5 and snap["ttl"]["p50"] == 300.0 and snap["ttl"]["n"] == 5.0
     assert "AdaptiveTTLCache" in repr(c)
 
@@ -215,8 +215,8 @@ def test_stale_for_keeps_expired_entries_for_get_stale_only(policy: str) -> None
     assert c.get("a") is None and c.get("a") is None  # a miss for readers
     assert "a" not in c and c.peek("a") is None
     assert c.get_stale("a") == 1 and c.get_stale("b") == 2
-    assert c.stats.expirations == 1  # counted once, though read twice
-    assert c.expire() == 0 and c.stats.expirations == 2  # "b" expired now too; both kept
+    assert c.counters.expirations == 1  # counted once, though read twice
+    assert c.expire() == 0 and c.counters.expirations == 2  # "b" expired now too; both kept
     c["a"] = 3  # a refill makes it fresh again
     assert c.get("a") == 3
     clock.advance(5.0)  # "b" is past its window, "a" is fresh
@@ -241,7 +241,7 @@ def test_tuning_takes_a_small_window_on_skewed_traffic_and_a_large_one_on_recenc
     skewed = zipf_trace(60_000, 5_000, 1.0, seed=1).tolist()
     p = WTinyLFU(500)
     ours = _miss_ratio(p, skewed)
-    assert p.tuning()["window_share"] <= 0.1  # the starting window, kept: nothing beat it
+    assert p.get_stats()["window_share"] <= 0.1  # the starting window, kept: nothing beat it
     lru = AdaptiveTTLCache(500, ttl=TTLRule(base=None), policy="lru")
     lru_misses = 0
     for k in skewed:
@@ -257,7 +257,7 @@ def test_tuning_takes_a_small_window_on_skewed_traffic_and_a_large_one_on_recenc
     sliding = [i // 4 + rng.randrange(400) for i in range(120_000)]
     q = WTinyLFU(500)
     window_only = _miss_ratio(q, sliding)
-    assert q.tuning()["window_share"] >= 0.6, q.tuning()
+    assert q.get_stats()["window_share"] >= 0.6, q.get_stats()
     fixed = _miss_ratio(WTinyLFU(500, adaptive=False), sliding)
     assert window_only < 0.8 * fixed, (window_only, fixed)
 
@@ -272,7 +272,7 @@ def test_tuning_does_not_follow_noise() -> None:
         p = WTinyLFU(500)
         for _ in range(100_000):
             p.access(rng.randrange(2_000))
-        t = p.tuning()
+        t = p.get_stats()
         assert t["switches"] == 0 and t["window_share"] == 0.01 and t["bias"] == 1, (seed, t)
         assert t["periods_scored"] > 150
 
@@ -286,17 +286,17 @@ def test_tuning_scores_no_period_before_the_copies_are_full() -> None:
     p = WTinyLFU(500)
     for _ in range(50_000):
         p.access(rng.randrange(400))
-    assert p.tuning()["periods_scored"] == 0 and p.tuning()["switches"] == 0
+    assert p.get_stats()["periods_scored"] == 0 and p.get_stats()["switches"] == 0
     for k in range(1_000, 3_000):  # now it fills: scoring starts
         p.access(k)
-    assert p.tuning()["periods_scored"] >= 1
+    assert p.get_stats()["periods_scored"] >= 1
 
 
 def test_tuning_keeps_the_admission_margin_on_a_loop_larger_than_the_cache() -> None:
     loop = list(range(600)) * 100  # 600 keys in a loop, cache of 500: LRU misses every time
     p = WTinyLFU(500)
     assert _miss_ratio(p, loop) < 0.3
-    assert p.tuning()["bias"] == 1 and p.tuning()["window_share"] <= 0.1
+    assert p.get_stats()["bias"] == 1 and p.get_stats()["window_share"] <= 0.1
 
 
 def test_the_sample_follows_the_seed_not_the_key_values() -> None:
@@ -306,7 +306,7 @@ def test_the_sample_follows_the_seed_not_the_key_values() -> None:
         p = WTinyLFU(8_192, seed=seed)  # 8,192 / 2**4 >= 512: one key in 16 is simulated
         for k in keys:
             p.record(k, False)
-        assert p.tuning()["sample_rate"] == 1 / 16
+        assert p.get_stats()["sample_rate"] == 1 / 16
         rates.append(p.simulated / len(keys))
     assert all(0.058 < r < 0.067 for r in rates), rates
     a, b = WTinyLFU(8_192, seed=1), WTinyLFU(8_192, seed=2)
@@ -324,7 +324,7 @@ def test_sample_sizes() -> None:
     # while a copy would hold more than 4,096 keys; never one key in two or four: caches under
     # 4,096 entries simulate every key
     caps = (500, 2_048, 4_095, 4_096, 20_000, 100_000)
-    rates = {cap: WTinyLFU(cap).tuning()["sample_rate"] for cap in caps}
+    rates = {cap: WTinyLFU(cap).get_stats()["sample_rate"] for cap in caps}
     assert rates == {500: 1, 2_048: 1, 4_095: 1, 4_096: 1 / 8, 20_000: 1 / 16, 100_000: 1 / 32}
     with pytest.raises(ValueError):
         WTinyLFU(100, sample_min=1_024, sample_max=512)
@@ -335,7 +335,7 @@ def test_tuning_is_reported_in_the_cache_snapshot() -> None:
     for k in range(1_000):
         if c.get(k % 150) is None:
             c[k % 150] = k
-    pol = c.snapshot()["policy"]
+    pol = c.get_stats()["policy"]
     assert pol["adaptive"] == "sim" and pol["sample_rate"] == 1.0
     assert pol["simulated_requests"] == 1_000 and 0 < pol["window_share"] < 1
     with pytest.raises(ValueError):
@@ -368,8 +368,8 @@ def test_buffered_hits_make_the_decisions_of_one_request_at_a_time() -> None:
         if i % 997 == 0:  # a removal: the buffered hits before it count first
             del cache[k]
             alone.remove(k)
-    assert cache.snapshot()["policy"] == alone.tuning()
-    assert alone.tuning()["switches"] >= 1
+    assert cache.get_stats()["policy"] == alone.get_stats()
+    assert alone.get_stats()["switches"] >= 1
     assert len(cache) == len(alone) == 500
 
 
@@ -379,7 +379,7 @@ def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
     for k in _sliding(120_000, 2):
         p.access(k)
         lens.append(len(p))
-    assert p.tuning()["window_share"] >= 0.6  # grew from 1 %
+    assert p.get_stats()["window_share"] >= 0.6  # grew from 1 %
     full = lens.index(500)
     # dropping main's overflow at the switch emptied most of the cache at once
     assert min(lens[full:]) == 500
@@ -398,7 +398,7 @@ def test_after_a_switch_every_segment_keeps_its_bound() -> None:
         assert s["window"] <= s["window_max"]
         assert s["probation"] + s["protected"] <= s["main_max"]
         over = max(over, s["protected"] - s["protected_max"])
-    assert p.tuning()["switches"] >= 2
+    assert p.get_stats()["switches"] >= 2
     # a smaller main has a smaller protected segment; left over its bound, protected kept
     # main's keys for good and admission fought over a probation of a key or two
     assert over == 0
@@ -449,8 +449,8 @@ def test_the_cache_with_tokens_decides_as_the_simulation_does() -> None:
                 c[k] = 1
         c._drain()  # the hits still in the read buffer
         assert c._policy is not None
-        assert p.tuning()["switches"] >= 1
-        assert (misses, c._policy.tuning()) == (sim_misses, p.tuning())
+        assert p.get_stats()["switches"] >= 1
+        assert (misses, c._policy.get_stats()) == (sim_misses, p.get_stats())
         assert set(c) == set(p._where)
 
 

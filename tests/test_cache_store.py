@@ -40,7 +40,7 @@ class Gate:
 
 
 def reads(store: Store, name: str = "get_episode") -> int:
-    return int(store.stats()["statements"]["by_name"].get(name, 0))
+    return int(store.get_stats()["statements"]["by_name"].get(name, 0))
 
 
 def variant(ep: Episode, n: int) -> Episode:
@@ -98,13 +98,13 @@ async def test_single_flight_one_load_for_64_callers_of_an_expired_key(url: str)
         assert await store.get_episode(ep.id) == ep and reads(store) == 0
         timer.advance(4000.0)  # past any TTL
         before = reads(store)
-        hits = store.stats()["cache"]["episodes"]["hits"]
+        hits = store.get_stats()["cache"]["episodes"]["hits"]
         got = await asyncio.gather(*(store.get_episode(ep.id) for _ in range(64)))
         assert got == [ep] * 64
         assert reads(store) - before == 1
         # the 63 others joined the load in flight, or (where the load did not yield: the
         # embedded file) found its value in the cache
-        c = store.stats()["cache"]
+        c = store.get_stats()["cache"]
         assert c["single_flight"]["joined"] + c["episodes"]["hits"] - hits >= 63
     finally:
         await store.close()
@@ -170,7 +170,7 @@ async def test_query_results_are_invalidated_only_by_writes_that_could_change_th
         ]
         await store.delete_episode(since[0].id)  # a deleted member leaves since()
         assert since[0].id not in [e.id for e in await store.query_episodes_since(t0, limit=1000)]
-        qs = store.stats()["cache"]["queries"]["by_query"]
+        qs = store.get_stats()["cache"]["queries"]["by_query"]
         assert qs["query_episodes_since"]["hits"] >= 1
     finally:
         await store.close()
@@ -187,7 +187,7 @@ async def test_cache_can_be_switched_off_per_record_type(url: str) -> None:
         for _ in range(3):
             assert await store.get_episode(ep.id) == ep
         assert reads(store) == 3
-        assert store.stats()["cache"]["episodes"] is None
+        assert store.get_stats()["cache"]["episodes"] is None
     finally:
         await store.close()
 
@@ -219,7 +219,7 @@ async def test_two_stores_on_one_sqld_see_each_other_within_the_staleness_bound(
         timer.advance(1.0)
         before = reads(a)
         assert await a.get_episode(own.id) == own and reads(a) == before
-        assert a.stats()["cache"]["coherence"]["remote_invalidations"] >= 1
+        assert a.get_stats()["cache"]["coherence"]["remote_invalidations"] >= 1
     finally:
         await a.close()
         await b.close()
@@ -260,7 +260,7 @@ async def test_a_miss_sends_its_due_poll_with_its_read_in_one_request(fresh_sqld
         assert calls[0] == "read"  # (the poll; then v1's fresh read, a miss)
         got = await a.query_episodes_since(0, limit=10)  # a query miss folds the same way
         assert {e.id for e in got} == {v1.id, other.id}
-        stats = a.stats()["cache"]["coherence"]
+        stats = a.get_stats()["cache"]["coherence"]
         assert stats["polls_folded"] >= 2 and stats["remote_invalidations"] >= 2
     finally:
         await a.close()
@@ -295,7 +295,7 @@ async def test_xfetch_refreshes_hot_entries_before_they_expire(url: str) -> None
         for _ in range(20):
             assert await store.get_episode(ep.id) == ep
         await store._cache.settle()  # let the background refresh finish (no time passes)
-        assert store.stats()["cache"]["early_refreshes"] >= 1
+        assert store.get_stats()["cache"]["early_refreshes"] >= 1
         timer.advance(2.0)  # past the original expiry: still a hit after the refresh
         before = reads(store)
         assert await store.get_episode(ep.id) == ep and reads(store) == before
@@ -311,7 +311,7 @@ async def test_cache_statistics_are_reported(url: str) -> None:
         for e in eps:
             await store.get_episode(e.id)
         await store.get_episodes([e.id for e in eps] + ["missing"])
-        snap = store.stats()["cache"]
+        snap = store.get_stats()["cache"]
         assert snap["episodes"]["hits"] >= 20 and snap["episodes"]["entries"] >= 20
         assert snap["episodes"]["bytes"] > 0 and "evictions" in snap["episodes"]
     finally:

@@ -40,7 +40,7 @@ def test_small_and_incompressible_payloads_stay_raw() -> None:
     rnd = random.Random(1).randbytes(4000)
     assert c.encode(rnd)[1] == CODEC_RAW  # compression would not save min_saving
     assert Codec(compress=False).encode(b"x" * 1000)[1] == CODEC_RAW
-    assert (c.stats.frames_raw, c.stats.frames_compressed) == (2, 1)
+    assert (c.counters.frames_raw, c.counters.frames_compressed) == (2, 1)
 
 
 @settings(max_examples=300, deadline=None)

@@ -38,7 +38,7 @@ def test_a_dictionary_compresses_small_records_that_were_stored_raw() -> None:
     frame = c.encode(held[0], kind="patterns")
     assert frame[1] == CODEC_ZSTD and frame_dictionary(frame) == 7
     assert c.decode(frame) == held[0]
-    st = c.stats.as_dict()
+    st = c.get_stats()
     assert st["by_kind"]["patterns"]["frames_compressed"] == len(held) + 1
     assert st["by_dictionary"][7]["frames_compressed"] == len(held) + 1
     assert st["by_kind"]["patterns"]["frames_decoded"] == 0  # decode() was given no kind
@@ -94,14 +94,14 @@ async def test_store_trains_automatically_after_n_records(url: str) -> None:
     try:
         pats = generate_patterns(600, seed=2)
         await store.store_patterns(pats[:299])
-        assert store.stats()["codec"]["active_dictionaries"]["patterns"] is None
-        before = store.stats()["codec"]["by_kind"]["patterns"]["ratio"]
+        assert store.get_stats()["codec"]["active_dictionaries"]["patterns"] is None
+        before = store.get_stats()["codec"]["by_kind"]["patterns"]["ratio"]
         await store.store_patterns(pats[299:300])  # the 300th record starts training
         await store.settle()
-        dict_id = store.stats()["codec"]["active_dictionaries"]["patterns"]
+        dict_id = store.get_stats()["codec"]["active_dictionaries"]["patterns"]
         assert dict_id is not None
         await store.store_patterns(pats[300:])
-        st = store.stats()["codec"]
+        st = store.get_stats()["codec"]
         assert st["by_dictionary"][dict_id]["frames_compressed"] == 300
         assert st["by_dictionary"][dict_id]["ratio"] > 2 * before
         for p in pats[::50]:  # read back through the dictionary (cache off the path)

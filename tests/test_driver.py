@@ -24,7 +24,7 @@ async def test_token_never_in_repr_or_errors(sqld, caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.DEBUG)
     # sqld without auth ignores the token: the store works and nothing shows it
     store = await Store.open(sqld.primary.ws_url, auth_token=SECRET)
-    texts = [repr(store), repr(store.pool), str(store.stats())]
+    texts = [repr(store), repr(store.pool), str(store.get_stats())]
     texts += [repr(s.conn) for s in store.pool._idle]
     await store.close()
     conn = await connect(f"{sqld.primary.http_url}?authToken={SECRET}")

@@ -96,7 +96,7 @@ async def test_writers_that_wait_behind_a_group_commit_together(h: Harness) -> N
     assert {c.result for c in done} == {20}  # every member receives its group's result
     assert all(c.waited >= 0 for c in done)
     assert await h.keys() == list(range(21))
-    assert h.gc.stats.as_dict() == {
+    assert h.gc.counters.as_dict() == {
         "groups": 2,
         "transactions": 21,
         "largest_group": 20,
@@ -119,7 +119,7 @@ async def test_a_faulty_member_fails_alone_and_the_others_commit(h: Harness) -> 
     # the group of 7 statements failed, then each member ran alone: 2 + 2 + 2 + 1
     assert h.groups == [1, 7, 2, 2, 2, 1]
     assert await h.keys() == [0, 1, 2, 5, 101, 102]  # nothing of the faulty writer
-    assert h.gc.stats.split == 1
+    assert h.gc.counters.split == 1
 
 
 async def test_an_unknown_outcome_reaches_every_member_of_the_group(h: Harness) -> None:
@@ -204,7 +204,7 @@ async def test_concurrent_store_writes_are_grouped_and_all_stored(
         store.metrics.keep_samples()
         eps = generate_episodes(200, seed=3)
         await asyncio.gather(*(store.store_episode(e) for e in eps))
-        stats = store.stats()["statements"]["group_commit"]
+        stats = store.get_stats()["statements"]["group_commit"]
         assert stats["transactions"] == 200
         assert stats["groups"] < 200 and stats["largest_group"] > 1
         got = await store.get_episodes([e.id for e in eps])
@@ -251,7 +251,7 @@ async def test_grouped_writes_of_one_record_end_as_the_last_one_wrote_it(
         pairs = zip(versions, others, strict=False)
         writes = [store.store_episode(e) for pair in pairs for e in pair]
         await asyncio.gather(*writes)
-        assert store.stats()["statements"]["group_commit"]["largest_group"] > 1
+        assert store.get_stats()["statements"]["group_commit"]["largest_group"] > 1
         got = await store.get_episode(base.id)
         assert got == versions[-1]
         for i in range(7):  # earlier writers' metadata: cleared by the later writers

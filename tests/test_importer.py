@@ -74,13 +74,13 @@ async def test_import_is_faithful_idempotent_and_leaves_the_source_alone(
         # the original's times are epoch seconds: now microseconds
         eps = await s.query_episodes_since(0, limit=1000)
         assert len(eps) == 400 and all(e.start_time % 1_000_000 == 0 for e in eps)
-        changes = s.stats()["cache"]["coherence"]["last_change"]
+        changes = s.get_stats()["cache"]["coherence"]["last_change"]
     again = await import_database(f"file:{source}", dest, progress=False)  # a no-op
     assert sum(again.imported.values()) == 0 and not again.differences
     assert again.unchanged == report.imported  # everything found there, equal
     async with await Store.open(dest) as s:
         assert len(await s.query_episodes_since(0, limit=1000)) == 400
-        assert s.stats()["cache"]["coherence"]["last_change"] == changes  # nothing written
+        assert s.get_stats()["cache"]["coherence"]["last_change"] == changes  # nothing written
 
 
 async def test_a_checkpoint_resumes_after_the_last_committed_batch(

@@ -67,7 +67,7 @@ async def test_operations_record_latency_phases_and_errors(url: str) -> None:
             await store.get_episode(e.id)  # hits
         with pytest.raises(ValidationError):
             await store.get_episode("")
-        snap = {s.op: s for s in store.metrics.snapshot()}
+        snap = {s.op: s for s in store.metrics.get_stats()}
         get, put = snap["get_episode"], snap["store_episodes"]
         assert get.count == 41 and get.errors == {"ValidationError": 1}
         assert put.count == 1 and set(put.phases) >= {"encode", "acquire", "round_trip"}
@@ -91,7 +91,7 @@ async def test_exports_parse_back_with_the_same_values(tmp_path: Path) -> None:
             await store.get_episode(e.id)
         text = store.metrics.to_prometheus()
         families = {f.name: f for f in text_string_to_metric_families(text)}
-        snap = {s.op: s for s in store.metrics.snapshot()}
+        snap = {s.op: s for s in store.metrics.get_stats()}
         op = families["tiered_operation_seconds"]
         assert op.type == "summary"
         values = {(s.name, s.labels["op"], s.labels.get("quantile")): s.value for s in op.samples}
@@ -129,7 +129,7 @@ async def test_metrics_survive_concurrent_use(tmp_path: Path) -> None:
         await store.store_episodes(eps)
         await asyncio.gather(*(store.get_episode(eps[i % 50].id) for i in range(500)))
         await asyncio.gather(*(store.query_episodes(limit=5) for _ in range(100)))
-        snap = {s.op: s for s in store.metrics.snapshot()}
+        snap = {s.op: s for s in store.metrics.get_stats()}
         assert snap["get_episode"].count == 500 and snap["query_episodes"].count == 100
         # phases of one operation in four (601 operations in all, the batch write first)
         sampled = sum(s.phases["other"].count for s in snap.values() if s.phases)
@@ -139,8 +139,8 @@ async def test_metrics_survive_concurrent_use(tmp_path: Path) -> None:
             assert math.isclose(phased, s.phased_sum_s, rel_tol=0.05, abs_tol=1e-9)
         other = Metrics()
         other.merge(store.metrics)
-        assert {s.op: s.count for s in other.snapshot()} == {
-            s.op: s.count for s in store.metrics.snapshot()
+        assert {s.op: s.count for s in other.get_stats()} == {
+            s.op: s.count for s in store.metrics.get_stats()
         }
     finally:
         await store.close()

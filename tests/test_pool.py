@@ -77,7 +77,7 @@ async def test_health_check_only_for_connections_not_used_recently(
     async with pool.connection():
         pass
     assert pool.get_stats()["pings"] == 0
-    clock.advance(pool.check_after + 0.1)
+    clock.advance(pool.config.check_after + 0.1)
     async with pool.connection():
         pass
     assert pool.get_stats()["pings"] == 1
@@ -89,7 +89,7 @@ async def test_dead_idle_connection_is_replaced_on_borrow(
     async with pool.connection() as c:
         pass
     await c.close()  # dies behind the pool's back
-    clock.advance(pool.check_after + 0.1)
+    clock.advance(pool.config.check_after + 0.1)
     async with pool.connection() as d:
         assert d is not c and (await d.execute(SELECT)).rows == [(1,)]
     s = pool.get_stats()
@@ -295,7 +295,7 @@ async def test_outage_fails_fast_with_the_cause_then_recovers(clock: FakeClock) 
                 pass
         await asyncio.sleep(0.05)  # let the (non-sleeping) reconnect attempts give up
         assert p.get_stats()["outage"] and p.get_stats()["connections_errors"] >= 2
-        assert slept and all(0 < s <= p.backoff_max for s in slept)
+        assert slept and all(0 < s <= p.config.backoff_max for s in slept)
         assert p.size == 0 and not p._lent
     finally:
         await p.close()

@@ -39,9 +39,9 @@ async def test_reads_come_from_the_local_file_and_see_their_own_writes(
             violations += await a.get_episode(ep.id) != ep
         assert violations == 0
         await local_of(a).sync()
-        before = a.router.stats()
+        before = a.router.get_stats()
         assert [await a.get_episode(e.id) for e in eps] == eps
-        after = a.router.stats()
+        after = a.router.get_stats()
         assert after["replicas"]["local"]["reads"] - before["replicas"]["local"]["reads"] == 20
         assert after["primary_reads"] == before["primary_reads"]  # none reached the primary
         # another process's write: seen locally once a sync has pulled it
@@ -50,9 +50,9 @@ async def test_reads_come_from_the_local_file_and_see_their_own_writes(
         assert await a.get_episode(other.id) in (None, other)  # within the bound: maybe stale
         await local_of(a).sync()
         assert await a.get_episode(other.id) == other
-        stats = a.stats()["statements"]["local_replica"]
+        stats = a.get_stats()["statements"]["local_replica"]
         assert stats["syncs"] >= 3 and stats["sync_failures"] == 0
-        assert a.router.stats()["replicas"]["local"]["lag_s"] == 0.0
+        assert a.router.get_stats()["replicas"]["local"]["lag_s"] == 0.0
     finally:
         await a.close()
         await b.close()
@@ -70,14 +70,14 @@ async def test_an_unusable_local_file_hands_reads_to_the_primary(
         await a.store_episodes(eps)
         await local_of(a).sync()
         await a.get_episode(eps[0].id)
-        assert a.router.stats()["replicas"]["local"]["reads"] == 1
+        assert a.router.get_stats()["replicas"]["local"]["reads"] == 1
         with path.open("r+b") as f:
             f.write(b"this is not a database file" * 4096)
         # (the WAL too; not the -shm index, which SQLite maps into memory: truncating a mapped
         # file kills the process with SIGBUS, in any program)
         Path(f"{path}-wal").write_bytes(b"\0" * 65536)  # noqa: ASYNC240 - a test's fault
         assert [await a.get_episode(e.id) for e in eps] == eps  # every answer still right
-        local = a.router.stats()["replicas"]["local"]
+        local = a.router.get_stats()["replicas"]["local"]
         assert local["errors"] >= 1 and local["downs"] >= 1
     finally:
         await a.close()

@@ -230,7 +230,7 @@ async def test_reads_spread_over_replicas(sqld_binary: Path, tmp_path: Path) -> 
             assert got == eps
             reads = [n.reads for n in store.router.replicas]  # type: ignore[union-attr]
             assert sum(reads) >= 30 and min(reads) >= 10, reads
-            stats = store.stats()["router"]
+            stats = store.get_stats()["router"]
             assert set(stats["replicas"]) == {"replica0", "replica1"}
             text = store.metrics.to_prometheus()
             assert 'key="replicas.replica0.reads"' in text
@@ -276,7 +276,7 @@ async def test_jwt_auth_on_primary_and_replicas(
                 await _caught_up_auth(c.replicas[0].ws_url, token, 5)
                 await store.router.poll()  # type: ignore[union-attr]
                 assert await store.get_episodes([e.id for e in eps]) == eps
-                texts += [repr(store), repr(store.pool), repr(store.router), str(store.stats())]
+                texts += [repr(store), repr(store.pool), repr(store.router), str(store.get_stats())]
                 texts += [repr(n.pool) for n in store.router.replicas]  # type: ignore[union-attr]
                 texts += [store.metrics.to_prometheus(), str(store.metrics.to_polars())]
             finally:

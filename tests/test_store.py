@@ -347,7 +347,7 @@ async def test_statement_reuse_is_counted(db_url: str) -> None:
     await store.store_episodes(generate_episodes(5, seed=1))
     for _ in range(20):
         await store.get_episode("ep-1-0000001")
-    st = store.stats()["statements"]
+    st = store.get_stats()["statements"]
     assert st["by_name"]["get_episode"] == 20
     if store.backend in ("file", "ws"):
         # prepared (or stored over Hrana) once per shape, reused afterwards
@@ -429,7 +429,7 @@ async def test_a_locked_database_is_retried_then_a_typed_busy_error_and_nothing_
         finally:
             other.execute("ROLLBACK")
             other.close()
-        s = store.stats()
+        s = store.get_stats()
         assert s["pool"]["connections_lost"] == 0  # a locked database is no broken connection
         assert await store.get_episode(b.id) is None
         await store.store_episode(b)  # the lock is gone: the same store writes

@@ -303,7 +303,7 @@ async def run_bench(
                 ).with_columns(config=pl.lit(name), wall_s=pl.lit(r.wall))
                 request_frames.append(frame)
                 phase_frames.append(r.store.metrics.to_polars().with_columns(config=pl.lit(name)))
-                info.setdefault("stats", {})[name] = _layer_stats(r.store.stats())
+                info.setdefault("stats", {})[name] = _layer_stats(r.store.get_stats())
                 if record:
                     sample_frames.append(
                         (await _samples(r.store, r.target)).with_columns(config=pl.lit(name))

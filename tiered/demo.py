@@ -87,18 +87,18 @@ async def run_store_report(
 
         # a skewed read workload through the cache layer
         picks = zipf_trace(20_000, len(eps), 1.0, seed=seed).tolist()
-        before = store.stats()["statements"]["by_name"].get("get_episode", 0)
+        before = store.get_stats()["statements"]["by_name"].get("get_episode", 0)
         t0 = time.perf_counter()
         for i in picks:
             await store.get_episode(eps[i].id)
         secs = time.perf_counter() - t0
-        db_reads = store.stats()["statements"]["by_name"].get("get_episode", 0) - before
+        db_reads = store.get_stats()["statements"]["by_name"].get("get_episode", 0) - before
         results["zipf_reads"] = {
             "reads": len(picks),
             "db_reads": db_reads,
             "reads_per_s": len(picks) / secs,
         }
-        results["stats"] = store.stats()
+        results["stats"] = store.get_stats()
 
     codec = results["stats"]["codec"]
     st = results["stats"]["statements"]

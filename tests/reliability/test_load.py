@@ -123,9 +123,9 @@ async def test_500_tasks_of_mixed_operations(fresh_sqld: SqldProcess) -> None:
             present = {str(r[0]) for r in (await conn.execute(LOAD_IDS)).rows}
         finally:
             await conn.close()
-        cache = store.stats()["cache"]["episodes"]
-        busy = store.stats()["statements"]["busy_retries"]
-        groups = store.stats()["statements"]["group_commit"]
+        cache = store.get_stats()["cache"]["episodes"]
+        busy = store.get_stats()["statements"]["busy_retries"]
+        groups = store.get_stats()["statements"]["group_commit"]
     finally:
         await store.close()
 

@@ -48,13 +48,13 @@ async def test_kill_9_of_the_primary_under_an_embedded_replica(
         assert [await store.get_episode(e.id) for e in eps] == eps
         since = await store.query_episodes_since(0, limit=100)  # never cached: the file serves
         assert sorted(e.id for e in since) == sorted(e.id for e in eps)
-        served = store.router.stats()["replicas"]["local"]["reads"]
+        served = store.router.get_stats()["replicas"]["local"]["reads"]
         assert served >= 31
         new = generate_episodes(1, seed=42, id_prefix="after")[0]
         with pytest.raises(DatabaseUnavailable):
             await store.store_episode(new)  # writes fail typed
         assert not await local.sync()  # counted, and reads go on
-        assert store.stats()["statements"]["local_replica"]["sync_failures"] >= 1
+        assert store.get_stats()["statements"]["local_replica"]["sync_failures"] >= 1
         assert await store.get_episode(eps[0].id) == eps[0]
 
         await asyncio.to_thread(proc.start)

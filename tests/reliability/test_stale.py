@@ -69,7 +69,7 @@ async def test_cached_reads_continue_through_an_outage_up_to_the_bound(
         if stale_if_error:
             assert await reads() == [hot, [hot, other], query, None]
             served = 4
-            stats = store.stats()["cache"]
+            stats = store.get_stats()["cache"]
             assert stats["stale_served"] == 5 and stats["coherence"]["failed_polls"] >= 1
         else:
             for read in (

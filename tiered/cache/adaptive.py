@@ -185,13 +185,13 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._stats = CacheStats()
 
     @property
-    def stats(self) -> CacheStats:
+    def counters(self) -> CacheStats:
         """Hits, misses, inserts, expirations, evictions by cause, TTL changes (live counts)."""
         self._drain()  # hits waiting for the policy are counted when it takes them
         return self._stats
 
     def __repr__(self) -> str:
-        s = self.stats
+        s = self.counters
         return (
             f"<AdaptiveTTLCache {self.policy_name} entries={len(self._data)}/{self.maxsize} "
             f"bytes={self._bytes}/{self.max_bytes} hit_ratio={s.hit_ratio:.3f}>"
@@ -391,8 +391,9 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             "n": float(len(ttls)),
         }
 
-    def snapshot(self) -> dict[str, Any]:
-        s = self.stats  # drains the buffered hits first: the policy's tuning below counts them
+    def get_stats(self) -> dict[str, Any]:
+        """The counters, occupancy, TTL distribution and the policy's tuning, as a dict."""
+        s = self.counters  # drains the buffered hits first: the policy's tuning below counts them
         return {
             "hits": s.hits,
             "misses": s.misses,
@@ -407,7 +408,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             "entries": len(self._data),
             "bytes": self._bytes,
             "ttl": self.ttl_distribution(),
-            "policy": self._policy.tuning() if self._policy is not None else {"adaptive": "lru"},
+            "policy": self._policy.get_stats() if self._policy is not None else {"adaptive": "lru"},
         }
 
     # -- internals -------------------------------------------------------------------------------

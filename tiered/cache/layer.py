@@ -459,13 +459,13 @@ class CacheLayer:
 
     # -- statistics ------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            t: (c.snapshot() if c is not None else None) for t, c in self.records.items()
+            t: (c.get_stats() if c is not None else None) for t, c in self.records.items()
         }
         if self.queries is not None:
             out["queries"] = {
-                **self.queries.cache.snapshot(),
+                **self.queries.cache.get_stats(),
                 "invalidations": self.queries.invalidations,
                 "by_query": {
                     k: {"hits": v[0], "misses": v[1], "not_cached": v[2]}
@@ -487,7 +487,7 @@ class CacheLayer:
 
 
 def hit_ratio(snapshot: dict[str, Any]) -> float:
-    """Hits / lookups over every cache of a :meth:`CacheLayer.snapshot` (records and queries)."""
+    """Hits / lookups over every cache of a :meth:`CacheLayer.get_stats` (records and queries)."""
     hits = sum(v.get("hits", 0) for v in snapshot.values() if isinstance(v, dict))
     misses = sum(v.get("misses", 0) for v in snapshot.values() if isinstance(v, dict))
     return hits / (hits + misses) if hits + misses else 0.0

@@ -476,7 +476,7 @@ class WTinyLFU:
         sk.additions = adds + chunk - left
         return dropped
 
-    def tuning(self) -> dict[str, object]:
+    def get_stats(self) -> dict[str, object]:
         """What the self-tuning has chosen: window share, admission bias, switches, sampling."""
         return {
             "adaptive": self.adaptive,

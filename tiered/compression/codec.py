@@ -177,7 +177,7 @@ class Codec:
         self.compress = compress
         self.threads = threads
         self.dict_min_size = dict_min_size
-        self.stats = CodecStats()
+        self.counters = CodecStats()
         self._dicts: dict[int, _Dictionary] = {}
         self._active: dict[str, _Dictionary] = {}  # kind -> the dictionary new frames use
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
@@ -188,11 +188,16 @@ class Codec:
         self._decoder = msgspec.json.Decoder()
 
     def __repr__(self) -> str:
-        s = self.stats
+        s = self.counters
         return (
             f"<Codec level={self.level} min_size={self.min_size} compress={self.compress} "
             f"frames={s.frames_raw + s.frames_compressed} ratio={s.ratio:.2f}>"
         )
+
+    def get_stats(self) -> dict[str, Any]:
+        """Frames, bytes in and out, ratios and encode time, overall, per kind and per
+        dictionary (the live counters are :attr:`counters`)."""
+        return self.counters.as_dict()
 
     # -- dictionaries --------------------------------------------------------------------------
 
@@ -256,11 +261,11 @@ class Codec:
         else:
             frame = _HEADER.pack(MAGIC, CODEC_RAW, 0, n) + raw
         stored = len(frame)
-        self.stats.add(n, stored, compressed)
+        self.counters.add(n, stored, compressed)
         if kind is not None:
-            self.stats.kind(kind).add(n, stored, compressed)
+            self.counters.kind(kind).add(n, stored, compressed)
         if compressed and d is not None:
-            self.stats.dictionary(d.id).add(n, stored, True)
+            self.counters.dictionary(d.id).add(n, stored, True)
         return frame
 
     def _plan(self, kind: str | None) -> tuple[_Dictionary | None, int]:
@@ -287,9 +292,9 @@ class Codec:
         return frame
 
     def _timed_encode(self, kind: str | None, ns: int) -> None:
-        self.stats.encode_ns += ns
+        self.counters.encode_ns += ns
         if kind is not None:
-            self.stats.kind(kind).encode_ns += ns
+            self.counters.kind(kind).encode_ns += ns
 
     def encode_many(self, raws: list[bytes], *, kind: str | None = None) -> list[bytes]:
         """Frame many payloads; same frames as :meth:`encode`, compressed on ``threads`` cores.
@@ -322,7 +327,7 @@ class Codec:
         t0 = time.perf_counter_ns()
         out = self._decode(frame)
         ns = time.perf_counter_ns() - t0
-        st = self.stats
+        st = self.counters
         st.frames_decoded += 1
         st.decode_ns += ns
         if kind is not None:

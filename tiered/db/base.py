@@ -230,7 +230,7 @@ class Connection(ABC):
     backend: ClassVar[str]
 
     def __init__(self) -> None:
-        self.stats = StatementStats()
+        self.counters = StatementStats()
         self._closed = False
 
     @property

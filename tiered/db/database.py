@@ -169,7 +169,7 @@ class Database:
         def make_pool(node_url: str, role: str) -> Pool[Connection]:
             async def factory() -> Connection:
                 conn = await connect(node_url, auth_token=auth_token, timeout=timeout)
-                conn.stats = statements  # one view of statement reuse across the pools
+                conn.counters = statements  # one view of statement reuse across the pools
                 return conn
 
             file = backend_of(node_url) == "file"
@@ -177,7 +177,6 @@ class Database:
                 factory,
                 config=pc.for_node(embedded=file),
                 name=f"{role}{backend_of(node_url)}:{redact_url(node_url)}",
-                connect_timeout=timeout,
                 clock=timer,
             )
 
@@ -264,7 +263,7 @@ class Database:
                 code="FORBIDDEN",
             )
 
-    def stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Any]:
         s = self.statements
         return {
             "executions": s.executions,
@@ -273,8 +272,8 @@ class Database:
             "by_name": dict(s.by_name),
             "reads_retried": self.reads_retried,
             "busy_retries": self.busy_retries,
-            "group_commit": self._group.stats.as_dict(),
-            **({"local_replica": self.local.stats()} if self.local is not None else {}),
+            "group_commit": self._group.counters.as_dict(),
+            **({"local_replica": self.local.get_stats()} if self.local is not None else {}),
         }
 
     # -- reads ---------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ class EmbeddedConnection(Connection):
         first = stmt.sql not in self._seen
         if first:
             self._seen.add(stmt.sql)
-        self.stats.count(stmt, n, first)
+        self.counters.count(stmt, n, first)
 
     async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
         self._check_open()

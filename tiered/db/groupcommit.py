@@ -96,7 +96,7 @@ class GroupCommit(Generic[R]):
     gate: asyncio.Semaphore
     max_bytes: int
     max_group: int | None = None
-    stats: GroupStats = field(default_factory=GroupStats)
+    counters: GroupStats = field(default_factory=GroupStats)
     _queue: deque[_Pending[R]] = field(default_factory=deque)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -164,9 +164,9 @@ class GroupCommit(Generic[R]):
     async def _run(self, group: list[_Pending[R]]) -> None:
         if not group:  # nothing to commit (defensive: a leader takes at least one)
             return
-        self.stats.groups += 1
-        self.stats.transactions += len(group)
-        self.stats.largest = max(self.stats.largest, len(group))
+        self.counters.groups += 1
+        self.counters.transactions += len(group)
+        self.counters.largest = max(self.counters.largest, len(group))
         try:
             result = await self.commit(merged(group))
         except DatabaseUnavailable as e:
@@ -178,7 +178,7 @@ class GroupCommit(Generic[R]):
             if len(group) == 1:
                 _fail(group, e)
                 return
-            self.stats.split += 1
+            self.counters.split += 1
             for member in group:
                 try:
                     _settle(member, await self.commit(list(member.steps)))

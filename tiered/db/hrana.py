@@ -316,7 +316,7 @@ class HranaWsConnection(_HranaBase):
         first = sql_id is None
         if sql_id is None:
             if not stmt.reuse or len(self._sql_ids) >= MAX_STORED_SQL:
-                self.stats.count(stmt, 1, False)
+                self.counters.count(stmt, 1, False)
                 return {
                     "sql": stmt.sql,
                     "args": [_to_proto(a) for a in args],
@@ -324,7 +324,7 @@ class HranaWsConnection(_HranaBase):
                 }
             sql_id = conn.store_sql(stmt.sql)
             self._sql_ids[stmt.sql] = sql_id
-        self.stats.count(stmt, 1, first)
+        self.counters.count(stmt, 1, first)
         return {"sql_id": sql_id, "args": [_to_proto(a) for a in args], "want_rows": want_rows}
 
     def _main_stream(self) -> Any:
@@ -448,7 +448,7 @@ class HranaHttpConnection(_HranaBase):
 
     async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
         self._check_open()
-        self.stats.count(stmt, 1, False)
+        self.counters.count(stmt, 1, False)
         req = {"stmt": {"sql": stmt.sql, "args": [_to_proto(a) for a in args], "want_rows": True}}
         res = await self._guard(self._post("v1/execute", req))
         return _result(res["result"])
@@ -489,7 +489,7 @@ class HranaHttpConnection(_HranaBase):
             )
         stmts = []
         for st, a in steps:
-            self.stats.count(st, 1, False)
+            self.counters.count(st, 1, False)
             stmts.append({"sql": st.sql, "args": [_to_proto(x) for x in a], "want_rows": False})
 
         async def run() -> None:
@@ -502,7 +502,7 @@ class HranaHttpConnection(_HranaBase):
         self._check_open()
         stmts = []
         for st, a in steps:
-            self.stats.count(st, 1, False)
+            self.counters.count(st, 1, False)
             stmts.append({"stmt": {"sql": st.sql, "args": [_to_proto(x) for x in a]}})
 
         async def run() -> list[Result]:

@@ -22,7 +22,7 @@ extra ``tiered[replica]``, the ``libsql-experimental`` wheel, whose sync protoco
   router keeps serving a lagging replica only while the primary has nothing newer that it has
   seen, and never past ``max_lag`` otherwise.
 
-``stats()``: syncs, failures, the last one's duration and age, and the replica's position; its
+``get_stats()``: syncs, failures, the last one's duration and age, and the replica's position; its
 lag behind the primary is in the router's stats (node ``local``).
 """
 
@@ -245,7 +245,7 @@ class LocalReplica:
             await self._killed.wait()
             self._killed = None
 
-    def stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "sync_interval_s": self.interval,

@@ -129,7 +129,7 @@ class Node:
             f"outstanding={self.outstanding}>"
         )
 
-    def stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Any]:
         return {
             "healthy": self.healthy,
             "position": self.position,
@@ -354,11 +354,11 @@ class Router:
                 await self._task
         await asyncio.gather(*(n.pool.close() for n in self.replicas))
 
-    def stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Any]:
         """Per-node stats and the router's counters."""
         return {
             "primary_position": self.primary.position,
             "primary_reads": self.primary_reads,
             "fallbacks": self.fallbacks,
-            "replicas": {n.name: n.stats() for n in self.replicas},
+            "replicas": {n.name: n.get_stats() for n in self.replicas},
         }

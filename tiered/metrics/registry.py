@@ -17,7 +17,7 @@ systematic sample, as tracers sample), latency and errors for every one; this ke
 instrumentation under 1 µs per operation (``benchmarks/bench_metrics.py``). ``phased_sum_s`` is
 the total time of the sampled operations, which their phases add up to.
 
-Exporters: :meth:`Metrics.snapshot` (typed), :meth:`Metrics.to_polars` (tidy: one row per
+Exporters: :meth:`Metrics.get_stats` (typed), :meth:`Metrics.to_polars` (tidy: one row per
 operation, phase and statistic) and :meth:`Metrics.to_prometheus` (text exposition format 0.0.4,
 summaries with quantiles, plus the layers' gauges and counters from ``sources``).
 """
@@ -182,7 +182,7 @@ class Metrics:
         o = self._ops[op]
         return o.latency if phase is None else o.phases[phase]
 
-    def snapshot(self, quantiles: Iterable[float] = QUANTILES) -> list[OperationSnapshot]:
+    def get_stats(self, quantiles: Iterable[float] = QUANTILES) -> list[OperationSnapshot]:
         qs = tuple(quantiles)
         self.flush()
         out = []
@@ -206,7 +206,7 @@ class Metrics:
         import polars as pl
 
         rows: list[tuple[str, str, str, float]] = []
-        for snap in self.snapshot(quantiles):
+        for snap in self.get_stats(quantiles):
             parts = [("total", snap.count, snap.sum_s, snap.quantiles_s)] + [
                 (p.phase, p.count, p.sum_s, p.quantiles_s) for p in snap.phases.values()
             ]
@@ -225,7 +225,7 @@ class Metrics:
     def to_prometheus(self, prefix: str = "tiered") -> str:
         """The Prometheus text exposition of every metric and every source's numbers."""
         lines: list[str] = []
-        snaps = self.snapshot()
+        snaps = self.get_stats()
         name = f"{prefix}_operation_seconds"
         lines += [f"# HELP {name} Store operation latency.", f"# TYPE {name} summary"]
         for s in snaps:

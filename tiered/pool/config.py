@@ -19,6 +19,8 @@ class PoolConfig:
     min_size / max_size: bounds of the pool's size (connections open or opening); ``min_size``
         defaults to 1, or 0 without ``reuse``.
     timeout: how long a borrower waits for a connection before :class:`PoolTimeout`.
+    connect_timeout: how long opening (or health-checking) one connection may take before it
+        counts as failed.
     max_waiting: borrowers allowed to queue at once (0: unbounded); one more is refused at once
         with :class:`PoolExhausted`.
     keepalive: ping connections idle this long (``None``: never), inside the ~10 s idle cut of
@@ -41,6 +43,7 @@ class PoolConfig:
     min_size: int | None = None
     max_size: int = 10
     timeout: float = 30.0
+    connect_timeout: float = 10.0
     max_waiting: int = 0
     keepalive: float | None = 5.0
     check_after: float = 1.0
@@ -63,7 +66,13 @@ class PoolConfig:
                 "PoolConfig needs 0 <= min_size <= max_size and max_size >= 1, "
                 f"got min_size={self.min_size} max_size={self.max_size}"
             )
-        for label in ("timeout", "maintenance_interval", "max_idle", "max_lifetime"):
+        for label in (
+            "timeout",
+            "connect_timeout",
+            "maintenance_interval",
+            "max_idle",
+            "max_lifetime",
+        ):
             v = getattr(self, label)
             if not v > 0:
                 raise ConfigError(f"PoolConfig.{label} must be > 0, got {v}")

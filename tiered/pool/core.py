@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 from tiered.errors import (
     AuthError,
-    ConfigError,
     DatabaseBusy,
     DatabaseUnavailable,
     PoolClosed,
@@ -129,33 +128,18 @@ class Pool(Generic[C]):
         config: PoolConfig | None = None,
         *,
         name: str = "pool",
-        connect_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         seed: int | None = None,
     ) -> None:
-        """``config`` holds every setting (:class:`~tiered.pool.PoolConfig`); the rest wires
-        the pool: ``connect_timeout`` bounds opening (and health-checking) one connection,
-        ``clock``/``sleep``/``seed`` make it deterministic in tests."""
+        """``config`` holds every setting (:class:`~tiered.pool.PoolConfig`), read from there
+        while the pool runs; ``name`` labels its logs and errors; ``clock``/``sleep``/``seed``
+        make it deterministic in tests."""
         cfg = config if config is not None else PoolConfig()
-        if not connect_timeout > 0:
-            raise ConfigError(f"pool {name!r}: connect_timeout must be > 0, got {connect_timeout}")
         self.config = cfg
         self.name = name
-        self.reuse = cfg.reuse
-        self.min_size, self.max_size = cfg.minimum, cfg.max_size
-        self.timeout = cfg.timeout
-        self.max_waiting = cfg.max_waiting
-        self.keepalive = cfg.keepalive
-        self.check_after = cfg.check_after
-        self.max_idle, self.max_lifetime = cfg.max_idle, cfg.max_lifetime
-        self.lifetime_jitter = cfg.lifetime_jitter
-        self.reconnect_timeout = cfg.reconnect_timeout
-        self.backoff_base, self.backoff_max = cfg.backoff_base, cfg.backoff_max
-        self.connect_timeout = connect_timeout
-        self.maintenance_interval = cfg.maintenance_interval
+        #: the sizing policy in use (``config.sizing``, or reactive on this pool's clock)
         self.sizing: SizingPolicy = cfg.sizing if cfg.sizing is not None else Reactive(clock=clock)
-        min_size, history = self.min_size, cfg.history
         self._factory = factory
         self._clock = clock
         self._sleep = sleep
@@ -164,11 +148,11 @@ class Pool(Generic[C]):
         # the rules (who gets a connection, when to open or close one, the target) live in the
         # pure state object the simulator drives too; this class does the I/O around it
         self._state: PoolState[_Slot[C], asyncio.Future[_Slot[C]]] = PoolState(
-            min_size=min_size,
-            max_size=self.max_size,
+            min_size=cfg.minimum,
+            max_size=cfg.max_size,
             sizing=self.sizing,
             clock=clock,
-            reuse=self.reuse,
+            reuse=cfg.reuse,
         )
         self._idle = self._state.idle  # (the same list, set and deque: read-only aliases)
         self._lent = self._state.lent
@@ -187,7 +171,7 @@ class Pool(Generic[C]):
         # stats
         self._stats = dict.fromkeys(COUNTERS, 0)
         self.wait_hist = Histogram()
-        self.series: deque[PoolSample] = deque(maxlen=history)
+        self.series: deque[PoolSample] = deque(maxlen=cfg.history)
 
     @property
     def last_decision(self) -> Decision:
@@ -211,9 +195,9 @@ class Pool(Generic[C]):
         if self._closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         self._opened = True
-        if wait and self.min_size:
+        if wait and self.config.minimum:
             slots = await asyncio.gather(
-                *(self._connect() for _ in range(self.min_size)), return_exceptions=True
+                *(self._connect() for _ in range(self.config.minimum)), return_exceptions=True
             )
             errors = [s for s in slots if isinstance(s, BaseException)]
             for s in slots:
@@ -304,7 +288,8 @@ class Pool(Generic[C]):
         while slot is not None:
             now = clock()
             if (
-                now - slot.last_checked > self.check_after or slot.last_checked < self._broken_at
+                now - slot.last_checked > self.config.check_after
+                or slot.last_checked < self._broken_at
             ) and not await self._check(slot):
                 slot = state.take_idle()
                 continue
@@ -326,15 +311,15 @@ class Pool(Generic[C]):
                 f"(reconnecting): {err}",
                 code=getattr(err, "code", "UNAVAILABLE"),
             ) from err
-        if self.max_waiting and len(self._waiters) >= self.max_waiting:
+        if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
             self._stats["requests_refused"] += 1
             raise PoolExhausted(
                 f"pool {self.name!r}: {len(self._waiters)} requests already waiting "
-                f"(max_waiting={self.max_waiting})",
+                f"(max_waiting={self.config.max_waiting})",
                 pool=self.name,
                 code="POOL_MAX_WAITING",
             )
-        return await self._wait(t0, self.timeout if timeout is None else timeout)
+        return await self._wait(t0, self.config.timeout if timeout is None else timeout)
 
     async def _wait(self, t0: float, timeout: float) -> _Slot[C]:  # noqa: ASYNC109
         fut: asyncio.Future[_Slot[C]] = asyncio.get_running_loop().create_future()
@@ -360,7 +345,7 @@ class Pool(Generic[C]):
                 raise PoolTimeout(
                     f"pool {self.name!r}: no connection free within {timeout:g}s "
                     f"(size {self.size}, in use {len(self._lent)}, "
-                    f"waiting {len(self._waiters)}, max_size {self.max_size})",
+                    f"waiting {len(self._waiters)}, max_size {self.config.max_size})",
                     pool=self.name,
                 ) from None
             raise
@@ -414,7 +399,7 @@ class Pool(Generic[C]):
         if not reserved:
             self._state.begin_open()
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.config.connect_timeout):
                 conn = await self._factory()
         except BaseException as e:
             self._state.opened()
@@ -427,7 +412,8 @@ class Pool(Generic[C]):
                 )
                 if isinstance(e, TimeoutError):
                     err = DatabaseUnavailable(
-                        f"connect did not finish within {self.connect_timeout:g}s", code="TIMEOUT"
+                        f"connect did not finish within {self.config.connect_timeout:g}s",
+                        code="TIMEOUT",
                     )
                 self._enter_outage(err)
                 if err is not e:
@@ -442,7 +428,7 @@ class Pool(Generic[C]):
                 "pool %r: database reachable again after %.2fs", self.name, now - self._outage[0]
             )
             self._outage = None
-        life = self.max_lifetime * (1 - self.lifetime_jitter * self._rng.random())
+        life = self.config.max_lifetime * (1 - self.config.lifetime_jitter * self._rng.random())
         return _Slot(conn, now, now + life, self._gen)
 
     def _enter_outage(self, err: TieredError) -> None:
@@ -484,7 +470,7 @@ class Pool(Generic[C]):
         start = self._clock()
         attempt = 0
         while not self._closed and self._outage is not None:
-            delay = min(self.backoff_max, self.backoff_base * 2**attempt)
+            delay = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
             await self._sleep(delay * (0.5 + 0.5 * self._rng.random()))
             attempt += 1
             if self._closed or self._outage is None:
@@ -492,7 +478,7 @@ class Pool(Generic[C]):
             try:
                 slot = await self._connect()
             except Exception:
-                if self._clock() - start >= self.reconnect_timeout:
+                if self._clock() - start >= self.config.reconnect_timeout:
                     log.error(
                         "pool %r: giving up reconnecting after %.0fs; the next request retries",
                         self.name,
@@ -508,7 +494,7 @@ class Pool(Generic[C]):
         """Ping a lent connection (counted as busy while checked); one that fails is closed and
         no longer lent."""
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.config.connect_timeout):
                 await slot.conn.ping()
         except Exception:
             self._state.forget(slot)
@@ -597,7 +583,7 @@ class Pool(Generic[C]):
             if (
                 now >= slot.expires
                 or slot.gen != self._gen
-                or now - slot.last_used >= self.max_idle
+                or now - slot.last_used >= self.config.max_idle
             ):
                 self._stats["connections_recycled"] += 1
                 self._discard(slot)
@@ -610,11 +596,13 @@ class Pool(Generic[C]):
             self._discard(slot)
         self._grow()
         # keep-alive: ping connections idle for `keepalive`, off the stack while pinged
-        if self.keepalive is not None:
-            due = [s for s in self._idle if now - s.last_checked >= self.keepalive]
+        if self.config.keepalive is not None:
+            due = [s for s in self._idle if now - s.last_checked >= self.config.keepalive]
             if due:
                 self._state.account()
-                self._idle[:] = [s for s in self._idle if now - s.last_checked < self.keepalive]
+                self._idle[:] = [
+                    s for s in self._idle if now - s.last_checked < self.config.keepalive
+                ]
                 self._lent.update(due)  # busy while pinged
                 ok = await asyncio.gather(*(self._check(s) for s in due))
                 for slot, alive in zip(due, ok, strict=True):
@@ -630,7 +618,7 @@ class Pool(Generic[C]):
 
     async def _maintenance_loop(self) -> None:
         while not self._closed:
-            await self._sleep(self.maintenance_interval)
+            await self._sleep(self.config.maintenance_interval)
             try:
                 await self.maintain()
             except Exception:  # never let maintenance die; the next pass retries
@@ -641,8 +629,8 @@ class Pool(Generic[C]):
     def get_stats(self) -> dict[str, Any]:
         """Counters since the last :meth:`pop_stats`, gauges now, and wait-time quantiles (ms)."""
         s: dict[str, Any] = {
-            "pool_min": self.min_size,
-            "pool_max": self.max_size,
+            "pool_min": self.config.minimum,
+            "pool_max": self.config.max_size,
             "pool_size": self.size,
             "pool_target": self._target,
             "pool_available": len(self._idle),
@@ -673,7 +661,8 @@ class Pool(Generic[C]):
         state = "closed" if self._closed else "outage" if self._outage else "open"
         return (
             f"<Pool {self.name!r} {state} size={self.size} (target {self._target}, "
-            f"{self.min_size}..{self.max_size}) in_use={len(self._lent)} idle={len(self._idle)} "
+            f"{self.config.minimum}..{self.config.max_size}) in_use={len(self._lent)} "
+            f"idle={len(self._idle)} "
             f"waiting={len(self._waiters)} sizing={self.sizing!r}>"
         )
 

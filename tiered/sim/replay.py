@@ -240,4 +240,4 @@ def replay(
         }
     )
     run = pool.result()
-    return ReplayResult(frame, hit_ratio(layer.snapshot()), run.summary, run.series)
+    return ReplayResult(frame, hit_ratio(layer.get_stats()), run.summary, run.series)

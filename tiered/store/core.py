@@ -120,11 +120,11 @@ class Store:
         router = db.router
         self.metrics = Metrics(
             sources={
-                "cache": self._cache.snapshot,
+                "cache": self._cache.get_stats,
                 "pool": db.pool.get_stats,
-                "codec": lambda: self.codec.stats.as_dict(),
-                "statements": db.stats,
-                **({"router": router.stats} if router is not None else {}),
+                "codec": self.codec.get_stats,
+                "statements": db.get_stats,
+                **({"router": router.get_stats} if router is not None else {}),
             }
         )
 
@@ -221,16 +221,16 @@ class Store:
         state = "closed" if self.closed else "open"
         return f"<Store {self.backend} {redact_url(self._db.url)} {state}>"
 
-    def stats(self) -> dict[str, Any]:
+    def get_stats(self) -> dict[str, Any]:
         """Statement reuse, codec and cache statistics (the metrics layer builds on these)."""
         db = self._db
         return {
             "backend": self.backend,
-            "cache": self._cache.snapshot(),
+            "cache": self._cache.get_stats(),
             "pool": db.pool.get_stats(),
-            "statements": db.stats(),
-            **({"router": db.router.stats()} if db.router is not None else {}),
-            "codec": {**self.codec.stats.as_dict(), **self._dicts.stats()},
+            "statements": db.get_stats(),
+            **({"router": db.router.get_stats()} if db.router is not None else {}),
+            "codec": {**self.codec.get_stats(), **self._dicts.get_stats()},
         }
 
     async def settle(self) -> None:

@@ -47,7 +47,7 @@ class Dictionaries:
         self._background: set[asyncio.Task[None]] = set()
         self._upto = 0
 
-    def stats(self) -> dict[str, object]:
+    def get_stats(self) -> dict[str, object]:
         return {
             "dictionaries": self.codec.dictionaries(),
             "active_dictionaries": {k: self.codec.active_dictionary(k) for k in PAYLOAD_KINDS},

@@ -35,7 +35,7 @@ class SyncStore:
     The store lives on a private event loop in a daemon thread, so this works both where no loop
     runs and inside Jupyter's running loop. Every coroutine method of :class:`Store` is here
     with the same name and arguments, blocking until it is done; ``config``, ``metrics``,
-    ``closed`` and ``stats()`` are the Store's.
+    ``closed`` and ``get_stats()`` are the Store's.
     """
 
     def __init__(
@@ -109,9 +109,9 @@ class SyncStore:
     def closed(self) -> bool:
         return self._store.closed
 
-    def stats(self) -> dict[str, Any]:
-        """The Store's statistics (see :meth:`Store.stats`)."""
-        return self._store.stats()
+    def get_stats(self) -> dict[str, Any]:
+        """The Store's statistics (see :meth:`Store.get_stats`)."""
+        return self._store.get_stats()
 
     def close(self) -> None:
         """Close the store and stop its loop thread. Idempotent."""
