@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all report test lint bench clean
+.PHONY: all report test lint docs bench clean
 
 all: test
 
@@ -16,22 +16,25 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[analysis,dev,notebooks,forecast,replica]'
+	$(BIN)/python -m pip install --quiet -e '.[analysis,dev,docs,notebooks,forecast,replica]'
 	touch $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/tiered report --out reports
 
 test: $(STAMP)
-	$(BIN)/ruff check tiered tests benchmarks
+	$(BIN)/ruff check tiered tests benchmarks docs
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax \
 		--nbval-sanitize-with notebooks/sanitize.cfg
 
 lint: $(STAMP)
-	$(BIN)/ruff check tiered tests benchmarks
+	$(BIN)/ruff check tiered tests benchmarks docs
 	$(BIN)/ruff format --check tiered
 	$(BIN)/python -m mypy
+
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -44,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_forecast.py
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .hypothesis .mypy_cache
+	rm -rf $(VENV) reports site .pytest_cache .hypothesis .mypy_cache

@@ -2,7 +2,7 @@
 module imports another's private names. Read from the source (every import statement, also the
 ones inside functions), so a lazy import cannot hide an arrow back up.
 
-The floors, lowest first (the README's module table names them the same way):
+The floors, lowest first (the module table in docs/index.md names them the same way):
 0. foundations: errors, progress bars, the loopback proxy, the dev server, chart helpers
 1. the domain: validation rules and records, the original system's encodings
 2. layers that know nothing of the database: compression, metrics, pool, cache, workloads

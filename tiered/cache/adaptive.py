@@ -42,8 +42,8 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 _MISSING: Any = object()
 #: hits buffered before the policy counts them (and before anything else reaches it). The get
-#: that fills the buffer pays for the batch: with 16 that is 31-34 us at p99 on this machine
-#: (64: ~93 us, for 2-9 % more gets/s; 4: ~14 us, for 5-10 % fewer)
+#: that fills the buffer pays for the batch: a larger batch raises that get's latency for a few
+#: more gets/s, a smaller one costs throughput
 _READ_BATCH = 16
 
 
@@ -167,8 +167,8 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._window = self.rule.window if self.rule.base is not None else float("inf")
         # an entry's hits in its window stop counting here: past hot_hits the count decides
         # nothing, and a count that stays a small int is not allocated anew at every hit
-        # (CPython caches -5..256; a new int and the old one's release cost a cached get ~40
-        # cache misses, measured with cachegrind)
+        # (CPython caches -5..256; a new int and the old one's release cost a cached get CPU
+        # cache misses)
         self._hit_cap = max(256, self.rule.hot_hits)
         self.timer = timer
         self.policy_name = policy
@@ -253,7 +253,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         if policy is not None:
             self._drain()
             # a miss is usually followed by set(key): it takes this token instead of making
-            # the key's again (a hash, four indexes and the sample test, ~0.8 us)
+            # the key's again (a hash, four indexes and the sample test)
             self._missed = token = policy.token(key)
             dropped = policy.record(key, False, token=token)
             if dropped:

@@ -8,66 +8,46 @@ The design follows Caffeine (Einziger, Friedman & Manes, "TinyLFU", ACM TOS 2017
   used more often than main's eviction victim (by more than ``bias``); one-hit wonders and scans
   are rejected, which is what makes the policy scan-resistant;
 * the sketch has 16 4-bit counters per entry of capacity (4 rows, as Caffeine's) and at least
-  1,024 per row, halved every ``10 x capacity`` increments, so popularity decays. With a
-  quarter of that width (the earlier sketch), collisions cost 8 % of miss ratio on zipf-1.0 at
-  10 % of its keys (0.253 against 0.232, fixed window), and on caches of 10-30 entries the
-  miss ratio moved by 1.5-2.8 % when the keys were renumbered (0 with the floor).
+  1,024 per row, halved every ``10 x capacity`` increments, so popularity decays; a narrower
+  sketch's collisions cost miss ratio and made small caches depend on how keys are numbered.
 
 **Self-tuning by miniature simulation** (``adaptive="sim"``, the default). The two settings that
-matter differ by workload: the window's share of capacity (about 1 % for frequency-skewed traffic,
-nearly all of it for recency-heavy traffic) and the admission margin ``bias`` (1 keeps a loop larger
-than the cache from churning main; 0 admits sooner and wins when popularity moves). Instead of
-hand-set rules, the policy runs a few key-only copies of itself beside the real one, each with a
-fixed setting from :data:`CANDIDATES`, on a sample of the keys (Waldspurger et al., "Cache Modeling
-and Optimization using Miniature Simulations", USENIX ATC 2017): a key is in the sample when its
-hash, mixed with the instance's ``seed``, falls in the first ``1/2**k`` of the hash space, and each
-copy holds ``capacity / 2**k`` keys, ``2**k`` being the largest power of two up to 16 that leaves
-``sample_min`` (512) keys or more per copy, or larger while a copy would hold more than
-``sample_max`` (4,096), and never one key in two or four: caches under eight times ``sample_min``
-(4,096 entries) simulate every key. (Samples of 512 keys on large caches -- one key in 32 to 128 --
-made the choice follow the sample: the same trace under four key numberings spread by 3.6-4.7 % on
-the 10 % caches of the w106 and P3 traces; one key in 16 costs a large cache what it costs a
-10,000-entry one. One in two or four saves little on a small cache and left web12 at 1,375 entries
-(one in two) and web07 at 2,048 (one in four) with a 1.3 % spread, 0.4 % and 0.2 % with every key
-simulated.) The copies share the real sketch (its counts are the same for a sampled key). Every
-``period x copy size`` sampled requests (at least 200), each copy's misses are added to an
-exponentially decayed score (``decay``; 0.995 remembers about 200 periods: with 0.975, about 40, the
-switch that follows a burst of recency came back 1 to 24 periods later by numbering, and w106 at
-10 % spread by 2.1 %; 0.95 and 0.9 spread more), and the real cache takes the setting of the lowest
-score when it beats the current one clearly: by more than a margin (a switch costs misses while the
-contents adjust) and by more than two standard deviations of the difference. What that deviation is
-depends on the sample. On a sample, the copies' difference carries the sample's own bias, which
-lasts from period to period, so it is bounded by counting: the deviation of a difference of two
-Poisson counts of the scores' size, and the margin is ``margin`` (2 %); a difference of a few misses
-among a few dozen -- what the sample of a large cache sees in a quiet period -- moves nothing. With
-every key simulated (caches under 4,096 entries), each copy misses exactly what its setting would
-have missed, and the noise left is the workload's, from period to period: the deviation is measured,
-as the decayed sum of the pair's squared differences period by period (uncentred, so a gain has to
-hold for five periods or more), and the margin is ``exact_margin`` (1 %). (With the Poisson bound
-there too, a gain had to reach about 2 % of scores that remember 200 periods: web07 at 1 % of its
-keys (204 entries) took a 60 % window at period 12 in one key numbering of four, on a lead of 0.1 %
-over the 30 % window the others took, and kept it for 270 periods, 0.569 against 0.562-0.563; with
-the pair's own deviation the four take the same setting at period 6, 0.5614-0.5619. Other small
-cells moved both ways, by up to 2 %: multi2 at 1 % 0.789 -> 0.771, cpp at 10 % 0.209 -> 0.207;
-sprite at 10 % 0.138 -> 0.141, ps at 1 % 0.870 -> 0.885; the benchmark's per-cell mean stayed within
-0.1 %. A 2 % margin there gave worse cells -- recency-loop-recency at 1 %: 0.592-0.600 against
-0.590-0.593 -- and no noise test at all switched on one period's lead: multi1 at 10 % took a 95 %
-window after one period and spread by 1.9 % over numberings.) The cache starts with its own setting
-(window 1 %, bias 1 by default; a candidate like the others), and periods in which the copies are
-still filling are not scored: every copy misses alike then, and a first choice made on them is noise
-(measured: it sent the zipf-0.9+scans trace at 10 % to a 95 % window for a quarter of the run in two
-of four key numberings, 0.437 against 0.407). A switch moves keys and drops none: a larger window
-takes main's least recent keys as its oldest (Caffeine's ``increaseWindow``), and protected's excess
-over its smaller bound goes back to probation (``demoteFromMainProtected``); a smaller window hands
-its oldest to main, which has the room. (Dropping main's overflow at once emptied up to 94 % of the
-cache: on w106 at 10 % of its keys, the switch from a 1 % to a 60 % window missed 0.10 of 100k
-requests where any fixed window missed 0.03-0.04; moving the keys took that cell from 0.0743 to
-0.0727 and its spread over renumberings from 2.4 % to 1.6 %.) The copies cost a bounded amount: at
-most ``len(CANDIDATES) x sample_max`` keys in all, visited on 1 request in ``2**k`` (1 in 16 or
-fewer for caches of 8,192 entries and more). Measured together in steady state (uniform gets over
-10,000 keys), a cache of 10,000 entries did 0.80-0.95x a bare ``TTLCache``'s gets/s (590-710k
-against 720-750k), and more than the bare one without the copies; one of 500 entries, where every
-request is simulated (as in any cache under 4,096 entries), pays ~1.9 us per request for them.
+matter differ by workload: the window's share of capacity (small for frequency-skewed traffic,
+nearly all of it for recency-heavy traffic) and the admission margin ``bias`` (1 keeps a loop
+larger than the cache from churning main; 0 admits sooner and wins when popularity moves).
+Instead of hand-set rules, the policy runs key-only copies of itself beside the real one, each
+with a fixed setting from :data:`CANDIDATES`, on a sample of the keys (Waldspurger et al., "Cache
+Modeling and Optimization using Miniature Simulations", USENIX ATC 2017):
+
+* **The sample.** A key is in it when its hash, mixed with the instance's ``seed``, falls in the
+  first ``1/2**k`` of the hash space, and each copy holds ``capacity / 2**k`` keys; ``2**k`` is
+  the largest power of two up to 16 that leaves ``sample_min`` keys or more per copy, or larger
+  while a copy would hold more than ``sample_max``, and never one key in two or four: small caches
+  (under ``8 x sample_min`` entries) simulate every key. Sparser samples made the choice follow
+  the sample rather than the trace; one key in two or four saves little on a small cache and
+  costs it exactness. The copies share the real sketch (its counts are the same for a sampled
+  key).
+* **The score.** Every ``period x copy size`` sampled requests (at least 200), each copy's misses
+  are added to an exponentially decayed score (``decay``: a short memory switches back and forth
+  after bursts of recency). Periods in which the copies are still filling are not scored: every
+  copy misses alike then, and a choice made on them is noise.
+* **The switch.** The real cache takes the setting of the lowest score when it beats the current
+  one clearly: by more than a margin (a switch costs misses while the contents adjust) and by
+  more than two standard deviations of the difference. On a sample, the copies' difference
+  carries the sample's own bias, which lasts from period to period, so the deviation is bounded
+  by counting (a difference of two Poisson counts of the scores' size) and the margin is
+  ``margin``. With every key simulated, each copy misses exactly what its setting would have, and
+  the noise left is the workload's: the deviation is the decayed sum of the pair's squared
+  differences period by period (uncentred, so a gain has to hold for several periods), and the
+  margin is ``exact_margin``. The cache starts with its own setting (a candidate like the
+  others).
+* **Keys move, none drop.** A larger window takes main's least recent keys as its oldest
+  (Caffeine's ``increaseWindow``), and protected's excess over its smaller bound goes back to
+  probation (``demoteFromMainProtected``); a smaller window hands its oldest to main, which has
+  the room. Dropping main's overflow at once would empty most of the cache on a large switch.
+* **Bounded cost.** At most ``len(CANDIDATES) x sample_max`` keys in all, visited on one request
+  in ``2**k``; a small cache, where every request is simulated, pays for the copies on every
+  request (``benchmarks/bench_cache.py`` measures what, beside theine).
 
 **Hits in batches.** :meth:`WTinyLFU.record_hits` takes a list of hits and runs one loop over
 them with the sketch's increment and the copies' hit paths inlined, so an owner can buffer hits
@@ -76,19 +56,17 @@ policy; the decisions are those of one request at a time (Caffeine's read buffer
 losses). :class:`~tiered.cache.adaptive.AdaptiveTTLCache` does so every 16 hits. Each key is
 handed over as its :data:`Token` (the key, its four sketch indexes and its sample flag), which
 the owner makes once when the key comes in and keeps beside the value, so a hit does no hashing
-and no 64-bit arithmetic: ~180 bytes a key (measured at 100,000 entries: 562 against 386 bytes
-an entry), for 1.3-1.4x the gets/s (same process, same decisions). No count on a hit's path
-grows past 256 (CPython allocates every larger int anew and frees the old one, wherever it
-lies): the owner counts hits when it hands them over, the loop counts the sketch's additions
-down in small chunks and the climber's hits only when climbing, for 1.08-1.09x the gets/s
-(same process, alternating rounds).
+and no 64-bit arithmetic, for some memory per key. No count on a hit's path grows past 256
+(CPython allocates every larger int anew and frees the old one): the owner counts hits when it
+hands them over, the loop counts the sketch's additions down in small chunks and the climber's
+hits only when climbing.
 
 Nothing here depends on the values of the keys beyond the hash the sketch and the sample need,
 and the sample follows the ``seed``. Renumbering a trace's keys is the same as another seed: it
-moves a fixed setting's miss ratio only by the sketch's collisions (<= 0.5 %), and the tuned one
-also by when the sampled copies see a clear win, which can differ by a few periods
-(``benchmarks/bench_cache.py`` measures the spread over three renumberings). ``adaptive="climb"``
-is Caffeine's hill climber on the window share (kept for comparison), ``False`` a fixed window.
+moves a fixed setting's miss ratio only by the sketch's collisions, and the tuned one also by
+when the sampled copies see a clear win (``benchmarks/bench_cache.py`` measures the spread over
+renumberings). ``adaptive="climb"`` is Caffeine's hill climber on the window share (kept for
+comparison), ``False`` a fixed window.
 
 Hashing is deterministic (no per-process salt), so a policy fed the same keys with the same seed
 makes the same decisions in every process: the simulator and the live cache agree.
@@ -393,12 +371,10 @@ class WTinyLFU:
         return self._run(reads, True)
 
     def _run(self, reads: list[Token], hit: bool) -> list[Hashable]:
-        # one loop for every request, the sketch's increment and the copies' hit paths inlined:
-        # with hits in batches of 16, a cache get went from 0.55-0.59x a bare TTLCache's speed
-        # to 0.69-0.70x (steady state, this machine); then from 0.68-0.72x to 0.92-0.98x (same
-        # process, three runs) with tokens instead of hashes (no 64-bit arithmetic), the copies'
-        # hit paths as bound methods, no min() call, and the sketch's addition count in a local.
-        # Counters that grow past 256 allocate an int at every step (CPython caches the small
+        # one loop for every request, the sketch's increment and the copies' hit paths inlined
+        # (this is a cache hit's cost): tokens instead of hashes (no 64-bit arithmetic), the
+        # copies' hit paths as bound methods, no min() call, the sketch's addition count in a
+        # local. Counters that grow past 256 allocate an int at every step (CPython caches the small
         # ones only): the additions are counted down in chunks of small ints, and hits and
         # misses only when the hill climber reads them
         sk = self.sketch
@@ -622,9 +598,8 @@ class WTinyLFU:
         self._resize_main()
         if grow:
             # Caffeine's increaseWindow: main's least recent entries become the window's oldest;
-            # nothing is dropped. (Dropping them emptied up to 94 % of the cache at once: the
-            # switch from a 1 % to a 60 % window cost w106 at 10 % of its keys 0.10 of misses
-            # for 100k requests against 0.03-0.04 for any fixed window.)
+            # nothing is dropped (dropping them would empty most of the cache at once, and the
+            # switch would cost more misses than any fixed window)
             window, where, main_max = self._window, self._where, self.capacity - size
             moved: list[tuple[Hashable, Token]] = []
             while len(self._probation) + len(self._protected) > main_max:
@@ -639,9 +614,8 @@ class WTinyLFU:
         # Caffeine's demoteFromMainProtected: a smaller main has a smaller protected segment, and
         # its excess goes back to probation. (Left over its bound, protected kept main's keys
         # for good: a promotion demotes one key, so the excess stayed, probation held a key or
-        # two and every admission fought one victim. A switch from (0.1, 1) to (0.3, 0) on w106
-        # at 1 % of its keys then missed 0.195 of the rest of the trace, against 0.190 for a
-        # cache that had the new setting from the start.)
+        # two and every admission fought one victim, and the cache missed more than one that
+        # had the new setting from the start.)
         protected, probation, where = self._protected, self._probation, self._where
         while len(protected) > self.protected_max:
             k, kt = protected.popitem(last=False)

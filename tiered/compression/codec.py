@@ -182,8 +182,8 @@ class Codec:
         self._active: dict[str, _Dictionary] = {}  # kind -> the dictionary new frames use
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._dctx = zstandard.ZstdDecompressor()
-        # msgspec encodes the record dataclasses directly: ~10x faster than building dicts for
-        # json.dumps on realistic episodes (measured in benchmarks/bench_store.py).
+        # msgspec encodes the record dataclasses directly, far faster than building dicts for
+        # json.dumps (benchmarks/bench_compression.py, "serializer")
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder()
 

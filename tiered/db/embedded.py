@@ -2,10 +2,10 @@
 
 libsql-client's own file client opens a new ``sqlite3`` connection for every statement, which is
 what the pool exists to avoid, so this keeps one connection open (WAL, foreign keys, busy
-timeout). Statements run on the event loop, which costs least: a read takes tens of
-microseconds, about what a hop to a thread and back costs, and a write transaction in a thread
-was measured slower still (its thread waits for the GIL after every row SQLite steps, behind the
-loop's own work: 10 % fewer grouped writes per second, 45 % fewer with concurrent transactions).
+timeout). Statements run on the event loop, which costs least: SQLite's part of a read is
+shorter than a hop to a thread and back (``benchmarks/bench_concurrency.py``, ``thread_hop``),
+and a write transaction in a thread is slower still (its thread waits for the GIL after every
+row SQLite steps, behind the loop's own work).
 So that a batch of milliseconds does not stop every other task of the process meanwhile, a
 write transaction yields to the loop every :data:`SLICE_S` seconds of work; the transactions of
 one database file in one event loop take turns (a lock), so no transaction of this process ever

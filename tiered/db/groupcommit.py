@@ -3,9 +3,9 @@
 SQLite admits one writer at a time. Writers that a client sends concurrently only queue inside
 the server, each holding a connection that reads could use, and on sqld 0.24 that queue itself
 misbehaves (a waiter that gives up its turn beside a checkpoint leaves a stale entry, and the
-write lock then idles for the 5 s transaction timeout: measured stalls of 5-30 s with 10
-concurrent writers). One writer at a time avoids both, but alone it caps write throughput at one
-transaction per round trip.
+write lock then idles until the transaction timeout: every writer stalls for seconds). One
+writer at a time avoids both, but alone it caps write throughput at one transaction per round
+trip.
 
 Group commit restores the throughput: writers queue here, and whoever gets the write gate next
 (the *leader*) commits every queued transaction in one database transaction, one round trip.

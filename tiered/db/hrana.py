@@ -331,8 +331,8 @@ class HranaWsConnection(_HranaBase):
         """The connection's long-lived Hrana stream (reopened after a reconnect or an error).
 
         On sqld every stream is a database connection: opening one per statement costs two more
-        messages and a server-side connection set-up each time (measured: 550 -> 290 us for
-        ``SELECT 1`` on loopback), which is exactly the per-operation overhead a pool removes.
+        messages and a server-side connection set-up each time, which is exactly the
+        per-operation overhead a pool removes.
         """
         stream = self._stream
         if stream is None or stream.closed or self._stream_conn is not self._client._conn:

@@ -1,7 +1,7 @@
 """``python -m tiered.db.replica_sync PATH SYNC_URL``: the process that syncs an embedded replica.
 
 libsql-experimental holds the GIL for the whole of ``sync()`` (a round trip to the primary and
-its new frames: measured, a 105 ms stall of the event loop at 50 ms RTT), so the Store runs it
+its new frames, during which the event loop would stop), so the Store runs it
 here, in a process of its own, and reads the file with ``sqlite3``. Only the answers go to
 stdout (libSQL's log is moved to stderr). The auth token comes in the
 environment (``TIERED_REPLICA_TOKEN``, never the command line, which other users can list).

@@ -21,9 +21,8 @@ conformalized quantile regression: Romano, Patterson & Candes, NeurIPS 2019):
   calibrated median (its offset is a bias correction learnt from the past) beside the model's;
 * :class:`Calibrated` wraps a model with fixed offsets for use after the backtest (a plan);
 * :func:`combine` merges several models' forecasts by their **median** per level (then
-  calibrated like any model), so one wild member cannot set the plan (measured before: the
-  mean of quantiles let an ETS q0.9 of 680 requests/s pull the combination's to 245 against an
-  actual peak of 94).
+  calibrated like any model), so one wild member cannot set the plan (a mean of quantiles
+  let one model's wild q0.9 pull the combination's far above the actual peak).
 
 :func:`~tiered.forecast.backtest.select_nested` chooses among calibrated models as among raw ones.
 """

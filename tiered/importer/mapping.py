@@ -71,7 +71,7 @@ def _json(v: Any) -> Any:
     if v is None:
         return None
     try:
-        # msgspec: 2.5x json.loads here, and it refuses what tiered's records refuse anyway
+        # msgspec: faster than json.loads here, and it refuses what tiered's records refuse anyway
         # (NaN and Infinity, lone UTF-16 surrogates)
         return _DECODE(_text(v))
     except msgspec.DecodeError as e:
@@ -220,7 +220,7 @@ def _step(d: Any) -> ExecutionStep:
 
 
 def map_steps(v: Any) -> tuple[ExecutionStep, ...]:
-    """The steps of a ``steps`` column: typed decoding where the text allows it (3x faster),
+    """The steps of a ``steps`` column: typed decoding where the text allows it (faster),
     else the general decoding and the constructor (same steps, same errors; held equal by
     ``tests/test_importer.py``)."""
     if v is None:

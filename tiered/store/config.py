@@ -51,8 +51,8 @@ class StoreConfig:
     max_concurrent_writes: write transactions this Store runs at once. SQLite admits one writer
         at a time, so more only queue inside the server while each holds a pooled connection
         (starving reads); and sqld 0.24's write-lock queue loses a waiter's turn when a
-        checkpoint runs beside it, which stalls every writer for its 5 s transaction timeout
-        (measured: 5-30 s stalls with 10 concurrent writers). Writers beyond the limit wait
+        checkpoint runs beside it, which stalls every writer for its transaction timeout.
+        Writers beyond the limit wait
         in the Store, holding no connection, and are committed together as one transaction
         (group commit, :mod:`tiered.db.groupcommit`); the wait counts as the ``acquire`` phase.
     group_commit: ``False`` commits every write transaction alone (the baseline
