@@ -48,6 +48,8 @@ class PoolLoad:
     utilization: time-weighted mean of ``in_use / size`` since the previous decision (0..1).
     waited / wait_mean: requests that had to queue since the previous decision, and their mean
     wait in seconds.
+    busy_s: connection-seconds in use since the previous decision (the integral of
+    ``in_use``): with ``requests``, the hold time a capacity plan needs.
     """
 
     size: int
@@ -60,6 +62,7 @@ class PoolLoad:
     wait_mean: float
     min_size: int
     max_size: int
+    busy_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

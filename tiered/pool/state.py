@@ -118,6 +118,7 @@ class PoolState(Generic[S, W]):
             wait_mean=self._tick_wait_sum / self._tick_waited if self._tick_waited else 0.0,
             min_size=self.min_size,
             max_size=self.max_size,
+            busy_s=self._acc_busy,
         )
         self._acc_busy = self._acc_size = 0.0
         self._tick_requests = self._tick_waited = 0

@@ -434,7 +434,7 @@ class _FluidPool:
             self.t = t = t0 + dt
             load = PoolLoad(
                 size, in_use, max(0, ready - in_use), waiting, util, int(arrivals), int(waited),
-                w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg,
+                w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg, in_use * dt,
             )  # fmt: skip
             new = clamp_target(policy, load, min_size, max_size_cfg).target
             if waiting and new < 1:

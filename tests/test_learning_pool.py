@@ -1,0 +1,140 @@
+"""The learning pool's parts: what the pool counts per interval, the policy's rules (reactive
+until a plan, the plan as a floor reached early, reactive again when it runs out), and the
+planner's choices and refusals on series built for each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiered.forecast.planner import MIN_DAYS, hourly_series, plan_from_history
+from tiered.forecast.series import synthetic_trace
+from tiered.pool import PoolLoad, Reactive, Schedule
+from tiered.pool.learning import Interval, Learning, LearntPlan, TrafficLog
+from tiered.pool.state import PoolState
+
+H = 3600.0
+T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC, an hour boundary
+
+
+class Clock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def load(requests: int = 0, busy_s: float = 0.0, *, size: int = 1, waiting: int = 0) -> PoolLoad:
+    return PoolLoad(size=size, in_use=0, idle=size, waiting=waiting, utilization=0.5,
+                    requests=requests, waited=0, wait_mean=0.0, min_size=1, max_size=50,
+                    busy_s=busy_s)  # fmt: skip
+
+
+def test_the_pool_state_reports_busy_connection_seconds() -> None:
+    clock = Clock(0.0)
+    state: PoolState[object, object] = PoolState(
+        min_size=1, max_size=4, sizing=Reactive(clock=clock), clock=clock
+    )
+    a, b = object(), object()
+    state.account()
+    state.lent.update((a, b))  # two connections lent for 3 s, then one for 1 s more
+    clock.t = 3.0
+    state.account()
+    state.lent.discard(b)
+    clock.t = 4.0
+    got = state.load()
+    assert got.busy_s == pytest.approx(7.0)
+    assert state.load().busy_s == 0.0  # a new period
+
+
+def test_the_log_counts_per_interval_and_a_gap_is_missing_not_zero() -> None:
+    log = TrafficLog(H)
+    assert log.add(T0 + 10, 5, 0.5) is None
+    assert log.add(T0 + 3000, 7, 0.7) is None
+    done = log.add(T0 + H + 1, 1, 0.1)
+    assert done == Interval(T0, 12, pytest.approx(1.2))  # type: ignore[arg-type]
+    log.add(T0 + 4 * H + 1, 2, 0.2)  # hours 2 and 3 saw no load: the process was down
+    got = log.pop_completed()
+    assert [iv.start for iv in got] == [T0, T0 + H]
+    assert log.pop_completed() == []
+    start, req, busy, filled = hourly_series([*got, Interval(T0 + 4 * H, 2, 0.2)])
+    assert busy.tolist() == pytest.approx([1.2, 0.1, 0, 0, 0.2])
+    assert start == T0 and req.tolist() == [12, 1, 0, 0, 2] and filled == 2
+
+
+def test_cold_start_is_reactive_and_says_so() -> None:
+    clock = Clock()
+    p = Learning(reactive=Reactive(clock=clock), clock=clock)
+    d = p.decide(load(waiting=1))
+    assert d.target == 2 and "cold start" in d.reason
+    assert p.get_stats()["mode"] == "reactive"
+
+
+def test_a_plan_is_a_floor_reached_early_and_reactive_goes_above_it() -> None:
+    clock = Clock()
+    p = Learning(reactive=Reactive(clock=clock, down_cooldown=1e9), clock=clock)
+    sched = Schedule([(T0, 2), (T0 + H, 9), (T0 + 2 * H, 3)])
+    p.install(LearntPlan(sched, T0 + 3 * H, "test plan", lead_time=60.0, model="m"))
+    assert p.decide(load(size=2)).target == 2
+    clock.t = T0 + H - 59  # within the lead time of the rise: pre-scaled
+    d = p.decide(load(size=2))
+    assert d.target == 9 and "learnt plan" in d.reason
+    clock.t = T0 + H + 10
+    assert p.decide(load(size=9, waiting=3)).target == 10  # what the forecast missed
+    assert p.get_stats()["mode"] == "planned" and p.get_stats()["model"] == "m"
+
+
+def test_a_plan_that_runs_out_falls_back_to_reactive() -> None:
+    clock = Clock()
+    p = Learning(reactive=Reactive(clock=clock, down_cooldown=1e9), clock=clock)
+    p.install(LearntPlan(Schedule([(T0, 8)]), T0 + H, "short plan"))
+    assert p.decide(load(size=1)).target == 8
+    clock.t = T0 + H
+    d = p.decide(load(size=8))
+    assert d.target == 8 and "ran out" in d.reason
+    assert p.get_stats()["mode"] == "reactive"
+
+
+def test_a_refused_plan_keeps_reactive_with_its_reason() -> None:
+    clock = Clock()
+    p = Learning(reactive=Reactive(clock=clock), clock=clock)
+    p.install(LearntPlan(None, T0, "no daily or weekly pattern"))
+    assert "no daily or weekly pattern" in p.decide(load()).reason
+
+
+def intervals(rates: np.ndarray, hold_s: float = 0.02) -> list[Interval]:
+    return [Interval(T0 + i * H, int(r), float(r) * hold_s) for i, r in enumerate(rates)]
+
+
+def test_too_little_history_is_refused() -> None:
+    y = synthetic_trace(days=MIN_DAYS - 1, seed=1)["requests"].to_numpy()
+    plan = plan_from_history(intervals(y), now=T0 + y.size * H)
+    assert plan.schedule is None and f"needs {MIN_DAYS}" in plan.reason
+    assert plan_from_history([], now=T0).reason.startswith("cold start")
+
+
+def test_a_daily_pattern_gives_a_plan_that_follows_it() -> None:
+    y = synthetic_trace(days=21, seed=2, base=200_000.0)["requests"].to_numpy()
+    now = T0 + y.size * H
+    plan = plan_from_history(intervals(y), now=now, horizon_h=48)
+    assert plan.schedule is not None, plan.reason
+    assert plan.model in ("snaive_daily", "snaive_weekly") and plan.until == now + 48 * H
+    sizes = [plan.schedule.at(now + h * H) for h in range(48)]
+    # the plan follows the traffic: its biggest hours are the days' busy hours
+    expect = y[-168 : -168 + 48] if plan.model == "snaive_weekly" else np.tile(y[-24:], 2)
+    assert np.corrcoef(sizes, expect)[0, 1] > 0.8
+
+
+def test_traffic_without_a_pattern_is_left_to_reactive() -> None:
+    rng = np.random.default_rng(3)
+    y = np.cumsum(rng.normal(0, 2000, 24 * 21)) + 200_000  # a random walk: no season
+    plan = plan_from_history(intervals(np.clip(y, 0, None)), now=T0 + y.size * H)
+    assert plan.schedule is None and "no daily or weekly pattern" in plan.reason
+
+
+def test_a_history_with_many_gaps_is_refused() -> None:
+    y = synthetic_trace(days=21, seed=4, base=50_000.0)["requests"].to_numpy()
+    ivs = [iv for i, iv in enumerate(intervals(y)) if i < 24 * 14 or i % 3]
+    plan = plan_from_history(ivs, now=T0 + y.size * H)
+    assert plan.schedule is None and "missing" in plan.reason
