@@ -157,3 +157,17 @@ def test_pool_policies_sweeps_settings_on_a_real_trace() -> None:
                 {"family": "static_peak"}, {"family": "oracle"}):  # fmt: skip
         with pytest.raises(ConfigError):
             Setting(**bad)  # type: ignore[arg-type]
+
+
+def test_the_summary_sentences_say_when_no_setting_meets_the_slo() -> None:
+    import polars as pl
+
+    from tiered.sim.frontier import describe_summary
+
+    rows = pl.DataFrame(
+        {"trace": ["a"], "hybrid_dominates": [1.0], "hybrid_saving_at_slo": [None],
+         "predictive_saving_at_slo": [0.04], "oracle_saving_at_slo": [None]},
+        schema_overrides={"hybrid_saving_at_slo": pl.Float64, "oracle_saving_at_slo": pl.Float64},
+    )  # fmt: skip
+    text = describe_summary(rows)
+    assert "is no setting meets the SLO" in text and "predictive's 4.0%" in text

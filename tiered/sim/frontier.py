@@ -18,7 +18,14 @@ import polars as pl
 
 from tiered.errors import ConfigError
 
-__all__ = ["cheapest_meeting", "dominance", "frontier", "frontier_summary", "slo_saving"]
+__all__ = [
+    "cheapest_meeting",
+    "describe_summary",
+    "dominance",
+    "frontier",
+    "frontier_summary",
+    "slo_saving",
+]
 
 COST, HARM = "connection_hours", "late"
 
@@ -120,3 +127,19 @@ def frontier_summary(
             "oracle_saving_at_slo": _saving(hours, "oracle", over),
         })  # fmt: skip
     return pl.DataFrame(rows)
+
+
+def describe_summary(summary: pl.DataFrame) -> str:
+    """:func:`frontier_summary`'s rows as Markdown sentences (a saving is "none meets the SLO"
+    where no setting of a family meets it)."""
+
+    def pct(v: float | None) -> str:
+        return "no setting meets the SLO" if v is None else f"{v:.1%}"
+
+    return "\n".join(
+        f"- {r['trace']}: hybrid matches or beats {r['hybrid_dominates']:.0%} of the reactive "
+        f"points; at the SLO its saving in connection-hours over the cheapest reactive setting "
+        f"is {pct(r['hybrid_saving_at_slo'])}, predictive's {pct(r['predictive_saving_at_slo'])}, "
+        f"the oracle plan's {pct(r['oracle_saving_at_slo'])}"
+        for r in summary.iter_rows(named=True)
+    )
