@@ -50,6 +50,15 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
+def _scalar_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(_scalar(x) for x in v)
+
+
+def _joined(values: list[Any], most: int = 20) -> str:
+    """A list of scalars in one cell: the first ``most``, then an ellipsis."""
+    return ", ".join(fmt(x) for x in values[:most]) + ("…" if len(values) > most else "")
+
+
 def _flat_record(v: Any) -> bool:
     return isinstance(v, dict) and bool(v) and all(_scalar(x) for x in v.values())
 
@@ -84,23 +93,15 @@ def render(obj: Any, path: str, depth: int = 0) -> list[str]:
         if obj and all(_flat_record(x) for x in obj):
             return [records_table(obj, "#")]
         if all(_scalar(x) for x in obj):
-            return [", ".join(fmt(x) for x in obj[:20]) + ("…" if len(obj) > 20 else "") + "\n"]
+            return [_joined(obj) + "\n"]
         obj = dict(enumerate(obj))
     if not isinstance(obj, dict):
         return [fmt(obj) + "\n"]
     scalars = [[k, v] for k, v in obj.items() if _scalar(v)]
-    scalars += [
-        [k, ", ".join(fmt(x) for x in v)]
-        for k, v in obj.items()
-        if isinstance(v, list) and v and all(_scalar(x) for x in v) and len(v) <= 20
-    ]
+    scalars += [[k, _joined(v)] for k, v in obj.items() if _scalar_list(v)]
     if scalars:
         blocks.append(table(["metric", "value"], scalars))
-    rest = {
-        k: v
-        for k, v in obj.items()
-        if not _scalar(v) and not (isinstance(v, list) and v and all(_scalar(x) for x in v))
-    }
+    rest = {k: v for k, v in obj.items() if not _scalar(v) and not _scalar_list(v)}
     for k, v in rest.items():
         sub = f"{path}.{k}" if path else str(k)
         head = "#" * min(3 + depth, 6) + f" `{sub}`\n"

@@ -4,8 +4,8 @@
 event loop (a worker thread) once a day and at start when history exists:
 
 1. the hourly request counts (a fleet's total, or one pool's) as a series; a missing hour (the
-   process was down) is filled from the same hour a week earlier, and a history whose recent
-   weeks miss too many hours is refused;
+   process was down) is filled from the same hour a week earlier, and a history missing more
+   hours than a tenth of two weeks is refused;
 2. the project's one selection path: rolling-origin forecasts of the candidates (last hour,
    same hour yesterday, same hour last week, the four-week median profile), each calibrated
    with its own past errors (:func:`~tiered.forecast.conformal.calibrated_scores`), and the
@@ -110,7 +110,7 @@ def plan_from_history(
         return LearntPlan(None, now, "too few days to judge the traffic models on")
     chosen = select_nested(scores, 24, baseline="snaive_weekly")
     name, persistence = str(chosen["model"]), SeasonalNaive(1).name
-    # the chosen model against the last hour's value, on the origins that judged the choice
+    # the chosen model against the last hour's value, scored on the later origins
     judged = select_nested(scores.filter(pl.col("model").is_in([name, persistence])), 24,
                            baseline=persistence)  # fmt: skip
     if (

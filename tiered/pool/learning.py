@@ -129,7 +129,6 @@ class Learning:
         self.clock = clock
         self._plan: LearntPlan | None = None
         self._predictive: Predictive | None = None
-        self.mode = "reactive"
         self.why = "cold start: no traffic history yet"
         self.installed_at: float | None = None
 
@@ -137,12 +136,17 @@ class Learning:
         """Follow ``plan`` from now on (a plan without a schedule: reactive, for its reason)."""
         self._plan = plan
         self.installed_at = self.clock()
-        if plan.schedule is None:
-            self._predictive = None
-            self.mode, self.why = "reactive", plan.reason
-            return
-        self._predictive = Predictive(plan.schedule, lead_time=plan.lead_time, clock=self.clock)
-        self.mode, self.why = "planned", plan.reason
+        self.why = plan.reason
+        self._predictive = (
+            None
+            if plan.schedule is None
+            else Predictive(plan.schedule, lead_time=plan.lead_time, clock=self.clock)
+        )
+
+    @property
+    def mode(self) -> str:
+        """``"planned"`` while a plan is followed, else ``"reactive"``."""
+        return "reactive" if self._predictive is None else "planned"
 
     def decide(self, load: PoolLoad) -> Decision:
         now = self.clock()
@@ -150,9 +154,8 @@ class Learning:
         r = self.reactive.decide(load)
         p = self._predictive
         if p is not None and self._plan is not None and now >= self._plan.until:
-            self._predictive = None
-            self.mode, self.why = "reactive", "the plan ran out before a new one was made"
-            p = None
+            self._predictive = p = None
+            self.why = "the plan ran out before a new one was made"
         if p is None:
             return Decision(r.target, f"reactive ({self.why}): {r.reason}")
         floor = p.decide(load)
