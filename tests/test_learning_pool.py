@@ -138,3 +138,31 @@ def test_a_history_with_many_gaps_is_refused() -> None:
     ivs = [iv for i, iv in enumerate(intervals(y)) if i < 24 * 14 or i % 3]
     plan = plan_from_history(ivs, now=T0 + y.size * H)
     assert plan.schedule is None and "missing" in plan.reason
+
+
+def test_the_plan_is_aligned_with_the_hours_it_forecasts() -> None:
+    y = synthetic_trace(days=21, seed=5, base=200_000.0)["requests"].to_numpy()
+    ivs = intervals(y)
+    later = plan_from_history(ivs, now=T0 + (y.size + 3) * H + 60, horizon_h=48)
+    # now's hour already counted (a member whose clock is behind the fleet's last hour): the
+    # plan starts after the last counted hour, so its rates sit on their own hours
+    behind = plan_from_history(ivs, now=T0 + (y.size - 1) * H + 60, horizon_h=48)
+    assert later.schedule is not None and behind.schedule is not None
+    assert behind.schedule.times[0] == T0 + y.size * H
+    assert later.schedule.times[0] == T0 + (y.size + 3) * H
+    for h in range(3, 40):  # same hours, same sizes, whichever moment planned them
+        t = T0 + (y.size + h) * H + 1
+        assert later.schedule.at(t) == behind.schedule.at(t)
+
+
+def test_the_hold_time_counts_only_the_hours_counted() -> None:
+    """A filled-in hour brings requests but no busy seconds; with gaps the plan is sized with
+    the hold time of the counted hours, not one diluted by the filled ones."""
+    y = synthetic_trace(days=21, seed=6, base=200_000.0)["requests"].to_numpy()
+    ivs = intervals(y, hold_s=0.05)
+    gappy = [iv for i, iv in enumerate(ivs) if not (24 * 15 <= i < 24 * 15 + 30)]
+    now = T0 + y.size * H
+    whole = plan_from_history(ivs, now=now, horizon_h=24)
+    holes = plan_from_history(gappy, now=now, horizon_h=24)
+    assert whole.schedule is not None and holes.schedule is not None, holes.reason
+    assert whole.hold_s == pytest.approx(0.05) and holes.hold_s == pytest.approx(0.05)

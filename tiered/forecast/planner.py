@@ -87,15 +87,16 @@ def plan_from_history(
     hour = 3600.0
     if not intervals:
         return LearntPlan(None, now, "cold start: no traffic history yet")
-    start, y, busy, filled = hourly_series(intervals)
+    start, y, _, filled = hourly_series(intervals)
     days = y.size / 24
     if days < MIN_DAYS:
         return LearntPlan(None, now, f"{days:.1f} days of history; a plan needs {MIN_DAYS}")
     recent = min(y.size, 24 * 14)
     if filled > 0.1 * recent:
         return LearntPlan(None, now, f"{filled} of the history's hours are missing")
-    total = float(y.sum())
-    hold = float(busy.sum()) / total if total > 0 else 0.0
+    # the hold time from the hours actually counted (a filled-in hour has requests, no busy)
+    counted = sum(iv.requests for iv in intervals)
+    hold = sum(iv.busy_s for iv in intervals) / counted if counted else 0.0
     if not hold > 0:
         return LearntPlan(None, now, "no request held a connection: nothing to plan for")
     candidates: list[Model] = [SeasonalNaive(1), SeasonalNaive(24), SeasonalNaive(168)]
@@ -127,9 +128,12 @@ def plan_from_history(
     model = next(m for m in candidates if m.name == name)
     mine_past = past.filter(past["model"] == name)
     fc = Calibrated(model, offsets(mine_past)).fit(y).forecast(horizon_h, levels)
-    begin = math.floor(now / hour) * hour
-    ahead = round((begin - start) / hour) - y.size  # hours between the history and now
-    rates = np.clip(fc.quantiles[quantile][max(ahead, 0) :], 0, None) * share / hour
+    # the forecast's first hour follows the last counted one; the plan starts at now's hour,
+    # or at that first hour if now's hour is already counted (a fleet member's clock ahead)
+    origin = start + y.size * hour
+    ahead = max(round((math.floor(now / hour) * hour - origin) / hour), 0)
+    begin = origin + ahead * hour
+    rates = np.clip(fc.quantiles[quantile][ahead:], 0, None) * share / hour
     if rates.size == 0:
         return LearntPlan(None, now, "the history is too old to plan the next hours on")
     plan = plan_pool(
@@ -139,5 +143,5 @@ def plan_from_history(
     until = begin + rates.size * hour
     return LearntPlan(
         plan.schedule, until, f"{name}, chosen on {days:.0f} days (q{quantile:g} covered "
-        f"{coverage:.2f})", lead_time=plan.lead_time_s, model=name,
+        f"{coverage:.2f})", lead_time=plan.lead_time_s, model=name, hold_s=hold,
     )  # fmt: skip

@@ -98,13 +98,15 @@ class LearntPlan:
     """What a planner made of the traffic history: ``schedule`` of pool sizes (wall-clock
     times), reached ``lead_time`` seconds before each rise, valid until ``until``; or no
     schedule, and ``reason`` says why (the policy stays reactive). ``model`` names the traffic
-    model the plan follows."""
+    model the plan follows, ``hold_s`` the measured seconds a request holds a connection that
+    it was sized with."""
 
     schedule: Schedule | None
     until: float
     reason: str
     lead_time: float = 60.0
     model: str | None = None
+    hold_s: float | None = None
 
 
 class Learning:
