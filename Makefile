@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the report needs no test or docs tools: its own, smaller install (make test's includes it)
+REPORT_STAMP := $(VENV)/.installed-report
 
 .PHONY: all report test lint docs bench clean
 
@@ -16,10 +18,14 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[analysis,dev,docs,notebooks,forecast,replica]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[analysis,dev,docs,notebooks,forecast,replica,server]'
+	touch $(STAMP) $(REPORT_STAMP)
 
-report: $(STAMP)
+$(REPORT_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[analysis,notebooks,forecast,replica,server]'
+	touch $(REPORT_STAMP)
+
+report: $(REPORT_STAMP)
 	$(BIN)/tiered report --out reports
 
 test: $(STAMP)

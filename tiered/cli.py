@@ -43,6 +43,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         # written only into a scratch database the tool creates itself, below)
         return _report_deployment(args, outdir)
     url = f"file:{db}"
+    started = time.perf_counter()
     results = asyncio.run(
         run_store_report(url, episodes=args.episodes, batch=args.batch, seed=args.seed)
     )
@@ -58,6 +59,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         run_bench(None, Layers.parse("compare"), Workload(ops=1000, seed=args.seed))
     )
     _print_bench(bench, outdir / "bench.parquet")
+    print(f"   store run and bench done in {time.perf_counter() - started:.1f} s", flush=True)
     if args.quick:
         return 0
 
@@ -68,7 +70,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print("\n== notebooks", flush=True)
     pages = report.run_notebooks(outdir)
     index = report.build_index(outdir, pages=pages)
-    print(f"\nreport: {index}")
+    print(f"\nreport: {index} ({time.perf_counter() - started:.0f} s in all)")
     shot = report.screenshot(index)
     if shot is not None:
         print(f"screenshot (headless Chromium): {shot}")

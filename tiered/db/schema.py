@@ -134,7 +134,26 @@ _V2: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2))
+# v3: what learning pools count (tiered.pool.learning): one row per instance and completed
+# hour, and one heartbeat row per instance; no change_log trigger (no cache holds them).
+_V3: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS pool_traffic (
+        instance TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        busy_s REAL NOT NULL,
+        PRIMARY KEY (instance, hour)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS idx_pool_traffic_hour ON pool_traffic(hour)",
+    """CREATE TABLE IF NOT EXISTS pool_instances (
+        instance TEXT PRIMARY KEY,
+        started INTEGER NOT NULL,
+        seen INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS idx_pool_instances_seen ON pool_instances(seen)",
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Data tables in dependency order (children first), e.g. for clearing a test database.
 TABLES = (
@@ -146,6 +165,8 @@ TABLES = (
     "embeddings",
     "embedding_models",
     "dictionaries",
+    "pool_traffic",
+    "pool_instances",
 )
 
 _CREATE_VERSION = Statement(

@@ -208,6 +208,28 @@ LOG_MARK = Statement(
 )
 
 
+# -- learning pools' traffic (tiered.store.traffic) ---------------------------------------------
+
+#: a completed (or, at close, partial) hour of one instance; a second write of the same hour
+#: adds to it (a pool closed and reopened within the hour under the same instance name)
+TRAFFIC_ADD = Statement(
+    "traffic_add",
+    "INSERT INTO pool_traffic(instance, hour, requests, busy_s) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(instance, hour) DO UPDATE SET requests = requests + excluded.requests, "
+    "busy_s = busy_s + excluded.busy_s",
+)
+TRAFFIC_SINCE = Statement(
+    "traffic_since", "SELECT instance, hour, requests, busy_s FROM pool_traffic WHERE hour >= ?"
+)
+HEARTBEAT = Statement(
+    "heartbeat",
+    "INSERT INTO pool_instances(instance, started, seen) VALUES (?, ?, ?) "
+    "ON CONFLICT(instance) DO UPDATE SET seen = excluded.seen",
+)
+LIVE_INSTANCES = Statement("live_instances", "SELECT instance FROM pool_instances WHERE seen >= ?")
+INSTANCE_GONE = Statement("instance_gone", "DELETE FROM pool_instances WHERE instance = ?")
+
+
 def all_statements(model_ids: tuple[int, ...] = ()) -> list[Statement]:
     """Every statement shape the Store can send (``vector_nearest`` for the given models)."""
     fixed = [v for v in globals().values() if isinstance(v, Statement)]

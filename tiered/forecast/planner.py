@@ -12,11 +12,14 @@ event loop (a worker thread) once a day and at start when history exists:
    nested choice (:func:`~tiered.forecast.backtest.select_nested`: chosen on the earlier
    origins, judged on the later ones);
 3. refusals where a plan would cost more than it saves: no daily or weekly pattern (the last
-   hour's value forecasts as well), or a calibrated q0.9 that covered too little of the later
-   origins (the traffic changed: a level shift, a holiday);
+   hour's value forecasts as well), a calibrated q0.9 that covered too little of the later
+   origins, or a latest day mostly outside the calibrated band (the traffic changed: a level
+   shift, a holiday, or the week after one that a weekly model copies);
 4. else the chosen model, calibrated, forecasts the next ``horizon_h`` hours, and their
-   ``quantile`` (times the instance's ``share`` of the fleet) becomes an Erlang C plan
-   (:func:`~tiered.forecast.capacity.plan_pool`) with the pool's measured hold and connect times.
+   ``plan_quantile`` -- for one of ``instances`` live members of a fleet, its equal share --
+   becomes an Erlang C plan (:func:`~tiered.forecast.capacity.plan_pool`) with the pool's
+   measured hold and connect times, each member's sizes capped at its share of
+   ``server_limit`` so the fleet's planned connections never exceed it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ __all__ = ["MIN_DAYS", "hourly_series", "plan_from_history"]
 MIN_DAYS = 14
 #: the calibrated q0.9 must cover at least this share of the later origins' hours
 MIN_COVERAGE = 0.8
+#: a plan is refused while more than this share of the latest judged day's hours fell outside
+#: the calibrated band (q0.1..q0.9)
+RECENT_OUTSIDE = 0.5
 #: a seasonal model must beat the last hour's value by this factor (relative MASE below it)
 MIN_SKILL = 0.9
 
@@ -74,17 +80,35 @@ def plan_from_history(
     *,
     now: float,
     connect_s: float = 0.05,
-    share: float = 1.0,
+    instances: int = 1,
+    server_limit: int | None = None,
     horizon_h: int = 48,
     quantile: float = 0.9,
+    plan_quantile: float = 0.5,
     max_wait_s: float = 0.010,
     wait_quantile: float = 0.999,
     warmup_s: float = 30.0,
     max_size: int = 100,
 ) -> LearntPlan:
     """A plan for the ``horizon_h`` hours after ``now`` from the counted ``intervals`` (see the
-    module docstring), or a :class:`LearntPlan` without a schedule and the reason."""
+    module docstring), or a :class:`LearntPlan` without a schedule and the reason.
+
+    ``intervals``: the fleet's (every member's hours; summed per hour) or one pool's;
+    ``instances``: the live members the traffic is shared by (1: a pool alone);
+    ``server_limit``: the connections the server accepts from the whole fleet;
+    ``quantile``: the forecast band's upper end the checks use; ``plan_quantile``: the
+    forecast quantile the plan is sized for (the median: the reactive part above the plan takes
+    the hours above it; the sweep of :mod:`tiered.scenarios.policies` found it the cheapest at
+    the SLO)."""
     hour = 3600.0
+    if instances < 1:
+        raise ConfigError(f"plan_from_history needs instances >= 1, got {instances}")
+    if server_limit is not None:
+        if server_limit // instances < 1:
+            return LearntPlan(None, now, f"the server limit of {server_limit} connections "
+                              f"leaves none to plan for each of {instances} instances")  # fmt: skip
+        max_size = min(max_size, server_limit // instances)
+    share = 1.0 / instances
     if not intervals:
         return LearntPlan(None, now, "cold start: no traffic history yet")
     start, y, _, filled = hourly_series(intervals)
@@ -104,7 +128,7 @@ def plan_from_history(
     if days >= 42:  # the profile needs five weeks at every origin, and a week of origins
         candidates.append(SeasonalProfile(168, weeks=4))
         min_train = 24 * 35
-    levels = (0.1, 0.5, quantile)
+    levels = tuple(sorted({0.1, 0.5, plan_quantile, quantile}))
     past = forecasts(y, candidates, horizon=24, step=24, min_train=min_train, quantiles=levels)
     scores = calibrated_scores(past, y=y, warmup=3, horizons=(24,), m=168)
     if scores["origin"].n_unique() < 2:
@@ -125,6 +149,16 @@ def plan_from_history(
         return LearntPlan(
             None, now, f"the traffic changed: the q{quantile:g} forecast covered {coverage:.2f}"
         )
+    # the latest day judged: traffic that left the calibrated band for most of it (a level
+    # shift, a holiday, the week after one copied by a weekly model) is left to reactive
+    # until the model has caught up
+    last = scores.filter((pl.col("model") == name) & (pl.col("horizon") == 24)).sort("origin")
+    above = 1.0 - float(last[f"coverage_{quantile_column(quantile)}"][-1])
+    below = float(last[f"coverage_{quantile_column(levels[0])}"][-1])
+    if max(above, below) > RECENT_OUTSIDE:
+        where = "above" if above > below else "below"
+        return LearntPlan(None, now, f"the traffic changed: {max(above, below):.0%} of the "
+                          f"last day's hours were {where} the forecast band")  # fmt: skip
     model = next(m for m in candidates if m.name == name)
     mine_past = past.filter(past["model"] == name)
     fc = Calibrated(model, offsets(mine_past)).fit(y).forecast(horizon_h, levels)
@@ -133,7 +167,7 @@ def plan_from_history(
     origin = start + y.size * hour
     ahead = max(round((math.floor(now / hour) * hour - origin) / hour), 0)
     begin = origin + ahead * hour
-    rates = np.clip(fc.quantiles[quantile][ahead:], 0, None) * share / hour
+    rates = np.clip(fc.quantiles[plan_quantile][ahead:], 0, None) * share / hour
     if rates.size == 0:
         return LearntPlan(None, now, "the history is too old to plan the next hours on")
     plan = plan_pool(
@@ -144,4 +178,5 @@ def plan_from_history(
     return LearntPlan(
         plan.schedule, until, f"{name}, chosen on {days:.0f} days (q{quantile:g} covered "
         f"{coverage:.2f})", lead_time=plan.lead_time_s, model=name, hold_s=hold,
+        rates=tuple(rates.tolist()),
     )  # fmt: skip

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tiered.errors import ConfigError
-from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, Schedule
+from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, Schedule, _prefixed
 
-__all__ = ["Interval", "Learning", "LearntPlan", "TrafficLog"]
+__all__ = ["Fleet", "Interval", "Learning", "LearntPlan", "TrafficLog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +86,56 @@ class TrafficLog:
             return None
         return Interval(self._start, self._requests, self._busy)
 
+    def take_current(self) -> Interval | None:
+        """The interval being counted so far, and count it from zero again (what a pool that
+        closes writes: the rest of its hour, if it reopens, adds to it)."""
+        cur = self.current
+        self._requests, self._busy = 0, 0.0
+        return cur
+
     def pop_completed(self) -> list[Interval]:
         """The completed intervals not taken yet, oldest first."""
         out = list(self.completed)
         self.completed.clear()
         return out
+
+
+#: the grow and shrink cooldowns (s) of the reactive part above a plan
+ABOVE_PLAN = (30.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """How a learning pool shares what it learns with the other instances of its application,
+    through the database its Store uses (:mod:`tiered.store.traffic`).
+
+    instance: this process's name in the traffic table (default: host, process id and a random
+        suffix, so a restarted process is a new instance and the old one's heartbeat expires).
+    server_limit: connections the server accepts from the whole fleet; each live instance's
+        plan is capped at its equal share (``None``: no limit but the pool's ``max_size``).
+    heartbeat_s: how often completed hours and a heartbeat are written (and the live
+        instances counted); an instance not seen for ``live_after_s`` is not live.
+    refit_every_s: how often the plan is made again (and at start, when history exists).
+    history_days / horizon_h: the history a plan is made from, and how far ahead it plans.
+    """
+
+    instance: str | None = None
+    server_limit: int | None = None
+    heartbeat_s: float = 60.0
+    live_after_s: float = 180.0
+    refit_every_s: float = 86400.0
+    history_days: int = 56
+    horizon_h: int = 48
+
+    def __post_init__(self) -> None:
+        if self.server_limit is not None and self.server_limit < 1:
+            raise ConfigError(f"Fleet.server_limit must be >= 1, got {self.server_limit}")
+        if not (self.heartbeat_s > 0 and self.live_after_s > self.heartbeat_s):
+            raise ConfigError("Fleet needs heartbeat_s > 0 and live_after_s > heartbeat_s")
+        if not self.refit_every_s > 0 or self.history_days < 1 or self.horizon_h < 1:
+            raise ConfigError("Fleet needs refit_every_s > 0, history_days >= 1, horizon_h >= 1")
+        if self.instance is not None and not (0 < len(self.instance) <= 200):
+            raise ConfigError("Fleet.instance must be 1 to 200 characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +144,8 @@ class LearntPlan:
     times), reached ``lead_time`` seconds before each rise, valid until ``until``; or no
     schedule, and ``reason`` says why (the policy stays reactive). ``model`` names the traffic
     model the plan follows, ``hold_s`` the measured seconds a request holds a connection that
-    it was sized with."""
+    it was sized with, ``rates`` the arrival rate it planned for in each hour of the schedule
+    (requests/s, this instance's)."""
 
     schedule: Schedule | None
     until: float
@@ -107,6 +153,7 @@ class LearntPlan:
     lead_time: float = 60.0
     model: str | None = None
     hold_s: float | None = None
+    rates: tuple[float, ...] | None = None
 
 
 class Learning:
@@ -115,18 +162,27 @@ class Learning:
     out. See the module docstring.
 
     ``clock`` is wall-clock seconds (the plan's times and the intervals' starts);
-    ``reactive`` defaults to :class:`Reactive` on ``monotonic`` (its cooldowns).
+    ``reactive``: the policy alone (cold start, no plan; default :class:`Reactive` on
+    ``monotonic``); ``above``: the reactive part above a plan, which has the peaks ready and so
+    grows slowly and gives back at once (default :data:`ABOVE_PLAN`'s cooldowns: the sweep of
+    :mod:`tiered.scenarios.policies` found these the cheapest hybrids at the SLO); ``fleet``:
+    how a Store whose pool uses this policy shares the traffic with other instances.
     """
 
     def __init__(
         self,
         *,
         reactive: Reactive | None = None,
+        above: Reactive | None = None,
+        fleet: Fleet | None = None,
         interval_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reactive = reactive or Reactive(clock=monotonic)
+        up, down = ABOVE_PLAN
+        self.above = above or Reactive(up_cooldown=up, down_cooldown=down, clock=monotonic)
+        self.fleet = fleet or Fleet()
         self.log = TrafficLog(interval_s)
         self.clock = clock
         self._plan: LearntPlan | None = None
@@ -146,6 +202,11 @@ class Learning:
         )
 
     @property
+    def plan(self) -> LearntPlan | None:
+        """The plan installed last (with or without a schedule), ``None`` before any."""
+        return self._plan
+
+    @property
     def mode(self) -> str:
         """``"planned"`` while a plan is followed, else ``"reactive"``."""
         return "reactive" if self._predictive is None else "planned"
@@ -153,17 +214,18 @@ class Learning:
     def decide(self, load: PoolLoad) -> Decision:
         now = self.clock()
         self.log.add(now, load.requests, load.busy_s)
-        r = self.reactive.decide(load)
         p = self._predictive
         if p is not None and self._plan is not None and now >= self._plan.until:
             self._predictive = p = None
             self.why = "the plan ran out before a new one was made"
         if p is None:
-            return Decision(r.target, f"reactive ({self.why}): {r.reason}")
+            r = self.reactive.decide(load)
+            return Decision(r.target, _prefixed(f"reactive ({self.why}): ", r.reason))
+        r = self.above.decide(load)
         floor = p.decide(load)
         if r.target > floor.target:
-            return Decision(r.target, f"reactive above the plan: {r.reason}")
-        return Decision(floor.target, f"learnt plan: {floor.reason}")
+            return Decision(r.target, _prefixed("reactive above the plan: ", r.reason))
+        return Decision(floor.target, _prefixed("learnt plan: ", floor.reason))
 
     def get_stats(self) -> dict[str, object]:
         """Which rule is in use and why, the plan's model and validity, and what was learnt."""
@@ -180,4 +242,4 @@ class Learning:
         }
 
     def __repr__(self) -> str:
-        return f"Learning({self.mode}: {self.why}; {self.reactive!r})"
+        return f"Learning({self.mode}: {self.why}; {self.reactive!r}, above {self.above!r})"

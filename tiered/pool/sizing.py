@@ -22,6 +22,7 @@ a virtual clock.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -209,13 +210,26 @@ class Predictive:
         self.schedule = schedule
         self.lead_time = lead_time
         self.clock = clock
+        # the decision holds from _since until the next step enters [now, now + lead_time]
+        # or now passes a step (the simulator consults every tick of weeks)
+        self._since, self._until = math.inf, -math.inf
+        self._last = Decision(0, "schedule")
 
     def decide(self, load: PoolLoad) -> Decision:
         now = self.clock()
-        target = self.schedule.peak(now, now + self.lead_time)
+        if self._since <= now < self._until:
+            return self._last
+        times, lead = self.schedule.times, self.lead_time
+        target = self.schedule.peak(now, now + lead)
         now_size = self.schedule.at(now)
-        reason = "schedule" if target == now_size else f"pre-scaling {self.lead_time:g}s ahead"
-        return Decision(target, reason)
+        reason = "schedule" if target == now_size else f"pre-scaling {lead:g}s ahead"
+        i = bisect.bisect_right(times, now)
+        j = bisect.bisect_right(times, now + lead)
+        self._since = now
+        self._until = min(times[i] if i < len(times) else math.inf,
+                          times[j] - lead if j < len(times) else math.inf)  # fmt: skip
+        self._last = Decision(target, reason)
+        return self._last
 
     def __repr__(self) -> str:
         return f"Predictive({self.schedule!r}, lead_time={self.lead_time})"
@@ -232,8 +246,23 @@ class Hybrid:
         p = self.predictive.decide(load)
         r = self.reactive.decide(load)
         if r.target > p.target:
-            return Decision(r.target, f"reactive: {r.reason}")
-        return Decision(p.target, f"predictive: {p.reason}")
+            return Decision(r.target, _prefixed("reactive: ", r.reason))
+        return Decision(p.target, _prefixed("predictive: ", p.reason))
+
+
+_PREFIXED: dict[tuple[str, str], str] = {}
+
+
+def _prefixed(prefix: str, reason: str) -> str:
+    """``prefix + reason``, made once per pair (a policy's reasons are a handful of strings,
+    and the simulator asks for one every tick of weeks)."""
+    key = (prefix, reason)
+    got = _PREFIXED.get(key)
+    if got is None:
+        if len(_PREFIXED) > 4096:
+            _PREFIXED.clear()
+        got = _PREFIXED[key] = prefix + reason
+    return got
 
     def __repr__(self) -> str:
         return f"Hybrid({self.predictive!r}, {self.reactive!r})"

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,6 +33,7 @@ from tiered.pool.sizing import Fixed, Reactive, SizingPolicy
 from tiered.scenarios.fidelity import calibrate
 from tiered.scenarios.policies import (
     POLICIES,
+    REACTIVE_GRID,
     WeekForecast,
     plan_levels,
     plan_week,
@@ -85,30 +88,45 @@ def validate_fluid(
     return pl.DataFrame(rows)
 
 
+def _cache_size_point(w: Workload, model: ServiceModel, policy: str, n: int) -> dict[str, Any]:
+    """One replay of :func:`cache_sizes` (a worker's task)."""
+    cfg = CacheConfig(policy=policy, episodes=RecordCacheConfig(maxsize=n))
+    r = replay(w, model, cache=cfg)
+    lat = r.requests["latency_s"].to_numpy()
+    return {
+        "policy": policy, "size": n, "hit_ratio": r.hit_ratio,
+        "db_requests": int((r.requests["path"] == "db").sum()),
+        "p50_ms": float(np.quantile(lat, 0.5) * 1000),
+        "p95_ms": float(np.quantile(lat, 0.95) * 1000),
+    }  # fmt: skip
+
+
+def _db_reads_without_cache(w: Workload, model: ServiceModel) -> int:
+    off = replay(w, model, layers=Layers(cache=False))
+    return int((off.requests["path"] == "db").sum())
+
+
 def cache_sizes(
     model: ServiceModel,
     *,
     sizes: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000),
     policies: tuple[str, ...] = ("wtinylfu", "lru"),
     workload: Workload | None = None,
+    executor: Executor | None = None,
 ) -> pl.DataFrame:
     """Replay the bench workload with the episode cache bounded to each size, per eviction
-    policy: hit ratio, database reads, latency p50/p95 (from the measured service model)."""
+    policy: hit ratio, database reads, latency p50/p95 (from the measured service model).
+    ``executor``: run the replays side by side (each is independent)."""
     w = workload or Workload(ops=6000, rate=100.0, records=2000)
-    rows = []
-    for policy in policies:
-        for n in sizes:
-            cfg = CacheConfig(policy=policy, episodes=RecordCacheConfig(maxsize=n))
-            r = replay(w, model, cache=cfg)
-            lat = r.requests["latency_s"].to_numpy()
-            rows.append({
-                "policy": policy, "size": n, "hit_ratio": r.hit_ratio,
-                "db_requests": int((r.requests["path"] == "db").sum()),
-                "p50_ms": float(np.quantile(lat, 0.5) * 1000),
-                "p95_ms": float(np.quantile(lat, 0.95) * 1000),
-            })  # fmt: skip
-    off = replay(w, model, layers=Layers(cache=False))
-    base = int((off.requests["path"] == "db").sum())
+    points = [(policy, n) for policy in policies for n in sizes]
+    if executor is None:
+        rows = [_cache_size_point(w, model, p, n) for p, n in points]
+        base = _db_reads_without_cache(w, model)
+    else:
+        futures = [executor.submit(_cache_size_point, w, model, p, n) for p, n in points]
+        off = executor.submit(_db_reads_without_cache, w, model)
+        rows = [f.result() for f in futures]
+        base = off.result()
     return pl.DataFrame(rows).with_columns(
         db_reads_saved=1 - pl.col("db_requests") / base, staleness_bound_s=pl.lit(1.0)
     )
@@ -126,6 +144,16 @@ def layer_breakdown(
 
 SERVICE = "service_remote20.parquet"
 REMOTE = Link(20.0, 100.0)
+
+
+def _processes(stack: contextlib.ExitStack, workers: int | None) -> ProcessPoolExecutor | None:
+    """A pool of ``workers`` processes (default one per core, at most 2) closed with
+    ``stack``; ``None`` for one worker (run in this process)."""
+    n = workers if workers is not None else min(2, os.cpu_count() or 1)
+    if n <= 1:
+        return None
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars
+    return stack.enter_context(ProcessPoolExecutor(max_workers=n, mp_context=ctx))
 
 
 def run_calibration(out: Path = RESULTS, *, progress: bool = True) -> pl.DataFrame:
@@ -151,16 +179,13 @@ def run_pool_policies(
     hold, connect = model.hold_times(), float(np.median(model.connect_times()))
     stored = RESULTS / "forecast_backtest.parquet"
     backtests = pl.read_parquet(stored) if stored.exists() else None
-    n = workers if workers is not None else min(2, os.cpu_count() or 1)
     levels = plan_levels(sweep_settings())
     summaries, points = [], []
     with contextlib.ExitStack() as stack:
-        pool: ProcessPoolExecutor | None = None
+        pool = _processes(stack, workers)
         weeks: dict[str, Future[WeekForecast]] = {}
         fluid: Future[pl.DataFrame] | None = None
-        if n > 1:
-            ctx = multiprocessing.get_context("spawn")  # no fork of a process running polars
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n, mp_context=ctx))
+        if pool is not None:
             # every trace's forecast and the fluid check first: the workers make them while
             # the first trace's runs wait for its forecast
             for trace in REAL_TRACES:
@@ -183,8 +208,10 @@ def run_pool_policies(
     return summary
 
 
-def run_cache_sizes(out: Path = RESULTS) -> pl.DataFrame:
-    frame = cache_sizes(load_service(out))
+def run_cache_sizes(out: Path = RESULTS, *, workers: int | None = None) -> pl.DataFrame:
+    """:func:`cache_sizes` on ``workers`` processes (default one per core, at most 2)."""
+    with contextlib.ExitStack() as stack:
+        frame = cache_sizes(load_service(out), executor=_processes(stack, workers))
     frame.write_parquet(out / "cache_sizes.parquet")
     return frame
 
@@ -196,4 +223,54 @@ def run_breakdown(out: Path = RESULTS, *, progress: bool = True) -> BenchResult:
     write_results(result, out / "breakdown_remote20.parquet")
     local = layer_breakdown(Link(), Workload(ops=1500, concurrency=4), progress=progress)
     write_results(local, out / "breakdown_file.parquet")
+    return result
+
+
+def run_pool_learning(
+    out: Path = RESULTS, *, workers: int | None = None, progress: bool = True
+) -> dict[str, object]:
+    """A fleet of four learning pools on each real trace and on the series built to break it
+    (:mod:`tiered.scenarios.learning`), from cold, five weeks, the last three judged. Writes
+    pool_learning.json (the figures and checks) and pool_learning_hours.parquet (the first
+    member's hours, for notebook 03)."""
+    from tiered.scenarios import learning as fleet
+
+    model = load_service(out)
+    hold, connect = model.hold_times(), float(np.median(model.connect_times()))
+    hours = fleet.WEEKS * 168
+    rates = {t: scaled_rate(t, 100.0)[:hours] for t in REAL_TRACES}
+    adversarial = {k: fleet.adversarial_series(rates["nycflights13"], k)
+                   for k in fleet.ADVERSARIAL}  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        pool = _processes(stack, workers)
+        body, rows = fleet.pool_learning(
+            rates, adversarial, hold=hold, connect_s=connect, reactive_grid=REACTIVE_GRID,
+            slo_late_share=SLO_LATE_SHARE, executor=pool, progress=progress,
+        )  # fmt: skip
+    series = body["series"]
+    adv = body["adversarial"]
+    checks = {
+        f"{name}: meets the SLO and saves >= 70% of the oracle's saving": bool(
+            s["meets_slo"] and s["oracle_share"] is not None and s["oracle_share"] >= 0.7
+        )
+        for name, s in series.items()
+    } | {
+        f"{name}: within 2% of reactive in connection-hours and late share": bool(
+            a["conn_hours_vs_reactive"] <= 1.02
+            and (a["late_vs_reactive"] is None or a["late_vs_reactive"] <= 1.02)
+        )
+        for name, a in adv.items()
+    }
+    result: dict[str, object] = {
+        "benchmark": "pool_learning",
+        "description": (
+            "Four instances with their own learning pools share a series evenly, started cold; "
+            "five simulated weeks, the last three judged (fluid simulator, 1 s ticks)."
+        ),
+        "hold_ms": hold.mean * 1000, "connect_ms": connect * 1000, "instances": 4,
+        "slo_late_share": SLO_LATE_SHARE, **body, "checks": checks,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pool_learning.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    pl.DataFrame(rows).write_parquet(out / "pool_learning_hours.parquet")
     return result

@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,10 +45,10 @@ import polars as pl
 from tiered.errors import ConfigError
 from tiered.forecast.capacity import erlang_c
 from tiered.pool.sizing import PoolLoad, SizingPolicy
-from tiered.pool.state import PoolState, clamp_target
+from tiered.pool.state import PoolState
 from tiered.sim.engine import Simulator
 
-__all__ = ["HoldTimes", "PoolRun", "PoolScenario", "RequestPool", "simulate_pool"]
+__all__ = ["FluidPool", "HoldTimes", "PoolRun", "PoolScenario", "RequestPool", "simulate_pool"]
 
 Clock = Callable[[], float]
 PolicyFactory = Callable[[Clock], SizingPolicy]
@@ -146,7 +146,7 @@ def simulate_pool(
     if mode == "requests":
         return RequestPool(scenario, policy).run()
     if mode == "fluid":
-        return _FluidPool(scenario, policy, record=series).run()
+        return FluidPool(scenario, policy, record=series).run()
     raise ConfigError(f"mode must be 'auto', 'requests' or 'fluid', got {mode!r}")
 
 
@@ -315,8 +315,8 @@ def _series(rows: Sequence[tuple[float, ...]]) -> pl.DataFrame:
     )
 
 
-class _FluidPool:
-    """Per-step queueing approximation (see the module docstring)."""
+class FluidPool:
+    """The per-step queueing approximation (``mode="fluid"``; see the module docstring)."""
 
     def __init__(self, sc: PoolScenario, policy: PolicyFactory, *, record: bool = True) -> None:
         self.sc = sc
@@ -328,6 +328,7 @@ class _FluidPool:
         self.s = s
         self.f = (1 + sc.hold.cv**2) / 2  # Allen-Cunneen factor (Poisson arrivals)
         self._states: dict[tuple[int, float], tuple[float, float, float, float, float, int]] = {}
+        self.result: PoolRun | None = None
 
     def _steady(self, c: int, lam: float) -> tuple[float, float, float]:
         """(P(wait), P(wait > late), mean wait of those who wait) for c ready connections."""
@@ -360,9 +361,20 @@ class _FluidPool:
         return got
 
     def run(self) -> PoolRun:
+        for _ in self.iterate():
+            pass
+        assert self.result is not None
+        return self.result
+
+    def iterate(self, every: int = 0, count_from: int = 0) -> Iterator[int]:
+        """Run step by step, yielding the step index every ``every`` steps (0: never) so a
+        driver can run several pools side by side and act between steps (a fleet sharing what
+        it learnt); the summary counts from step ``count_from`` on (the steps before it warm
+        up). :attr:`result` holds the run once the iterator is done."""
         sc, s = self.sc, self.s
         dt = sc.maintenance_interval
         steps = round(sc.duration / dt)
+        pause = every if every > 0 else steps + 1
         # the traffic does not depend on the pool: the rate, the arrivals and the uniforms of
         # every step are drawn up front (one numpy call each, not three per step)
         idx = np.minimum((np.arange(steps) * dt // sc.interval_s).astype(np.int64),
@@ -389,13 +401,19 @@ class _FluidPool:
         over_w: list[float] = []
         rows: list[tuple[float, ...]] = []
         record = self.record
-        policy, min_size, max_size_cfg = self.policy, sc.min_size, sc.max_size
+        decide, min_size, max_size_cfg = self.policy.decide, sc.min_size, sc.max_size
         late_s, connect_s = sc.late_s, sc.connect_s
         inf = math.inf
         if target:
             opening.append((connect_s, target))
             n_opening, opened = target, target
         for k in range(steps):
+            if k == count_from and k:
+                requests = late = waited_total = wait_sum = conn_seconds = 0.0
+                opened = resizes = max_size = 0
+                steady_arrivals, over_n, over_w = {}, [], []
+            if k % pause == 0 and k:
+                yield k
             t0 = k * dt
             while opening and opening[0][0] <= t0:
                 _, n = opening.popleft()
@@ -436,7 +454,8 @@ class _FluidPool:
                 size, in_use, max(0, ready - in_use), waiting, util, int(arrivals), int(waited),
                 w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg, in_use * dt,
             )  # fmt: skip
-            new = clamp_target(policy, load, min_size, max_size_cfg).target
+            new = decide(load).target  # clamped as clamp_target does, without its call
+            new = max_size_cfg if new > max_size_cfg else min_size if new < min_size else new
             if waiting and new < 1:
                 new = 1
             if new != target:
@@ -468,9 +487,9 @@ class _FluidPool:
             "max_size": float(max_size),
             "opened": float(opened),
             "resizes": float(resizes),
-            "events": float(steps),
+            "events": float(steps - count_from),
         }
-        return PoolRun("fluid", summary, _series(rows))
+        self.result = PoolRun("fluid", summary, _series(rows))
 
 
 def _binomial(n: int, p: float, u: float) -> int:

@@ -1,0 +1,357 @@
+"""A learning pool over weeks of traffic, started cold, as a fleet: :func:`fleet_run`.
+
+``instances`` application instances share a traffic series evenly (a load balancer), each with
+its own pool (the simulator's fluid pool, :class:`~tiered.sim.poolmodel.FluidPool`) and its own
+sizing policy -- the library's objects on the simulator's clock:
+
+* **learning**: :class:`~tiered.pool.learning.Learning`. Every simulated hour each member's
+  completed hours go to a shared history (what the Store's traffic table holds); every day at
+  01:00 (the day's last hour complete) the fleet's plan is made from it
+  (:func:`~tiered.forecast.planner.plan_from_history`, with the live members and the server
+  limit) and installed in every member. Reactive until the planner accepts a plan.
+* **offline**: the same, but one plan made once at the start of the judged weeks for all of
+  them, and never refitted (what a plan made by hand and pasted into the config does).
+* **reactive**: :class:`~tiered.pool.Reactive` with a setting of the sweep (and learning's own
+  setting without a plan, which the series built to break it compare with).
+* **oracle**: :class:`~tiered.pool.Predictive` on the plan made from the actual rates (an
+  unreachable reference).
+
+The weeks before ``judge_from_week`` are run (learning needs them) but not counted; the
+non-learning policies, which carry nothing from week to week, are run on the judged weeks only,
+and (in :func:`pool_learning`) on one member whose figures stand for all: the split is even, so
+the members are alike, and nothing passes between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tiered.errors import ConfigError
+from tiered.forecast.capacity import plan_pool
+from tiered.forecast.planner import plan_from_history
+from tiered.pool.learning import Interval, Learning, LearntPlan
+from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, SizingPolicy
+from tiered.sim.poolmodel import FluidPool, HoldTimes, PoolScenario
+
+__all__ = ["FLEET_POLICIES", "T0", "FleetRun", "adversarial_series", "fleet_run"]
+
+#: the wall-clock time of the series' first hour (an hour boundary)
+T0 = 1_767_225_600.0
+HOUR = 3600.0
+FLEET_POLICIES = ("learning", "offline", "reactive", "oracle")
+Clock = Callable[[], float]
+
+
+@dataclasses.dataclass
+class FleetRun:
+    """One policy on one series: ``summary`` over the judged weeks (every member added up:
+    requests, late, late_share, connection_hours; wait_p99_ms the worst member's), ``days``
+    (learning/offline: per day, the plan's model or why there is none) and ``hours`` (the first
+    member's planned size, target and planned rate per hour, for charts)."""
+
+    policy: str
+    summary: dict[str, float]
+    days: list[dict[str, Any]]
+    hours: list[dict[str, float]]
+
+
+class _Recorded:
+    """A policy whose largest target per hour is kept (the first member's, for charts)."""
+
+    def __init__(self, policy: SizingPolicy, clock: Clock) -> None:
+        self.policy, self.clock = policy, clock
+        self.targets: dict[int, int] = {}
+
+    def decide(self, load: PoolLoad) -> Decision:
+        d = self.policy.decide(load)
+        h = int(self.clock() // HOUR)
+        if d.target > self.targets.get(h, 0):
+            self.targets[h] = d.target
+        return d
+
+
+def fleet_run(
+    rate: np.ndarray,
+    policy: str,
+    *,
+    hold: HoldTimes,
+    connect_s: float,
+    instances: int = 4,
+    judge_from_week: int = 2,
+    reactive: tuple[float, float, float, float] = (0.3, 0.75, 0.5, 30.0),
+    server_limit: int | None = None,
+    max_wait_s: float = 0.010,
+    slo_quantile: float = 0.999,
+    warmup_s: float = 30.0,
+    maintenance_interval: float = 0.5,
+    simulated: int | None = None,
+    seed: int = 0,
+) -> FleetRun:
+    """Run ``policy`` (one of :data:`FLEET_POLICIES`) on the fleet's hourly ``rate``
+    (requests/s, the whole fleet's); ``reactive``: the reactive setting (low, high, grow and
+    shrink cooldowns) of reactive, and of learning without a plan. See the module docstring.
+
+    ``simulated``: how many members are simulated (default all); the figures of the others
+    are taken to be theirs (the members are alike: an even split of the traffic). Only for
+    policies that learn nothing from each other."""
+    if policy not in FLEET_POLICIES:
+        raise ConfigError(f"unknown fleet policy {policy!r}; one of {FLEET_POLICIES}")
+    if instances < 1:
+        raise ConfigError(f"fleet_run needs instances >= 1, got {instances}")
+    judged = judge_from_week * 168
+    if rate.size <= judged:
+        raise ConfigError(f"the series has {rate.size} h; the judged weeks start at {judged}")
+    learns = policy in ("learning", "offline")
+    simulated = instances if simulated is None else simulated
+    if not 1 <= simulated <= instances or (learns and simulated != instances):
+        raise ConfigError("simulated must be within [1, instances], and all of them to learn")
+    first = 0 if learns else judged  # the others carry nothing over: judged weeks only
+    member_rate = np.asarray(rate[first:], dtype=float) / instances
+    low, high, up, down = reactive
+    max_size = 100 if server_limit is None else max(1, server_limit // instances)
+    oracle = None
+    if policy == "oracle":
+        oracle = plan_pool(member_rate.tolist(), service_s=hold.mean, service_cv=hold.cv,
+                           connect_s=connect_s, warmup_s=warmup_s, max_wait_s=max_wait_s,
+                           quantile=slo_quantile, max_size=max_size)  # fmt: skip
+    learners: list[Learning] = []
+    recorder: list[_Recorded] = []
+
+    def make(i: int) -> Callable[[Clock], SizingPolicy]:
+        def build(c: Clock) -> SizingPolicy:
+            r = Reactive(low=low, high=high, up_cooldown=up, down_cooldown=down, clock=c)
+            p: SizingPolicy = r
+            if learns:
+                p = Learning(reactive=r, clock=lambda: T0 + c(), monotonic=c)
+                learners.append(p)
+            elif oracle is not None:
+                p = Predictive(oracle.schedule, lead_time=oracle.lead_time_s, clock=c)
+            if i == 0:
+                recorder.append(_Recorded(p, c))
+                return recorder[0]
+            return p
+
+        return build
+
+    pools = [
+        FluidPool(
+            PoolScenario(
+                member_rate,
+                hold,
+                connect_s,
+                max_size=max_size,
+                late_s=max_wait_s,
+                maintenance_interval=maintenance_interval,
+                seed=seed + i,
+            ),
+            make(i),
+            record=False,
+        )
+        for i in range(simulated)
+    ]
+    per_hour = round(HOUR / maintenance_interval)
+    count_from = round((judged - first) * HOUR / maintenance_interval)
+    runs = [p.iterate(every=per_hour, count_from=count_from) for p in pools]
+    history: list[Interval] = []
+    days: list[dict[str, Any]] = []
+    planned: dict[int, tuple[int, float]] = {}  # hour -> (first member's planned size, rate)
+    offline_done = False
+    while True:
+        ks = [next(r, None) for r in runs]  # the members run in step: all end together
+        if ks[0] is None:
+            break
+        hour = ks[0] // per_hour + first  # the hour about to start
+        for p in learners:
+            history.extend(p.log.pop_completed())
+        if not learns or hour % 24 != 1 or (policy == "offline" and offline_done):
+            continue
+        if policy == "offline" and hour < judged:
+            continue
+        now = T0 + hour * HOUR
+        horizon = 48 if policy == "learning" else rate.size - hour + 1
+        plan = plan_from_history(
+            history, now=now, connect_s=connect_s, instances=instances,
+            server_limit=server_limit, horizon_h=horizon, max_wait_s=max_wait_s,
+            wait_quantile=slo_quantile, warmup_s=warmup_s, max_size=max_size,
+        )  # fmt: skip
+        offline_done = policy == "offline"
+        for p in learners:
+            p.install(plan)
+        days.append({"day": hour // 24, "planned": plan.schedule is not None,
+                     "model": plan.model, "why": plan.reason})  # fmt: skip
+        _note_plan(planned, plan)
+    results = [p.result for p in pools]
+    assert all(r is not None for r in results)
+    scale = instances / simulated
+    sums = {
+        k: scale * sum(r.summary[k] for r in results if r)
+        for k in ("requests", "late", "connection_hours")
+    }
+    summary = {
+        **sums,
+        "late_share": sums["late"] / sums["requests"] if sums["requests"] else 0.0,
+        "wait_p99_ms": max(r.summary["wait_p99_ms"] for r in results if r),
+        "instances": float(instances),
+        "simulated": float(simulated),
+    }
+    hours = []
+    targets = recorder[0].targets if recorder else {}
+    for h in range(judged - 24 * 7 if learns else judged, rate.size):
+        size, prate = planned.get(h, (0, math.nan))
+        hours.append({"hour": float(h), "rate": float(rate[h]), "planned_rate": prate,
+                      "planned_size": float(size),
+                      "target": float(targets.get(h - first, 0))})  # fmt: skip
+    return FleetRun(policy, summary, days, hours)
+
+
+def _note_plan(planned: dict[int, tuple[int, float]], plan: LearntPlan) -> None:
+    """Keep one member's planned size and planned rate per hour (fleet rate: x instances is
+    left to the reader; here the member's)."""
+    if plan.schedule is None or plan.rates is None:
+        return
+    start = round((plan.schedule.times[0] - T0) / HOUR)
+    for j, r in enumerate(plan.rates):
+        t = T0 + (start + j) * HOUR
+        planned[start + j] = (plan.schedule.at(t + 1), float(r))
+
+
+def adversarial_series(base: np.ndarray, kind: str, *, seed: int = 0) -> np.ndarray:
+    """Series built to break a learning pool, from ``base`` (requests/s per hour):
+
+    * ``"no_season"``: the same mean and spread, hours shuffled (no daily or weekly pattern);
+    * ``"level_shift"``: the base, doubled from the middle of the third week on;
+    * ``"holiday"``: the base with its third week at a fifth of its level (and the fourth, the
+      week after, copied by a weekly model from the holiday).
+    """
+    y = np.asarray(base, dtype=float).copy()
+    if kind == "no_season":
+        return np.random.default_rng(seed).permutation(y)
+    if kind == "level_shift":
+        y[int(2.5 * 168) :] *= 2.0
+        return y
+    if kind == "holiday":
+        y[2 * 168 : 3 * 168] *= 0.2
+        return y
+    raise ConfigError(f"unknown adversarial series {kind!r}")
+
+
+def oracle_share(reactive_hours: float, policy_hours: float, oracle_hours: float) -> float | None:
+    """The share of the oracle's connection-hour saving over reactive that ``policy`` gets
+    (``None`` if the oracle saves nothing)."""
+    saving = reactive_hours - oracle_hours
+    if saving <= 0:
+        return None
+    return (reactive_hours - policy_hours) / saving
+
+
+def cheapest_meeting(runs: Sequence[FleetRun], slo_late_share: float) -> FleetRun | None:
+    """The run with the fewest connection-hours among those meeting the SLO."""
+    ok = [r for r in runs if r.summary["late_share"] <= slo_late_share]
+    return min(ok, key=lambda r: r.summary["connection_hours"]) if ok else None
+
+
+#: what the judged weeks are compared on: 4 members, five weeks from cold, the last three judged
+WEEKS = 5
+ADVERSARIAL = ("no_season", "level_shift", "holiday")
+
+
+def _task(
+    series: str, rate: np.ndarray, policy: str, reactive: tuple[float, float, float, float],
+    *, hold: HoldTimes, connect_s: float, instances: int,
+) -> tuple[str, str, tuple[float, float, float, float], FleetRun]:  # fmt: skip
+    """One run (a worker's task: module-level, picklable arguments)."""
+    run = fleet_run(rate, policy, hold=hold, connect_s=connect_s, instances=instances,
+                    reactive=reactive, simulated=None if policy in ("learning", "offline")
+                    else 1)  # fmt: skip
+    return series, policy, reactive, run
+
+
+def pool_learning(
+    rates: dict[str, np.ndarray],
+    adversarial: dict[str, np.ndarray],
+    *,
+    hold: HoldTimes,
+    connect_s: float,
+    reactive_grid: Sequence[tuple[float, float, float, float]],
+    learning_reactive: tuple[float, float, float, float] = (0.3, 0.75, 0.5, 30.0),
+    instances: int = 4,
+    slo_late_share: float = 0.001,
+    executor: Any = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The learning fleet on each series of ``rates`` against the reactive sweep, the offline
+    plan and the oracle; on each of ``adversarial`` against reactive with the learning policy's
+    own reactive setting. Returns the results (``pool_learning.json``'s body) and the first
+    member's hours of every learning run (for charts)."""
+    from tiered.progress import Progress
+
+    jobs: list[tuple[str, np.ndarray, str, tuple[float, float, float, float]]] = []
+    for name, r in rates.items():
+        jobs += [(name, r, p, learning_reactive) for p in ("learning", "offline", "oracle")]
+        jobs += [(name, r, "reactive", g) for g in reactive_grid]
+    for name, r in adversarial.items():
+        jobs += [(name, r, p, learning_reactive) for p in ("learning", "reactive")]
+    bar = Progress(len(jobs), "learning fleets", enabled=progress)
+    done: list[tuple[str, str, tuple[float, float, float, float], FleetRun]] = []
+    if executor is None:
+        for j in jobs:
+            done.append(_task(*j, hold=hold, connect_s=connect_s, instances=instances))
+            bar.advance()
+    else:
+        futures = [
+            executor.submit(_task, *j, hold=hold, connect_s=connect_s, instances=instances)
+            for j in jobs
+        ]
+        for f in futures:
+            done.append(f.result())
+            bar.advance()
+    out: dict[str, Any] = {"series": {}, "adversarial": {}}
+    hours: list[dict[str, Any]] = []
+
+    def figures(run: FleetRun) -> dict[str, float]:
+        s = run.summary
+        return {"connection_hours": s["connection_hours"], "late_share": s["late_share"],
+                "meets_slo": s["late_share"] <= slo_late_share}  # fmt: skip
+
+    def days_planned(run: FleetRun) -> dict[str, Any]:
+        judged = [d for d in run.days if d["day"] >= 14]
+        return {"days_planned": sum(d["planned"] for d in judged), "days_judged": len(judged),
+                "last_reason": run.days[-1]["why"] if run.days else None}  # fmt: skip
+
+    for name in rates:
+        mine = [(p, g, r) for s, p, g, r in done if s == name]
+        learning = next(r for p, _, r in mine if p == "learning")
+        offline = next(r for p, _, r in mine if p == "offline")
+        oracle = next(r for p, _, r in mine if p == "oracle")
+        sweep = [r for p, _, r in mine if p == "reactive"]
+        cheapest = cheapest_meeting(sweep, slo_late_share)
+        ref = cheapest.summary["connection_hours"] if cheapest else math.nan
+        setting = next((g for p, g, r in mine if r is cheapest), None)
+        out["series"][name] = {
+            "oracle_share": oracle_share(ref, learning.summary["connection_hours"],
+                                         oracle.summary["connection_hours"]),
+            "offline_oracle_share": oracle_share(ref, offline.summary["connection_hours"],
+                                                 oracle.summary["connection_hours"]),
+            **figures(learning), **days_planned(learning),
+            "reactive_cheapest": {**figures(cheapest), "setting": setting} if cheapest else None,
+            "offline": figures(offline), "oracle": figures(oracle),
+            "reactive_sweep": [figures(r) for r in sweep],
+        }  # fmt: skip
+        hours += [{"series": name, **h} for h in learning.hours]
+    for name in adversarial:
+        runs = {p: r for s, p, _, r in done if s == name}
+        learning, reactive = runs["learning"], runs["reactive"]
+        ls, rs = learning.summary, reactive.summary
+        out["adversarial"][name] = {
+            "conn_hours_vs_reactive": ls["connection_hours"] / rs["connection_hours"],
+            "late_vs_reactive": ls["late_share"] / rs["late_share"] if rs["late_share"] else None,
+            "late_share": ls["late_share"], "reactive_late_share": rs["late_share"],
+            **days_planned(learning),
+        }  # fmt: skip
+        hours += [{"series": name, **h} for h in learning.hours]
+    return out, hours
