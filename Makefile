@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP) $(REPORT_STAMP)
 
 $(REPORT_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[analysis,notebooks,forecast,replica,server]'
+	$(BIN)/python -m pip install --quiet -e '.[analysis,report,forecast,replica,server]'
 	touch $(REPORT_STAMP)
 
 report: $(REPORT_STAMP)

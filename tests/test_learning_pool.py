@@ -166,3 +166,35 @@ def test_the_hold_time_counts_only_the_hours_counted() -> None:
     holes = plan_from_history(gappy, now=now, horizon_h=24)
     assert whole.schedule is not None and holes.schedule is not None, holes.reason
     assert whole.hold_s == pytest.approx(0.05) and holes.hold_s == pytest.approx(0.05)
+
+
+def test_a_fleet_started_cold_plans_after_two_weeks_and_shares_one_history() -> None:
+    from tiered.scenarios.learning import adversarial_series, fleet_run
+    from tiered.sim.poolmodel import HoldTimes
+
+    y = synthetic_trace(days=21, seed=9, base=150_000.0)["requests"].to_numpy() / 3600
+    hold = HoldTimes(np.array([0.02, 0.03, 0.04]))
+    kw = {"hold": hold, "connect_s": 0.05, "instances": 3, "maintenance_interval": 30.0}
+    run = fleet_run(y, "learning", **kw)  # type: ignore[arg-type]
+    days = {d["day"]: d for d in run.days}
+    assert not any(d["planned"] for day, d in days.items() if day < 14)
+    assert days[14]["planned"] or days[15]["planned"], days[15]["why"]
+    assert run.summary["instances"] == 3 and run.summary["simulated"] == 3
+    # the judged week only, every member's requests added up
+    judged = y[14 * 24 :].sum() * 3600
+    assert run.summary["requests"] == pytest.approx(judged, rel=0.02)
+    one = fleet_run(y, "reactive", simulated=1, **kw)  # type: ignore[arg-type]
+    assert one.summary["requests"] == pytest.approx(judged, rel=0.05)
+    offline = fleet_run(y, "offline", **kw)  # type: ignore[arg-type]
+    assert len(offline.days) == 1 and offline.days[0]["day"] >= 14
+    planned = [h for h in run.hours if h["planned_size"] > 0]
+    assert planned and all(h["band_lo"] <= h["planned_rate"] <= h["band_hi"] for h in planned)
+    shuffled = adversarial_series(y, "no_season")
+    assert sorted(shuffled) == sorted(y) and not np.array_equal(shuffled, y)
+
+
+def test_a_constant_series_is_refused_not_a_crash() -> None:
+    """Last hour's value forecasts a constant series perfectly (MASE 0): the comparison with
+    it must not divide by zero (it did, in a fleet member's first refit)."""
+    plan = plan_from_history(intervals(np.full(24 * 21, 500.0)), now=T0 + 24 * 21 * H)
+    assert plan.schedule is None and "no daily or weekly pattern" in plan.reason

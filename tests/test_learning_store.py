@@ -23,6 +23,7 @@ from tiered.store import StoreConfig
 
 H = 3600.0
 T0 = 1_767_225_600.0  # an hour boundary
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clock:
@@ -168,3 +169,62 @@ def test_the_fleets_planned_connections_stay_under_the_server_limit(
         return
     for h in range(24):  # every member plans the same share: the fleet is live x the plan
         assert live * plan.schedule.at(now + h * H + 1) <= limit
+
+
+async def test_a_fleet_on_sqld_shares_its_history_across_processes(
+    fresh_sqld: object, tmp_path: Path
+) -> None:
+    """Two Store processes write their hours to one sqld; one is killed (-9) after its last
+    pass: it loses only the hour it was in. A third Store, started later, plans from the
+    fleet's history at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tiered.devserver import SqldProcess
+
+    assert isinstance(fresh_sqld, SqldProcess)
+    url = fresh_sqld.ws_url
+    await (await Store.open(url)).close()  # the schema, before two processes race for it
+    hours = 15 * 24
+
+    def member(name: str, end: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.learning_member", url, name, "0", str(hours), end],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    closing, killed = member("a", "close"), member("b", "hang")
+    try:
+        assert killed.stdout is not None and killed.stdout.readline().strip() == "ready"
+        os.kill(killed.pid, signal.SIGKILL)
+        assert closing.wait(timeout=240) == 0
+    finally:
+        for p in (closing, killed):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+    from tiered.db.driver import Statement, connect
+
+    conn = await connect(url)
+    try:
+        q = Statement("t", "SELECT instance, count(*), max(hour) FROM pool_traffic GROUP BY 1")
+        got = {str(r[0]): (int(r[1]), int(r[2])) for r in (await conn.execute(q)).rows}  # type: ignore[arg-type]
+    finally:
+        await conn.close()
+    last = int(T0 + (hours - 1) * H)
+    assert got["a"] == (hours, last)  # every hour, the last one written at close
+    assert got["b"] == (hours - 1, last - int(H))  # killed: only the hour it was in is lost
+    clock = Clock(T0 + hours * H + 120)
+    third = await Store.open(url, pool=PoolConfig(sizing=learning(clock, instance="c")))
+    try:
+        assert third.traffic is not None
+        stats = third.traffic.get_stats()
+        assert stats["mode"] == "planned", stats["why"]
+        # a left at close; b's heartbeat is older than live_after_s on this clock: c alone
+        assert stats["live_instances"] == 1
+    finally:
+        await third.close()

@@ -16,6 +16,7 @@ __all__ = [
     "forecast_chart",
     "frontier_chart",
     "hit_ratio_chart",
+    "learning_chart",
     "phase_chart",
     "phase_means",
     "plan_chart",
@@ -298,3 +299,49 @@ def cache_curve_chart(
 def rounded(frame: pl.DataFrame, digits: int = 3) -> pl.DataFrame:
     """``frame`` with its float columns rounded for display."""
     return frame.with_columns(pl.col(pl.Float32, pl.Float64).round(digits))
+
+
+def learning_chart(
+    hours: pl.DataFrame, *, title: str = "A learning pool, week by week"
+) -> alt.VConcatChart:
+    """One series of :func:`tiered.scenarios.learning.fleet_run`'s hours (the learning
+    policy): the fleet's traffic, the forecast band and the rate the plan was made for; one
+    member's planned pool size and its largest target in each hour; its late share per hour."""
+    frame = hours.with_columns(
+        day=pl.col("hour") / 24,
+        late_share=pl.when(pl.col("requests") > 0)
+        .then(pl.col("late") / pl.col("requests"))
+        .otherwise(None),
+    )
+    x = alt.X("day:Q", title="day (from cold)")
+    data = _data(frame.fill_nan(None))
+    band = (
+        alt.Chart(data)
+        .mark_area(opacity=0.25, color="#4c78a8")
+        .encode(x=x, y=alt.Y("band_lo:Q", title="requests/s (fleet)"), y2="band_hi:Q")
+    )
+    traffic = (
+        alt.Chart(data)
+        .transform_fold(["rate", "planned_rate"], as_=["what", "requests_s"])
+        .mark_line()
+        .encode(x=x, y="requests_s:Q", color=alt.Color("what:N", title=None))
+    )
+    top = alt.layer(band, traffic, title=title).properties(width=640, height=170)
+    sizes = (
+        alt.Chart(data)
+        .transform_fold(["planned_size", "target"], as_=["what", "connections"])
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=x,
+            y=alt.Y("connections:Q", title="one member's pool"),
+            color=alt.Color("what:N", title=None),
+        )
+        .properties(width=640, height=110)
+    )
+    late = (
+        alt.Chart(data)
+        .mark_bar(color="#e45756")
+        .encode(x=x, y=alt.Y("late_share:Q", title="late share (member)"))
+        .properties(width=640, height=70)
+    )
+    return alt.vconcat(top, sizes, late).resolve_scale(color="independent")

@@ -19,6 +19,7 @@ part in the choice, with the weekly seasonal naive kept unless something beat it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -234,7 +235,9 @@ def select_nested(
     out |= {k: v for k, v in pick.items() if k != "model"}
     if ref.height:
         out["baseline_mase"] = float(ref["mase"][0])
-        out["relative_mase"] = float(pick["mase"]) / float(ref["mase"][0])
+        ours, ref_mase = float(pick["mase"]), float(ref["mase"][0])
+        # a perfect baseline (MASE 0: a constant series) is matched only by a perfect model
+        out["relative_mase"] = ours / ref_mase if ref_mase > 0 else (1.0 if ours == 0 else math.inf)
     return out
 
 

@@ -167,7 +167,12 @@ def plan_from_history(
     origin = start + y.size * hour
     ahead = max(round((math.floor(now / hour) * hour - origin) / hour), 0)
     begin = origin + ahead * hour
-    rates = np.clip(fc.quantiles[plan_quantile][ahead:], 0, None) * share / hour
+
+    def per_s(q: float) -> tuple[float, ...]:
+        out: np.ndarray = np.clip(fc.quantiles[q][ahead:], 0, None) * share / hour
+        return tuple(out.tolist())
+
+    rates = np.asarray(per_s(plan_quantile))
     if rates.size == 0:
         return LearntPlan(None, now, "the history is too old to plan the next hours on")
     plan = plan_pool(
@@ -178,5 +183,5 @@ def plan_from_history(
     return LearntPlan(
         plan.schedule, until, f"{name}, chosen on {days:.0f} days (q{quantile:g} covered "
         f"{coverage:.2f})", lead_time=plan.lead_time_s, model=name, hold_s=hold,
-        rates=tuple(rates.tolist()),
+        rates=tuple(rates.tolist()), band=(per_s(levels[0]), per_s(quantile)),
     )  # fmt: skip

@@ -145,7 +145,8 @@ class LearntPlan:
     schedule, and ``reason`` says why (the policy stays reactive). ``model`` names the traffic
     model the plan follows, ``hold_s`` the measured seconds a request holds a connection that
     it was sized with, ``rates`` the arrival rate it planned for in each hour of the schedule
-    (requests/s, this instance's)."""
+    (requests/s, this instance's) and ``band`` the forecast band's low and high ends beside
+    it."""
 
     schedule: Schedule | None
     until: float
@@ -154,6 +155,7 @@ class LearntPlan:
     model: str | None = None
     hold_s: float | None = None
     rates: tuple[float, ...] | None = None
+    band: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 class Learning:

@@ -25,8 +25,7 @@ import bisect
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from tiered.errors import ConfigError
 
@@ -42,8 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class PoolLoad:
+class PoolLoad(NamedTuple):
     """What a policy sees: the pool's gauges now and its load since the previous decision.
 
     utilization: time-weighted mean of ``in_use / size`` since the previous decision (0..1).
@@ -51,6 +49,8 @@ class PoolLoad:
     wait in seconds.
     busy_s: connection-seconds in use since the previous decision (the integral of
     ``in_use``): with ``requests``, the hold time a capacity plan needs.
+
+    A named tuple (immutable, and cheap to make: the simulator makes one every tick of weeks).
     """
 
     size: int
@@ -66,8 +66,7 @@ class PoolLoad:
     busy_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """A target size and why (shown in stats and logs)."""
 
     target: int

@@ -38,7 +38,15 @@ from tiered.pool.learning import Interval, Learning, LearntPlan
 from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, SizingPolicy
 from tiered.sim.poolmodel import FluidPool, HoldTimes, PoolScenario
 
-__all__ = ["FLEET_POLICIES", "T0", "FleetRun", "adversarial_series", "fleet_run"]
+__all__ = [
+    "FLEET_POLICIES",
+    "T0",
+    "FleetRun",
+    "adversarial_series",
+    "describe_learning",
+    "fleet_run",
+    "pool_learning",
+]
 
 #: the wall-clock time of the series' first hour (an hour boundary)
 T0 = 1_767_225_600.0
@@ -159,13 +167,18 @@ def fleet_run(
     runs = [p.iterate(every=per_hour, count_from=count_from) for p in pools]
     history: list[Interval] = []
     days: list[dict[str, Any]] = []
-    planned: dict[int, tuple[int, float]] = {}  # hour -> (first member's planned size, rate)
+    planned: dict[int, tuple[float, ...]] = {}  # hour -> the first member's plan
+    late_h: dict[int, tuple[float, float]] = {}  # hour -> the first member's late, requests
+    seen = (0.0, 0.0)
     offline_done = False
     while True:
         ks = [next(r, None) for r in runs]  # the members run in step: all end together
         if ks[0] is None:
             break
-        hour = ks[0] // per_hour + first  # the hour about to start
+        k, late, requests = ks[0]
+        hour = k // per_hour + first  # the hour about to start
+        late_h[hour - 1] = (late - seen[0], requests - seen[1])
+        seen = (0.0, 0.0) if k == count_from else (late, requests)
         for p in learners:
             history.extend(p.log.pop_completed())
         if not learns or hour % 24 != 1 or (policy == "offline" and offline_done):
@@ -201,23 +214,27 @@ def fleet_run(
     }
     hours = []
     targets = recorder[0].targets if recorder else {}
+    nan = math.nan
     for h in range(judged - 24 * 7 if learns else judged, rate.size):
-        size, prate = planned.get(h, (0, math.nan))
-        hours.append({"hour": float(h), "rate": float(rate[h]), "planned_rate": prate,
-                      "planned_size": float(size),
-                      "target": float(targets.get(h - first, 0))})  # fmt: skip
+        size, prate, lo, hi = planned.get(h, (0.0, nan, nan, nan))
+        late, requests = late_h.get(h, (nan, nan))
+        hours.append({
+            "hour": float(h), "rate": float(rate[h]), "planned_rate": prate * instances,
+            "band_lo": lo * instances, "band_hi": hi * instances, "planned_size": size,
+            "target": float(targets.get(h - first, 0)), "late": late, "requests": requests,
+        })  # fmt: skip
     return FleetRun(policy, summary, days, hours)
 
 
-def _note_plan(planned: dict[int, tuple[int, float]], plan: LearntPlan) -> None:
-    """Keep one member's planned size and planned rate per hour (fleet rate: x instances is
-    left to the reader; here the member's)."""
-    if plan.schedule is None or plan.rates is None:
+def _note_plan(planned: dict[int, tuple[float, ...]], plan: LearntPlan) -> None:
+    """Keep one member's planned size, planned rate and forecast band per hour (rates per
+    member: the fleet's is ``instances`` times)."""
+    if plan.schedule is None or plan.rates is None or plan.band is None:
         return
     start = round((plan.schedule.times[0] - T0) / HOUR)
-    for j, r in enumerate(plan.rates):
+    for j, (r, lo, hi) in enumerate(zip(plan.rates, *plan.band, strict=True)):
         t = T0 + (start + j) * HOUR
-        planned[start + j] = (plan.schedule.at(t + 1), float(r))
+        planned[start + j] = (float(plan.schedule.at(t + 1)), r, lo, hi)
 
 
 def adversarial_series(base: np.ndarray, kind: str, *, seed: int = 0) -> np.ndarray:
@@ -355,3 +372,29 @@ def pool_learning(
         }  # fmt: skip
         hours += [{"series": name, **h} for h in learning.hours]
     return out, hours
+
+
+def describe_learning(result: dict[str, Any]) -> str:
+    """Markdown sentences of ``pool_learning.json``'s figures (for notebook 03)."""
+    lines = []
+    for name, s in result["series"].items():
+        share = s["oracle_share"]
+        got = "no saving to share (the oracle saves nothing)" if share is None else (
+            f"{share:.0%} of the oracle's connection-hour saving over the cheapest reactive "
+            "setting that meets the SLO"
+        )  # fmt: skip
+        slo = "meets" if s["meets_slo"] else "**misses**"
+        lines.append(
+            f"- **{name}**: the learning fleet {slo} the SLO (late share "
+            f"{s['late_share']:.5f}) and gets {got}; it followed a plan on "
+            f"{s['days_planned']} of the {s['days_judged']} judged days."
+        )
+    for name, a in result["adversarial"].items():
+        late = a["late_vs_reactive"]
+        late_txt = "n/a (reactive had no late request)" if late is None else f"{late:.2f}x"
+        lines.append(
+            f"- *{name}* (built to break it): {a['conn_hours_vs_reactive']:.3f}x reactive's "
+            f"connection-hours, late share {late_txt} reactive's; a plan on "
+            f"{a['days_planned']} of {a['days_judged']} judged days (last: {a['last_reason']})."
+        )
+    return "\n".join(lines)

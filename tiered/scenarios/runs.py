@@ -158,7 +158,7 @@ def _processes(stack: contextlib.ExitStack, workers: int | None) -> ProcessPoolE
 
 def run_calibration(out: Path = RESULTS, *, progress: bool = True) -> pl.DataFrame:
     """Calibrate on a local sqld behind a 20 ms / 100 Mbit/s link; save the service model."""
-    cal = calibrate(Workload(ops=1200, rate=40.0), link=REMOTE, progress=progress)
+    cal = calibrate(Workload(ops=1200, rate=60.0), link=REMOTE, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     cal.model.save(out / SERVICE)
     cal.table.write_parquet(out / "calibration.parquet")
@@ -221,7 +221,7 @@ def run_breakdown(out: Path = RESULTS, *, progress: bool = True) -> BenchResult:
     the embedded default with four agents (``breakdown_file``)."""
     result = layer_breakdown(REMOTE, progress=progress)
     write_results(result, out / "breakdown_remote20.parquet")
-    local = layer_breakdown(Link(), Workload(ops=1500, concurrency=4), progress=progress)
+    local = layer_breakdown(Link(), Workload(ops=1000, concurrency=4), progress=progress)
     write_results(local, out / "breakdown_file.parquet")
     return result
 

@@ -366,11 +366,12 @@ class FluidPool:
         assert self.result is not None
         return self.result
 
-    def iterate(self, every: int = 0, count_from: int = 0) -> Iterator[int]:
-        """Run step by step, yielding the step index every ``every`` steps (0: never) so a
-        driver can run several pools side by side and act between steps (a fleet sharing what
-        it learnt); the summary counts from step ``count_from`` on (the steps before it warm
-        up). :attr:`result` holds the run once the iterator is done."""
+    def iterate(self, every: int = 0, count_from: int = 0) -> Iterator[tuple[int, float, float]]:
+        """Run step by step, yielding ``(step, late, requests)`` (counted so far) every
+        ``every`` steps (0: never) so a driver can run several pools side by side and act
+        between steps (a fleet sharing what it learnt); the summary counts from step
+        ``count_from`` on (the steps before it warm up, and the counts restart there).
+        :attr:`result` holds the run once the iterator is done."""
         sc, s = self.sc, self.s
         dt = sc.maintenance_interval
         steps = round(sc.duration / dt)
@@ -408,12 +409,12 @@ class FluidPool:
             opening.append((connect_s, target))
             n_opening, opened = target, target
         for k in range(steps):
+            if k % pause == 0 and k:
+                yield k, late, requests
             if k == count_from and k:
                 requests = late = waited_total = wait_sum = conn_seconds = 0.0
                 opened = resizes = max_size = 0
                 steady_arrivals, over_n, over_w = {}, [], []
-            if k % pause == 0 and k:
-                yield k
             t0 = k * dt
             while opening and opening[0][0] <= t0:
                 _, n = opening.popleft()

@@ -141,16 +141,21 @@ class TrafficLearner:
             if stats.get("connections_num")
             else 0.05
         )
-        plan = await asyncio.to_thread(
-            plan_from_history,
-            hours,
-            now=now,
-            connect_s=connect_s,
-            instances=self.live,
-            server_limit=self.fleet.server_limit,
-            horizon_h=self.fleet.horizon_h,
-            max_size=self.max_size,
-        )
+        try:
+            plan = await asyncio.to_thread(
+                plan_from_history,
+                hours,
+                now=now,
+                connect_s=connect_s,
+                instances=self.live,
+                server_limit=self.fleet.server_limit,
+                horizon_h=self.fleet.horizon_h,
+                max_size=self.max_size,
+            )
+        except Exception as e:  # a planner defect must never take the pool down: reactive
+            self.errors += 1
+            log.exception("traffic learner %s: planning failed", self.instance)
+            plan = LearntPlan(None, now, f"the planner failed ({type(e).__name__}: {e})")
         self.policy.install(plan)
         self.refits += 1
         self.next_refit = now + self.fleet.refit_every_s
