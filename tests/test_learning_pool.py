@@ -179,6 +179,10 @@ def test_a_fleet_started_cold_plans_after_two_weeks_and_shares_one_history() -> 
     days = {d["day"]: d for d in run.days}
     assert not any(d["planned"] for day, d in days.items() if day < 14)
     assert days[14]["planned"] or days[15]["planned"], days[15]["why"]
+    # the members counted the connection-seconds their requests held (the offered load: the
+    # fluid steps once rounded it to whole connections, and the plans came out far too small)
+    holds = [d["hold_s"] for d in run.days if d["planned"]]
+    assert holds and all(h == pytest.approx(hold.mean, rel=0.1) for h in holds)
     assert run.summary["instances"] == 3 and run.summary["simulated"] == 3
     # the judged week only, every member's requests added up
     judged = y[14 * 24 :].sum() * 3600

@@ -48,7 +48,7 @@ MIN_COVERAGE = 0.8
 #: the calibrated band (q0.1..q0.9)
 RECENT_OUTSIDE = 0.5
 #: a seasonal model must beat the last hour's value by this factor (relative MASE below it)
-MIN_SKILL = 0.9
+MIN_SKILL = 0.7
 
 
 def hourly_series(
@@ -85,6 +85,7 @@ def plan_from_history(
     horizon_h: int = 48,
     quantile: float = 0.9,
     plan_quantile: float = 0.5,
+    min_coverage: float = MIN_COVERAGE,
     max_wait_s: float = 0.010,
     wait_quantile: float = 0.999,
     warmup_s: float = 30.0,
@@ -145,7 +146,7 @@ def plan_from_history(
     ):
         return LearntPlan(None, now, "no daily or weekly pattern: the last hour forecasts as well")
     coverage = float(chosen[f"coverage_{quantile_column(quantile)}"])
-    if coverage < MIN_COVERAGE:
+    if coverage < min_coverage:
         return LearntPlan(
             None, now, f"the traffic changed: the q{quantile:g} forecast covered {coverage:.2f}"
         )

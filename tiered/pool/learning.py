@@ -100,8 +100,12 @@ class TrafficLog:
         return out
 
 
-#: the grow and shrink cooldowns (s) of the reactive part above a plan
-ABOVE_PLAN = (30.0, 2.0)
+#: the grow and shrink cooldowns (s) of the reactive part above a plan. Tried on a simulated
+#: fleet of four pools (tiered.scenarios.learning): slow growth (30 s; the cheapest hybrid of
+#: the single-pool sweep) was late far beyond reactive wherever a plan was too low (a level
+#: shift, plans on patternless traffic); Reactive's own 0.5 s / 30 s cost more than reactive
+#: alone. Growing within 5 s and giving back after 2 s sits between
+ABOVE_PLAN = (5.0, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +169,8 @@ class Learning:
 
     ``clock`` is wall-clock seconds (the plan's times and the intervals' starts);
     ``reactive``: the policy alone (cold start, no plan; default :class:`Reactive` on
-    ``monotonic``); ``above``: the reactive part above a plan, which has the peaks ready and so
-    grows slowly and gives back at once (default :data:`ABOVE_PLAN`'s cooldowns: the sweep of
-    :mod:`tiered.scenarios.policies` found these the cheapest hybrids at the SLO); ``fleet``:
+    ``monotonic``); ``above``: the reactive part above a plan (default: :data:`ABOVE_PLAN`'s
+    cooldowns); ``fleet``:
     how a Store whose pool uses this policy shares the traffic with other instances.
     """
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from tiered.errors import ConfigError
 from tiered.forecast.capacity import plan_pool
-from tiered.forecast.planner import plan_from_history
-from tiered.pool.learning import Interval, Learning, LearntPlan
+from tiered.forecast.planner import MIN_COVERAGE, plan_from_history
+from tiered.pool.learning import ABOVE_PLAN, Interval, Learning, LearntPlan
 from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, SizingPolicy
 from tiered.sim.poolmodel import FluidPool, HoldTimes, PoolScenario
 
@@ -92,6 +92,9 @@ def fleet_run(
     instances: int = 4,
     judge_from_week: int = 2,
     reactive: tuple[float, float, float, float] = (0.3, 0.75, 0.5, 30.0),
+    above: tuple[float, float] = ABOVE_PLAN,
+    plan_quantile: float = 0.5,
+    min_coverage: float = MIN_COVERAGE,
     server_limit: int | None = None,
     max_wait_s: float = 0.010,
     slo_quantile: float = 0.999,
@@ -135,7 +138,8 @@ def fleet_run(
             r = Reactive(low=low, high=high, up_cooldown=up, down_cooldown=down, clock=c)
             p: SizingPolicy = r
             if learns:
-                p = Learning(reactive=r, clock=lambda: T0 + c(), monotonic=c)
+                a = Reactive(up_cooldown=above[0], down_cooldown=above[1], clock=c)
+                p = Learning(reactive=r, above=a, clock=lambda: T0 + c(), monotonic=c)
                 learners.append(p)
             elif oracle is not None:
                 p = Predictive(oracle.schedule, lead_time=oracle.lead_time_s, clock=c)
@@ -191,12 +195,13 @@ def fleet_run(
             history, now=now, connect_s=connect_s, instances=instances,
             server_limit=server_limit, horizon_h=horizon, max_wait_s=max_wait_s,
             wait_quantile=slo_quantile, warmup_s=warmup_s, max_size=max_size,
+            plan_quantile=plan_quantile, min_coverage=min_coverage,
         )  # fmt: skip
         offline_done = policy == "offline"
         for p in learners:
             p.install(plan)
         days.append({"day": hour // 24, "planned": plan.schedule is not None,
-                     "model": plan.model, "why": plan.reason})  # fmt: skip
+                     "model": plan.model, "why": plan.reason, "hold_s": plan.hold_s})  # fmt: skip
         _note_plan(planned, plan)
     results = [p.result for p in pools]
     assert all(r is not None for r in results)
@@ -307,26 +312,48 @@ def pool_learning(
     member's hours of every learning run (for charts)."""
     from tiered.progress import Progress
 
-    jobs: list[tuple[str, np.ndarray, str, tuple[float, float, float, float]]] = []
+    Job = tuple[str, np.ndarray, str, tuple[float, float, float, float]]
+    # first the policies that learn nothing (the sweep, the oracle, reactive on the series
+    # built to break it), then learning and the offline plan, each series' with the cheapest
+    # reactive setting of its sweep that meets the SLO as the reactive policy it falls back to
+    # (as a user who tuned reactive would configure Learning): a plan must then beat it
+    first: list[Job] = []
     for name, r in rates.items():
-        jobs += [(name, r, p, learning_reactive) for p in ("learning", "offline", "oracle")]
-        jobs += [(name, r, "reactive", g) for g in reactive_grid]
+        first += [(name, r, "oracle", learning_reactive)]
+        first += [(name, r, "reactive", g) for g in reactive_grid]
     for name, r in adversarial.items():
-        jobs += [(name, r, p, learning_reactive) for p in ("learning", "reactive")]
-    bar = Progress(len(jobs), "learning fleets", enabled=progress)
-    done: list[tuple[str, str, tuple[float, float, float, float], FleetRun]] = []
-    if executor is None:
-        for j in jobs:
-            done.append(_task(*j, hold=hold, connect_s=connect_s, instances=instances))
-            bar.advance()
-    else:
+        first += [(name, r, "reactive", learning_reactive)]
+    bar = Progress(len(first) + 2 * len(rates) + len(adversarial), "learning fleets",
+                   enabled=progress)  # fmt: skip
+
+    def run_all(jobs: list[Job]) -> list[tuple[str, str, tuple[float, float, float, float],
+                                               FleetRun]]:  # fmt: skip
+        got = []
+        if executor is None:
+            for j in jobs:
+                got.append(_task(*j, hold=hold, connect_s=connect_s, instances=instances))
+                bar.advance()
+            return got
         futures = [
             executor.submit(_task, *j, hold=hold, connect_s=connect_s, instances=instances)
             for j in jobs
         ]
         for f in futures:
-            done.append(f.result())
+            got.append(f.result())
             bar.advance()
+        return got
+
+    done = run_all(first)
+    second: list[Job] = []
+    fallback: dict[str, tuple[float, float, float, float]] = {}
+    for name, r in rates.items():
+        swept = [(g, run) for s_, p_, g, run in done if s_ == name and p_ == "reactive"]
+        best = cheapest_meeting([run for _, run in swept], slo_late_share)
+        fallback[name] = next((g for g, run in swept if run is best), learning_reactive)
+        second += [(name, r, p, fallback[name]) for p in ("learning", "offline")]
+    for name, r in adversarial.items():
+        second += [(name, r, "learning", learning_reactive)]
+    done += run_all(second)
     out: dict[str, Any] = {"series": {}, "adversarial": {}}
     hours: list[dict[str, Any]] = []
 
@@ -350,6 +377,7 @@ def pool_learning(
         ref = cheapest.summary["connection_hours"] if cheapest else math.nan
         setting = next((g for p, g, r in mine if r is cheapest), None)
         out["series"][name] = {
+            "fallback_reactive": list(fallback[name]),
             "oracle_share": oracle_share(ref, learning.summary["connection_hours"],
                                          oracle.summary["connection_hours"]),
             "offline_oracle_share": oracle_share(ref, offline.summary["connection_hours"],

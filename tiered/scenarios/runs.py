@@ -233,6 +233,7 @@ def run_pool_learning(
     (:mod:`tiered.scenarios.learning`), from cold, five weeks, the last three judged. Writes
     pool_learning.json (the figures and checks) and pool_learning_hours.parquet (the first
     member's hours, for notebook 03)."""
+    from tiered.pool.learning import ABOVE_PLAN
     from tiered.scenarios import learning as fleet
 
     model = load_service(out)
@@ -268,7 +269,9 @@ def run_pool_learning(
             "five simulated weeks, the last three judged (fluid simulator, 1 s ticks)."
         ),
         "hold_ms": hold.mean * 1000, "connect_ms": connect * 1000, "instances": 4,
-        "slo_late_share": SLO_LATE_SHARE, **body, "checks": checks,
+        "slo_late_share": SLO_LATE_SHARE, "above_plan": list(ABOVE_PLAN),
+        "plan_quantile": 0.5, "weeks": fleet.WEEKS, "judged_from_week": 3,
+        **body, "checks": checks,
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "pool_learning.json").write_text(json.dumps(result, indent=2, default=float) + "\n")

@@ -453,7 +453,8 @@ class FluidPool:
             self.t = t = t0 + dt
             load = PoolLoad(
                 size, in_use, max(0, ready - in_use), waiting, util, int(arrivals), int(waited),
-                w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg, in_use * dt,
+                w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg,
+                (ready if lam * s > ready else lam * s) * dt,  # busy: the offered load, unrounded
             )  # fmt: skip
             new = decide(load).target  # clamped as clamp_target does, without its call
             new = max_size_cfg if new > max_size_cfg else min_size if new < min_size else new
