@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tiered.errors import ConfigError
-from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, Schedule, _prefixed
+from tiered.pool.sizing import Decision, PoolLoad, Predictive, Reactive, Schedule, prefixed_reason
 
 __all__ = ["Fleet", "Interval", "Learning", "LearntPlan", "TrafficLog"]
 
@@ -225,12 +225,12 @@ class Learning:
             self.why = "the plan ran out before a new one was made"
         if p is None:
             r = self.reactive.decide(load)
-            return Decision(r.target, _prefixed(f"reactive ({self.why}): ", r.reason))
+            return Decision(r.target, prefixed_reason(f"reactive ({self.why}): ", r.reason))
         r = self.above.decide(load)
         floor = p.decide(load)
         if r.target > floor.target:
-            return Decision(r.target, _prefixed("reactive above the plan: ", r.reason))
-        return Decision(floor.target, _prefixed("learnt plan: ", floor.reason))
+            return Decision(r.target, prefixed_reason("reactive above the plan: ", r.reason))
+        return Decision(floor.target, prefixed_reason("learnt plan: ", floor.reason))
 
     def get_stats(self) -> dict[str, object]:
         """Which rule is in use and why, the plan's model and validity, and what was learnt."""

@@ -245,14 +245,14 @@ class Hybrid:
         p = self.predictive.decide(load)
         r = self.reactive.decide(load)
         if r.target > p.target:
-            return Decision(r.target, _prefixed("reactive: ", r.reason))
-        return Decision(p.target, _prefixed("predictive: ", p.reason))
+            return Decision(r.target, prefixed_reason("reactive: ", r.reason))
+        return Decision(p.target, prefixed_reason("predictive: ", p.reason))
 
 
 _PREFIXED: dict[tuple[str, str], str] = {}
 
 
-def _prefixed(prefix: str, reason: str) -> str:
+def prefixed_reason(prefix: str, reason: str) -> str:
     """``prefix + reason``, made once per pair (a policy's reasons are a handful of strings,
     and the simulator asks for one every tick of weeks)."""
     key = (prefix, reason)

@@ -409,7 +409,8 @@ def describe_learning(result: dict[str, Any]) -> str:
         share = s["oracle_share"]
         got = "no saving to share (the oracle saves nothing)" if share is None else (
             f"{share:.0%} of the oracle's connection-hour saving over the cheapest reactive "
-            "setting that meets the SLO"
+            "setting that meets the SLO" if share >= 0 else "no saving: it costs more than the "
+            f"cheapest reactive setting that meets the SLO ({share:.0%} of the oracle's saving)"
         )  # fmt: skip
         slo = "meets" if s["meets_slo"] else "**misses**"
         lines.append(
