@@ -47,7 +47,7 @@ from tiered.model import (
     check_text,
 )
 from tiered.pool import Pool, PoolConfig
-from tiered.pool.learning import Learning
+from tiered.store import traffic
 from tiered.store.config import (
     DEFAULT_LIMIT,
     Clock,
@@ -118,7 +118,7 @@ class Store:
         self._vectors = Vectors(db, read=self._rows)
         self._access = AccessLog.of(config.access_log, config.access_sample, sizeof=approx_size)
         #: the learning pool's persistence and planner (``PoolConfig(sizing=Learning())``)
-        self._traffic: TrafficLearner | None = None
+        self.traffic: TrafficLearner | None = None
         self._op_seq = 0  # (tiered.metrics.phases.measured)
         self._phase_dicts: list[dict[str, float]] = []
         router = db.router
@@ -188,12 +188,7 @@ class Store:
             await db.start(layer.last_change)
             store = cls(db, config, clock, layer)
             await store._dicts.load(activate=True)
-            if isinstance(db.pool.sizing, Learning):
-                store._traffic = TrafficLearner(
-                    db, db.pool.sizing, writable=db.read_only is None,
-                    max_size=db.pool.config.max_size,
-                )  # fmt: skip
-                await store._traffic.start()
+            store.traffic = await traffic.attach(db)  # a Learning pool's history and plans
         except BaseException:
             await db.close()
             raise
@@ -203,8 +198,8 @@ class Store:
         """Close the pool's connections; later calls raise :class:`StoreClosed`. Idempotent."""
         if not self._db.closed:
             await self.settle()  # a dictionary being trained is stored before the pool closes
-            if self._traffic is not None:
-                await self._traffic.close()  # the rest of the hour, before the pool closes
+            if self.traffic is not None:
+                await self.traffic.close()  # the rest of the hour, before the pool closes
             await self._db.close()
             if self._access is not None:
                 await asyncio.to_thread(self._access.flush)
@@ -213,12 +208,6 @@ class Store:
     def pool(self) -> Pool[Any]:
         """The connection pool (its stats, its utilization series, :meth:`Pool.drain`)."""
         return self._db.pool
-
-    @property
-    def traffic(self) -> TrafficLearner | None:
-        """The learning pool's traffic history and planner (when the pool's sizing is a
-        :class:`~tiered.pool.learning.Learning`), else ``None``."""
-        return self._traffic
 
     @property
     def router(self) -> Router | None:
@@ -249,7 +238,7 @@ class Store:
             "statements": db.get_stats(),
             **({"router": db.router.get_stats()} if db.router is not None else {}),
             "codec": {**self.codec.get_stats(), **self._dicts.get_stats()},
-            **({"learning": self._traffic.get_stats()} if self._traffic is not None else {}),
+            **({"learning": self.traffic.get_stats()} if self.traffic is not None else {}),
         }
 
     async def settle(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import secrets
@@ -31,11 +32,10 @@ from typing import Any
 from tiered.db import statements as q
 from tiered.db.database import Database
 from tiered.db.driver import as_int
-from tiered.errors import DatabaseError, TieredError
-from tiered.forecast.planner import plan_from_history
+from tiered.errors import ConfigError, DatabaseError, TieredError
 from tiered.pool.learning import Interval, Learning, LearntPlan
 
-__all__ = ["TrafficLearner", "default_instance"]
+__all__ = ["TrafficLearner", "attach", "default_instance"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,23 @@ log = logging.getLogger(__name__)
 def default_instance() -> str:
     """Host, process id and a random suffix: a restarted process is a new instance."""
     return f"{socket.gethostname()[:80]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def attach(db: Database) -> TrafficLearner | None:
+    """The learner of ``db``'s pool, started, when its sizing is :class:`Learning`; else
+    ``None``. Raises :class:`ConfigError` when the planner's extra is not installed."""
+    policy = db.pool.sizing
+    if not isinstance(policy, Learning):
+        return None
+    if importlib.util.find_spec("scipy") is None:  # tiered.forecast's models
+        raise ConfigError(
+            "a Learning pool plans with tiered.forecast: pip install 'tiered[analysis]'"
+        )
+    learner = TrafficLearner(
+        db, policy, writable=db.read_only is None, max_size=db.pool.config.max_size
+    )
+    await learner.start()
+    return learner
 
 
 class TrafficLearner:
@@ -133,6 +150,8 @@ class TrafficLearner:
 
     async def refit(self, now: float | None = None) -> LearntPlan:
         """Read the fleet's history, make the plan on a worker thread, install it."""
+        from tiered.forecast.planner import plan_from_history  # numpy, polars, scipy
+
         now = self.clock() if now is None else now
         hours, self.live = await self.history(now)
         stats = self.db.pool.get_stats()
