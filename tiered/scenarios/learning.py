@@ -13,8 +13,9 @@ sizing policy -- the library's objects on the simulator's clock:
   them, and never refitted (what a plan made by hand and pasted into the config does).
 * **reactive**: :class:`~tiered.pool.Reactive` with a setting of the sweep (and learning's own
   setting without a plan, which the series built to break it compare with).
-* **oracle**: :class:`~tiered.pool.Predictive` on the plan made from the actual rates (an
-  unreachable reference).
+* **oracle**: :class:`~tiered.pool.Predictive` on the plan made from the actual rates with the
+  planner's own queue model (an unreachable reference: it differs from learning only in the
+  forecast).
 
 The weeks before ``judge_from_week`` are run (learning needs them) but not counted; the
 non-learning policies, which carry nothing from week to week, are run on the judged weeks only,
@@ -127,9 +128,11 @@ def fleet_run(
     max_size = 100 if server_limit is None else max(1, server_limit // instances)
     oracle = None
     if policy == "oracle":
-        oracle = plan_pool(member_rate.tolist(), service_s=hold.mean, service_cv=hold.cv,
-                           connect_s=connect_s, warmup_s=warmup_s, max_wait_s=max_wait_s,
-                           quantile=slo_quantile, max_size=max_size)  # fmt: skip
+        # the planner's own queue model (it knows the mean hold, not its spread: M/M/c), fed
+        # with the actual rates: the oracle differs from learning in the forecast alone
+        oracle = plan_pool(member_rate.tolist(), service_s=hold.mean, connect_s=connect_s,
+                           warmup_s=warmup_s, max_wait_s=max_wait_s, quantile=slo_quantile,
+                           max_size=max_size)  # fmt: skip
     learners: list[Learning] = []
     recorder: list[_Recorded] = []
 
