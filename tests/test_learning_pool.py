@@ -202,3 +202,18 @@ def test_a_constant_series_is_refused_not_a_crash() -> None:
     it must not divide by zero (it did, in a fleet member's first refit)."""
     plan = plan_from_history(intervals(np.full(24 * 21, 500.0)), now=T0 + 24 * 21 * H)
     assert plan.schedule is None and "no daily or weekly pattern" in plan.reason
+
+
+def test_the_first_requests_of_a_predicted_rise_wait_no_longer_than_steady_state() -> None:
+    """Request-level simulation: with the plan's lead (connect + warm-up) the connections for a
+    rise are open before it; reached at the rise itself, the first requests wait for connects."""
+    from tiered.scenarios.learning import peak_onset_waits
+    from tiered.sim.poolmodel import HoldTimes
+
+    hold = HoldTimes(np.array([0.02, 0.025, 0.03, 0.04]))
+    rate = np.array([2, 2, 40, 40, 5, 5, 60, 60, 10, 3, 50, 50], dtype=float)
+    on = peak_onset_waits(rate, hold, 0.1, warm_up=True)
+    off = peak_onset_waits(rate, hold, 0.1, warm_up=False)
+    assert on["rises"] == off["rises"] == 3
+    assert on["onset_p99_ms"] <= on["steady_p99_ms"] + 1.0
+    assert off["onset_p99_ms"] > 10.0  # the check can fail: without warm-up they are late

@@ -46,6 +46,7 @@ __all__ = [
     "adversarial_series",
     "describe_learning",
     "fleet_run",
+    "peak_onset_waits",
     "pool_learning",
 ]
 
@@ -430,3 +431,45 @@ def describe_learning(result: dict[str, Any]) -> str:
             f"{a['days_planned']} of {a['days_judged']} judged days (last: {a['last_reason']})."
         )
     return "\n".join(lines)
+
+
+def peak_onset_waits(
+    rate: np.ndarray,
+    hold: HoldTimes,
+    connect_s: float,
+    *,
+    warm_up: bool = True,
+    interval_s: float = 600.0,
+    first: int = 20,
+    warmup_s: float = 30.0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Do the first requests of a predicted rise wait longer than requests in steady state?
+
+    The request-level engine (every request an event) with :class:`~tiered.pool.Predictive`
+    following the plan made from ``rate`` (requests/s per ``interval_s``), reaching each rise
+    the plan's lead (connect + warm-up) early, or (``warm_up=False``) at the rise. Returns the
+    p99 wait (ms) of the first ``first`` requests after every rise, and of the requests that
+    arrived in the second half of an interval (steady state), and the rises counted."""
+    from tiered.sim.poolmodel import RequestPool
+
+    plan = plan_pool(np.asarray(rate).tolist(), service_s=hold.mean, connect_s=connect_s,
+                     warmup_s=warmup_s, interval_s=interval_s)  # fmt: skip
+    sc = PoolScenario(np.asarray(rate, dtype=float), hold, connect_s, interval_s=interval_s,
+                      seed=seed)  # fmt: skip
+    lead = plan.lead_time_s if warm_up else 0.0
+    run = RequestPool(sc, lambda c: Predictive(plan.schedule, lead_time=lead, clock=c)).run()
+    assert run.waits is not None and run.arrived is not None
+    order = np.argsort(run.arrived, kind="stable")
+    arrived, waits = run.arrived[order], run.waits[order]
+    sizes = plan.sizes
+    rises = [i * interval_s for i in range(1, len(sizes)) if sizes[i] > sizes[i - 1]]
+    onset = np.concatenate([
+        waits[np.searchsorted(arrived, t) :][:first] for t in rises
+    ]) if rises else np.zeros(0)  # fmt: skip
+    steady = waits[(arrived % interval_s) >= interval_s / 2]
+    return {
+        "onset_p99_ms": float(np.quantile(onset, 0.99) * 1000) if onset.size else 0.0,
+        "steady_p99_ms": float(np.quantile(steady, 0.99) * 1000) if steady.size else 0.0,
+        "rises": float(len(rises)),
+    }

@@ -121,12 +121,14 @@ class PoolScenario:
 @dataclass
 class PoolRun:
     """What one run produced: a summary, the pool's series (one row per maintenance tick, or
-    per step in fluid mode) and, in request mode, the wait of every request."""
+    per step in fluid mode) and, in request mode, the wait of every request and when it
+    arrived (in the order the requests were lent a connection)."""
 
     mode: str
     summary: dict[str, float]
     series: pl.DataFrame
     waits: np.ndarray | None = field(default=None, repr=False)
+    arrived: np.ndarray | None = field(default=None, repr=False)
 
 
 def simulate_pool(
@@ -174,6 +176,7 @@ class RequestPool:
         self.rng = np.random.default_rng(sc.seed)
         self._tokens = itertools.count()
         self.waits: list[float] = []
+        self.arrived: list[float] = []
         self.series: list[tuple[float, ...]] = []
         self.opened = 0
         self.hold_buf = np.empty(0)
@@ -223,6 +226,7 @@ class RequestPool:
         self, slot: int, waited: float, hold: float | None, done: Callable[[], None] | None
     ) -> None:
         self.waits.append(waited)
+        self.arrived.append(self.sim.now() - waited)
         self.sim.after(self._hold() if hold is None else hold, self._done, slot, done)
 
     def request(self, hold: float | None = None, done: Callable[[], None] | None = None) -> None:
@@ -282,7 +286,8 @@ class RequestPool:
     def result(self) -> PoolRun:
         self.state.account()
         waits = np.asarray(self.waits)
-        return PoolRun("requests", self._summary(waits), _series(self.series), waits)
+        return PoolRun("requests", self._summary(waits), _series(self.series), waits,
+                       np.asarray(self.arrived))  # fmt: skip
 
     def run(self) -> PoolRun:
         """Run the scenario's own arrivals to its end."""
