@@ -217,3 +217,13 @@ def test_the_first_requests_of_a_predicted_rise_wait_no_longer_than_steady_state
     assert on["rises"] == off["rises"] == 3
     assert on["onset_p99_ms"] <= on["steady_p99_ms"] + 1.0
     assert off["onset_p99_ms"] > 10.0  # the check can fail: without warm-up they are late
+
+
+def test_the_policies_say_what_they_are() -> None:
+    """Their reprs show in the pool's repr and logs (Hybrid's once went missing when a helper
+    was added after its decide)."""
+    from tiered.pool import Hybrid, Predictive
+
+    h = Hybrid(Predictive(Schedule([(0.0, 2)])), Reactive())
+    assert repr(h).startswith("Hybrid(Predictive(Schedule(1 steps")
+    assert repr(Learning()).startswith("Learning(reactive: cold start")

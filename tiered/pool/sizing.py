@@ -248,6 +248,9 @@ class Hybrid:
             return Decision(r.target, prefixed_reason("reactive: ", r.reason))
         return Decision(p.target, prefixed_reason("predictive: ", p.reason))
 
+    def __repr__(self) -> str:
+        return f"Hybrid({self.predictive!r}, {self.reactive!r})"
+
 
 _PREFIXED: dict[tuple[str, str], str] = {}
 
@@ -262,6 +265,3 @@ def prefixed_reason(prefix: str, reason: str) -> str:
             _PREFIXED.clear()
         got = _PREFIXED[key] = prefix + reason
     return got
-
-    def __repr__(self) -> str:
-        return f"Hybrid({self.predictive!r}, {self.reactive!r})"
