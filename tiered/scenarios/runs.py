@@ -266,7 +266,7 @@ def run_pool_learning(
         "benchmark": "pool_learning",
         "description": (
             "Four instances with their own learning pools share a series evenly, started cold; "
-            "five simulated weeks, the last three judged (fluid simulator, 1 s ticks)."
+            "five simulated weeks, the last three judged (fluid simulator, 0.5 s ticks)."
         ),
         "hold_ms": hold.mean * 1000, "connect_ms": connect * 1000, "instances": 4,
         "slo_late_share": SLO_LATE_SHARE, "above_plan": list(ABOVE_PLAN),
