@@ -135,11 +135,11 @@ class TrafficLearner:
         """The fleet's hours of the last ``history_days`` and the live instances (this one
         counted even when it writes no heartbeat)."""
         since = int(now - self.fleet.history_days * 86400)
-        try:
-            rows = await self.db.read(q.TRAFFIC_SINCE, [since], primary=True)
-            live_rows = await self.db.read(
-                q.LIVE_INSTANCES, [int(now - self.fleet.live_after_s)], primary=True
-            )
+        try:  # both in one request to the primary
+            rows, live_rows = await self.db.read_many([
+                (q.TRAFFIC_SINCE, [since]),
+                (q.LIVE_INSTANCES, [int(now - self.fleet.live_after_s)]),
+            ])  # fmt: skip
         except DatabaseError as e:
             if "no such table" in str(e).lower():  # a read-only store on an older schema
                 return [], 1
