@@ -46,10 +46,7 @@ from tiered.forecast import (
     summarize_backtest,
     trace_source,
 )
-from tiered.forecast.calendar import trace_models
-
-# the mean combination's members, combined by their median instead
-MEDIAN_MEMBERS = ["snaive_weekly", "profile_median4", "ets_weekly", "mstl_arima"]
+from tiered.forecast.calendar import MEDIAN_MEMBERS, selection_models, trace_models
 
 
 def calibrated(
@@ -58,9 +55,11 @@ def calibrated(
     """Every model's quantiles calibrated from its own earlier forecasts (conformal, per day
     ahead), scored at origins spread over the whole series (``kept``: the whole-series
     forecasts); the model chosen on the earlier half of the origins and scored on the later
-    half (nested). The mean combination is left out (the median one stands in for it)."""
-    members = [m.name for m in trace_models(name) if not isinstance(m, Combination)]
-    log(f"{name}: calibrated quantiles, {len(members)} models, origins every {step} h")
+    half (nested). The candidates are :func:`~tiered.forecast.calendar.selection_models`, the
+    scenarios' too: the mean combination is left out, the median one (made here from its
+    members' kept forecasts) stands in for it."""
+    members = [m.name for m in selection_models(name) if not isinstance(m, Combination)]
+    log(f"{name}: calibrated quantiles, {len(members) + 1} models, origins every {step} h")
     f = kept.filter(pl.col("model").is_in(members))
     f = pl.concat([f, combine(f, MEDIAN_MEMBERS)])
     scores = calibrated_scores(f, y=y)

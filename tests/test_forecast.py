@@ -27,7 +27,7 @@ from tiered.forecast import (
     load_trace,
     plan_pool,
     resample,
-    select_model,
+    select_nested,
     servers_needed,
     summarize_backtest,
     synthetic_trace,
@@ -146,7 +146,7 @@ def test_backtest_summary_and_selection() -> None:
     r = backtest(y, [SeasonalNaive(24), SeasonalNaive(168)], count=2, min_train=24 * 7 * 5)
     s = summarize_backtest(r)
     assert set(s["horizon"]) == {24, 168} and "relative_mase" in s.columns
-    assert select_model(r, 168) == "snaive_weekly"  # the daily one misses weekends
+    assert select_nested(r, 168)["model"] == "snaive_weekly"  # the daily one misses weekends
     assert {m.name for m in default_models()} >= {"snaive_daily", "snaive_weekly", "ets_weekly",
                                                   "mstl_arima", "sarimax_fourier"}  # fmt: skip
 
@@ -222,3 +222,43 @@ def test_the_scenarios_fall_back_to_a_model_that_exists() -> None:
 
     name = model_for("nycflights13", 168, None)
     assert name in {m.name for m in default_models()}
+
+
+def test_the_scenarios_choose_as_the_benchmark_does_on_calibrated_scores() -> None:
+    """One selection path: the scenarios' model is the nested choice on the calibrated scores
+    (as ``bench_forecast`` reports it), not on the raw ones, and it is a model they can fit."""
+    from tiered.forecast import calibrated_scores, forecasts
+    from tiered.forecast.calendar import selection_models
+    from tiered.scenarios.policies import model_for
+
+    y = _signal(24 * 7 * 9, noise=0.05, seed=4)
+    models = [SeasonalNaive(24), SeasonalNaive(168), SeasonalProfile(168, 4)]
+    past = forecasts(y, models, horizon=168, step=23, min_train=24 * 7 * 5, quantiles=(0.1, 0.9))
+    scores = calibrated_scores(past, y=y, warmup=3).with_columns(series=pl.lit("taylor"))
+    assert model_for("taylor", 168, scores) == select_nested(scores, 168)["model"]
+    # whatever it chooses can be fitted: the median combination (the benchmark's candidate,
+    # not a model of trace_models) made the best here
+    best = pl.col("model") == "snaive_daily"
+    other = scores.with_columns(
+        model=pl.when(best).then(pl.lit("median_combination")).otherwise(pl.col("model")),
+        mase=pl.when(best).then(0.0).otherwise(pl.col("mase")),
+    )
+    assert model_for("taylor", 168, other) == "median_combination"
+    assert "median_combination" in {m.name for m in selection_models("taylor")}
+
+
+def test_the_median_combination_is_the_benchmarks_median_of_its_members() -> None:
+    """``Combination(how="median")`` forecasts what ``combine`` makes from its members'
+    forecasts (the benchmark scores the one, the scenarios fit the other)."""
+    from tiered.forecast import combine, forecasts
+
+    y = _signal(24 * 7 * 6, noise=0.1, seed=8)
+    members = (SeasonalNaive(24), SeasonalNaive(168), SeasonalProfile(168, 2))
+    median = Combination(members, label="median_combination", how="median")
+    kw = {"horizon": 48, "step": 48, "min_train": 24 * 7 * 5, "quantiles": (0.1, 0.5, 0.9)}
+    past = forecasts(y, [*members, median], **kw)  # type: ignore[arg-type]
+    made = combine(past.filter(pl.col("model") != "median_combination"), [m.name for m in members])
+    fitted = past.filter(pl.col("model") == "median_combination").drop("fit_s")
+    assert made.drop("fit_s").sort("origin", "lead").equals(fitted.sort("origin", "lead"))
+    with pytest.raises(ConfigError, match="'mean' or 'median'"):
+        Combination(members, how="mode").fit(y)

@@ -5,7 +5,6 @@ from tiered.forecast.backtest import (
     backtest,
     metrics,
     score,
-    select_model,
     select_nested,
     summarize_backtest,
 )
@@ -77,7 +76,6 @@ __all__ = [
     "plan_pool",
     "resample",
     "score",
-    "select_model",
     "select_nested",
     "servers_needed",
     "summarize_backtest",

@@ -12,9 +12,11 @@ Raftery 2007):
 * **coverage** of the 80 % and 95 % intervals (the share of actuals inside);
 * **pinball**: the quantile loss averaged over the forecast's quantiles, scaled like MASE.
 
-:func:`select_model` picks by backtest MASE, never by in-sample fit, and nested
-(:func:`select_nested`): chosen on the earlier origins, scored on the later ones that took no
-part in the choice, with the weekly seasonal naive kept unless something beat it.
+:func:`select_nested` picks by backtest MASE, never by in-sample fit, and nested: chosen on the
+earlier origins, scored on the later ones that took no part in the choice, with the weekly
+seasonal naive kept unless something beat it. It is the project's one selection path, on scores
+calibrated by :func:`~tiered.forecast.conformal.calibrated_scores` (the benchmark, the scenarios'
+plans and a learning pool's planner).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ __all__ = [
     "quantile_column",
     "quantile_levels",
     "score",
-    "select_model",
     "select_nested",
     "summarize_backtest",
 ]
@@ -239,11 +240,3 @@ def select_nested(
         # a perfect baseline (MASE 0: a constant series) is matched only by a perfect model
         out["relative_mase"] = ours / ref_mase if ref_mase > 0 else (1.0 if ours == 0 else math.inf)
     return out
-
-
-def select_model(results: pl.DataFrame, horizon: int) -> str:
-    """The model :func:`select_nested` chooses at ``horizon``: lowest mean MASE on the earlier
-    half of the origins, the weekly seasonal naive unless something beat it there."""
-    if results.filter(pl.col("horizon") == horizon).height == 0:
-        raise ConfigError(f"no backtest results at horizon {horizon}")
-    return str(select_nested(results, horizon)["model"])

@@ -37,6 +37,7 @@ import numpy as np
 from tiered.errors import ConfigError
 from tiered.forecast.models import (
     DEFAULT_QUANTILES,
+    Combination,
     Forecast,
     Model,
     check_series,
@@ -46,11 +47,13 @@ from tiered.forecast.models import (
 )
 
 __all__ = [
+    "MEDIAN_MEMBERS",
     "TRACE_CALENDARS",
     "CalendarNaive",
     "GradientBoosted",
     "calendar_models",
     "holiday_labels",
+    "selection_models",
     "trace_models",
 ]
 
@@ -311,6 +314,20 @@ def calendar_models(start: datetime, country: str = "US", subdiv: str | None = N
         CalendarNaive(start, country, subdiv, profile=4),
         GradientBoosted(start, country, subdiv),
     ]
+
+
+#: the median combination's members (:func:`selection_models`)
+MEDIAN_MEMBERS = ("snaive_weekly", "profile_median4", "ets_weekly", "mstl_arima")
+
+
+def selection_models(name: str) -> list[Model]:
+    """The candidates the model for the real trace ``name`` is chosen among (by
+    ``bench_forecast``, on calibrated scores, and for the scenarios' plans): every model of
+    :func:`trace_models` but the mean combination, and the median combination of
+    :data:`MEDIAN_MEMBERS` in its place."""
+    models = [m for m in trace_models(name) if not isinstance(m, Combination)]
+    members = tuple(m for m in models if m.name in MEDIAN_MEMBERS)
+    return [*models, Combination(members, label="median_combination", how="median")]
 
 
 def trace_models(name: str) -> list[Model]:

@@ -321,10 +321,12 @@ class SarimaxFourier:
 class Combination:
     """The equal-weight average of several models' forecasts: point forecasts and each quantile
     (quantile averaging, "Vincentization"). Combining forecasts of different kinds is one of the
-    most reliable ways to cut error (the M4 competition's finding)."""
+    most reliable ways to cut error (the M4 competition's finding). ``how="median"``: the
+    median of them instead, which one member's bad week does not move."""
 
     models: tuple[Model, ...]
     label: str = "combination"
+    how: str = "mean"
 
     @property
     def name(self) -> str:
@@ -333,17 +335,21 @@ class Combination:
     def fit(self, y: np.ndarray) -> _FittedCombination:
         if not self.models:
             raise ConfigError("a Combination needs at least one model")
-        return _FittedCombination(tuple(m.fit(y) for m in self.models))
+        if self.how not in ("mean", "median"):
+            raise ConfigError(f"a Combination combines by 'mean' or 'median', not {self.how!r}")
+        return _FittedCombination(tuple(m.fit(y) for m in self.models), self.how == "median")
 
 
 @dataclass(frozen=True, slots=True)
 class _FittedCombination:
     parts: tuple[Fitted, ...]
+    median: bool = False
 
     def forecast(self, h: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
         fcs = [p.forecast(h, quantiles) for p in self.parts]
-        mean = np.mean([f.mean for f in fcs], axis=0)
-        qs = {q: np.mean([f.quantiles[q] for f in fcs], axis=0) for q in fcs[0].quantiles}
+        how = np.median if self.median else np.mean
+        mean = how([f.mean for f in fcs], axis=0)
+        qs = {q: how([f.quantiles[q] for f in fcs], axis=0) for q in fcs[0].quantiles}
         return Forecast(mean, qs)
 
 

@@ -14,8 +14,9 @@ training data, with the library's own sizing policies on the simulator's clock:
   whose points give each family's frontier of late requests against connection-hours
   (:mod:`tiered.sim.frontier`).
 
-The plan comes from the traffic model chosen by nested backtest (``bench_forecast``'s stored
-results; the four-week median profile without them), fitted on the training weeks; every
+The plan comes from the traffic model chosen on calibrated scores by nested selection (the
+project's one selection path, :func:`model_for`, on ``bench_forecast``'s stored scores; the
+four-week median profile without them), fitted on the training weeks; every
 planned quantile is calibrated with the model's own errors on those weeks (conformal, per day
 ahead; :mod:`tiered.forecast.conformal`). Every run of one trace sees the same arrivals (the
 fluid mode draws the traffic before the pool), so the points differ by policy only.
@@ -34,8 +35,8 @@ import numpy as np
 import polars as pl
 
 from tiered.errors import ConfigError
-from tiered.forecast.backtest import select_model
-from tiered.forecast.calendar import trace_models
+from tiered.forecast.backtest import select_nested
+from tiered.forecast.calendar import selection_models
 from tiered.forecast.capacity import CapacityPlan, plan_pool, servers_needed
 from tiered.forecast.conformal import Calibrated, forecasts, offsets
 from tiered.forecast.models import Forecast, SeasonalProfile
@@ -179,14 +180,18 @@ def scaled_rate(trace: str, peak_rate: float) -> np.ndarray:
     return out
 
 
-def model_for(trace: str, horizon: int, backtests: pl.DataFrame | None) -> str:
-    """The model :func:`~tiered.forecast.select_model` chooses on ``trace``'s stored backtest
-    (``bench_forecast`` results; nested, the weekly seasonal naive unless something beat it), or
-    the four-week profile when no backtest is stored."""
-    if backtests is not None:
-        b = backtests.filter((pl.col("series") == trace) & (pl.col("horizon") == horizon))
-        if b.height:
-            return select_model(b, horizon)
+def model_for(trace: str, horizon: int, calibrated: pl.DataFrame | None) -> str:
+    """The model for ``trace`` by the project's one selection path: the nested choice
+    (:func:`~tiered.forecast.backtest.select_nested`) on calibrated scores
+    (:func:`~tiered.forecast.conformal.calibrated_scores`) -- here the ones ``bench_forecast``
+    stores (``forecast_calibrated.parquet``: :func:`~tiered.forecast.calendar.selection_models`
+    at origins over the whole series) -- the weekly seasonal naive unless something beat it; the
+    four-week profile when no scores are stored. A learning pool's planner chooses the same way
+    on its own history."""
+    if calibrated is not None:
+        b = calibrated.filter(pl.col("series") == trace)
+        if b.filter(pl.col("horizon") == horizon).height:
+            return str(select_nested(b, horizon)["model"])
     return SeasonalProfile(168, weeks=4).name  # (the model that exists: profile_median4)
 
 
@@ -248,11 +253,12 @@ def plan_week(
     peak_rate: float = 100.0,
     train_weeks: int = 8,
     hours: int = 168,
-    backtests: pl.DataFrame | None = None,
+    calibrated: pl.DataFrame | None = None,
 ) -> WeekForecast:
-    """The week after ``train_weeks`` of ``trace`` and the forecast of it by the model chosen on
-    the stored backtests, its quantiles ``levels`` calibrated with the model's own errors on the
-    training weeks (forecasts from origins 23 h apart whose whole horizon ends before the week)."""
+    """The week after ``train_weeks`` of ``trace`` and the forecast of it by the model
+    :func:`model_for` chooses on the ``calibrated`` scores, its quantiles ``levels`` calibrated
+    with the model's own errors on the training weeks (forecasts from origins 23 h apart whose
+    whole horizon ends before the week)."""
     rate = scaled_rate(trace, peak_rate)
     start = train_weeks * 168
     if rate.size < start + hours:
@@ -263,8 +269,8 @@ def plan_week(
             f"pool_policies calibrates the plan on the training weeks: train_weeks={train_weeks} "
             f"leaves {start} h, needs {need} h (five weeks to fit plus {hours} h to score)"
         )
-    name = model_for(trace, 168, backtests)
-    candidates = trace_models(trace)
+    name = model_for(trace, 168, calibrated)
+    candidates = selection_models(trace)
     model = next((m for m in candidates if m.name == name), None)
     if model is None:
         raise ConfigError(f"no traffic model named {name!r} among {[m.name for m in candidates]}")
@@ -295,7 +301,7 @@ def pool_policies(
     max_wait_s: float = 0.010,
     slo_quantile: float = 0.999,
     settings: Sequence[Setting] | None = None,
-    backtests: pl.DataFrame | None = None,
+    calibrated: pl.DataFrame | None = None,
     week: WeekForecast | None = None,
     seed: int = 0,
     mode: str = "auto",
@@ -312,7 +318,7 @@ def pool_policies(
     levels = plan_levels(settings, quantile)
     if week is None:
         week = plan_week(trace, levels=levels, peak_rate=peak_rate, train_weeks=train_weeks,
-                         hours=hours, backtests=backtests)  # fmt: skip
+                         hours=hours, calibrated=calibrated)  # fmt: skip
     missing = set(levels) - set(week.forecast.quantiles)
     if week.trace != trace or week.actual.size != hours or missing:
         raise ConfigError(

