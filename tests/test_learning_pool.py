@@ -4,6 +4,8 @@ planner's choices and refusals on series built for each."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,41 @@ def test_a_plan_that_runs_out_falls_back_to_reactive() -> None:
     d = p.decide(load(size=8))
     assert d.target == 8 and "ran out" in d.reason
     assert p.get_stats()["mode"] == "reactive"
+
+
+def test_a_plan_is_set_aside_when_the_traffic_leaves_its_band_for_hours() -> None:
+    """Three completed hours in a row far below (or above) the forecast band (three times its
+    reach from the median): reactive alone, and it says why; hours back inside in between
+    start the count again; hours just outside the band do not count; the partial hour the plan
+    was installed in is not judged."""
+    from tiered.pool.learning import BAND_HOURS, BAND_REACH
+
+    def run(per_hour: list[float]) -> Learning:
+        clock = Clock(T0 + 1800)  # installed mid-hour
+        p = Learning(reactive=Reactive(clock=clock), clock=clock)
+        # requests/s, hour by hour from T0: median 15, band 12..18, far below 6 or above 24
+        band = ((12.0,) * 12, (18.0,) * 12)
+        plan = LearntPlan(Schedule([(T0, 4)]), T0 + 12 * H, "plan", rates=(15.0,) * 12,
+                          band=band)  # fmt: skip
+        p.install(plan)
+        for h, rate in enumerate(per_hour):
+            for k in range(4):  # four consultations an hour, each with a quarter's requests
+                clock.t = T0 + h * H + k * 900 + (1800 if h == 0 else 0) * (k < 2)
+                p.decide(load(requests=int(rate * 900)))
+        clock.t = T0 + len(per_hour) * H
+        p.decide(load())
+        return p
+
+    assert (BAND_HOURS, BAND_REACH) == (3, 3.0)
+    assert run([15, 10, 10, 10, 20, 20, 20]).mode == "planned"  # outside the band, not far
+    # the first (partial) hour is far below: not judged; then two low, one inside, two low
+    assert run([0.1, 2, 2, 15, 2, 2]).mode == "planned"
+    low = run([15, 2, 2, 2])
+    assert low.mode == "reactive" and "3 hours in a row below" in str(low.get_stats()["why"])
+    assert "left the forecast band" in low.decide(load()).reason
+    high = run([15, 30, 40, 50, 15])
+    assert high.mode == "reactive" and "above" in str(high.get_stats()["why"])
+    assert run([15, 2, 30, 2, 30, 2]).mode == "planned"  # not on one side
 
 
 def test_a_refused_plan_keeps_reactive_with_its_reason() -> None:
@@ -227,3 +264,80 @@ def test_the_policies_say_what_they_are() -> None:
     h = Hybrid(Predictive(Schedule([(0.0, 2)])), Reactive())
     assert repr(h).startswith("Hybrid(Predictive(Schedule(1 steps")
     assert repr(Learning()).startswith("Learning(reactive: cold start")
+
+
+async def test_on_the_real_pool_the_first_requests_of_a_learnt_rise_find_open_connections(
+    tmp_path: Path,
+) -> None:
+    """The real pool, a learnt plan and a virtual clock on which a connect costs 100 ms: at
+    each rise of the plan, as many requests at once as the plan sizes for. With the plan's lead
+    (connect + warm-up) their connections were opened and proved before the rise, and the
+    first requests wait no longer than the same requests half an hour later (steady state);
+    with the plan reached at the rise itself, some wait for a connect."""
+    import asyncio
+    import dataclasses
+
+    from tiered.db.driver import Connection, connect
+    from tiered.pool import Pool, PoolConfig
+
+    connect_s = 0.1
+    y = synthetic_trace(days=21, seed=2, base=200_000.0)["requests"].to_numpy()
+    now = T0 + y.size * H
+    plan = plan_from_history(intervals(y), now=now, connect_s=connect_s, horizon_h=24)
+    assert plan.schedule is not None and plan.lead_time >= connect_s, plan.reason
+    times, sizes = plan.schedule.times, plan.schedule.sizes
+    rises = [t for i, t in enumerate(times) if i and sizes[i] > sizes[i - 1]]
+    assert len(rises) >= 2
+
+    async def waits(lead: float) -> tuple[list[float], list[float]]:
+        clock = Clock(now)
+
+        async def factory() -> Connection:
+            clock.t += connect_s  # the connect's cost, on the virtual clock
+            return await connect(f"file:{tmp_path / 'pool.db'}")
+
+        sizing = Learning(reactive=Reactive(clock=clock), above=Reactive(clock=clock),
+                          clock=clock, monotonic=clock)  # fmt: skip
+        # (no band: this pool does not carry the traffic the plan was made for)
+        sizing.install(dataclasses.replace(plan, lead_time=lead, band=None))
+        pool: Pool[Connection] = Pool(
+            factory, PoolConfig(min_size=1, max_size=20, sizing=sizing), clock=clock
+        )
+        await pool.open(background=False)
+
+        async def burst(n: int) -> list[float]:
+            held, got = asyncio.Event(), []
+
+            async def one() -> None:
+                t0 = clock()
+                async with pool.connection():
+                    got.append(clock() - t0)
+                    if len(got) == n:
+                        held.set()
+                    await held.wait()  # all n hold a connection at once
+
+            await asyncio.gather(*(one() for _ in range(n)))
+            return got
+
+        onset: list[float] = []
+        steady: list[float] = []
+        try:
+            for rise in rises:
+                for t in (rise - plan.lead_time - 60, rise - plan.lead_time, rise - 1):
+                    clock.t = t
+                    await pool.maintain()
+                    await pool.wait()
+                clock.t = rise
+                onset += await burst(plan.schedule.at(rise))
+                clock.t = rise + H / 2
+                await pool.maintain()
+                await pool.wait()
+                steady += await burst(plan.schedule.at(rise))
+        finally:
+            await pool.close()
+        return onset, steady
+
+    onset, steady = await waits(plan.lead_time)
+    assert max(onset) <= max(steady), (onset, steady)
+    late, _ = await waits(0.0)  # reached at the rise: the check can fail
+    assert max(late) > connect_s / 2, late  # (a connect, give or take float rounding)

@@ -202,8 +202,10 @@ def fleet_run(
             plan_quantile=plan_quantile, min_coverage=min_coverage,
         )  # fmt: skip
         offline_done = policy == "offline"
+        # the offline plan is a schedule made once and pasted: nothing watches its band
+        given = dataclasses.replace(plan, band=None) if offline_done else plan
         for p in learners:
-            p.install(plan)
+            p.install(given)
         days.append({"day": hour // 24, "planned": plan.schedule is not None,
                      "model": plan.model, "why": plan.reason, "hold_s": plan.hold_s})  # fmt: skip
         _note_plan(planned, plan)
