@@ -597,7 +597,7 @@ async def test_the_pool_recommendation_is_stable_or_its_range_covers_every_run(
     back (2000/s, 20 ms) they sample one moment of a shared machine, and their mean round trip
     differed by 2.2x between runs (0.13 to 0.28 ms), beyond the planned half to twice."""
     path = tmp_path / "traffic.csv"
-    _rhythm_series(3, 150_000.0, seed=9).write_csv(path)  # busy enough for 10-20 connections
+    _rhythm_series(3, 150_000.0, seed=9).write_csv(path)  # busy enough for tens of connections
     plans = []
     for _ in range(5):
         a = await analyze(
