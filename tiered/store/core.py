@@ -70,7 +70,6 @@ from tiered.store.records import (
     decode_rows,
     encode_frames,
 )
-from tiered.store.traffic import TrafficLearner
 from tiered.store.vectors import Vectors, check_search
 
 __all__ = ["OPERATIONS", "Store"]
@@ -118,7 +117,7 @@ class Store:
         self._vectors = Vectors(db, read=self._rows)
         self._access = AccessLog.of(config.access_log, config.access_sample, sizeof=approx_size)
         #: the learning pool's persistence and planner (``PoolConfig(sizing=Learning())``)
-        self.traffic: TrafficLearner | None = None
+        self.traffic: traffic.TrafficLearner | None = None
         self._op_seq = 0  # (tiered.metrics.phases.measured)
         self._phase_dicts: list[dict[str, float]] = []
         router = db.router
