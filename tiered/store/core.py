@@ -80,11 +80,6 @@ perf_counter = time.perf_counter
 _key = check_id  # the model's rule for ids, for every key a query takes
 
 
-#: seconds of validating and encoding a batch after which a write yields to the loop before
-#: its transaction (a batch of ten episodes takes about this long)
-_ENCODE_TURN = 0.0003
-
-
 def _opt_key(name: str, value: object) -> str | None:
     return None if value is None else _key(name, value)
 
@@ -326,13 +321,14 @@ class Store:
         rs = last_per_id(check_records(kind.table, records, kind.cls))
         self._db.check_writable()
         now = self.clock()
-        t0 = perf_counter()
         if kind.steps is not None:
             steps = kind.steps(rs, self._frames(kind.table, rs), now)  # may reject: no I/O yet
         else:
             steps = await self._vectors.steps(rs, now)  # type: ignore[arg-type]
-        if perf_counter() - t0 >= _ENCODE_TURN:
-            await asyncio.sleep(0)  # encoding was a slice of its own: the other tasks' turn
+        # no yield between encoding and joining the write queue: a writer that gave up its turn
+        # here could be overtaken by a later write of the same record, whose value would then
+        # be overwritten (the queue keeps the order writers join it in). The other tasks get
+        # their turn anyway before the transaction runs: it runs in the group's own task.
         ticket = self._cache.begin_write(kind.table, [r.id for r in rs])
         t0 = perf_counter()
         try:
