@@ -260,26 +260,96 @@ async def test_grouped_writes_of_one_record_end_as_the_last_one_wrote_it(
         assert await store.get_episodes([e.id for e in others[:8]]) == others[:8]
 
 
-async def test_a_slow_encoding_does_not_reorder_concurrent_writes_of_one_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Concurrent writers of one episode, the third one's encoding slow (a GC pause, a busy
-    machine): the last writer still wins. A write that yielded between encoding and joining
-    the write queue let the later writers in first, and the third writer's value was kept."""
-    import time
-
+def _slow_preparation(monkeypatch: pytest.MonkeyPatch, slow: dict[str, float]) -> None:
+    """Writes of episodes whose description is in ``slow`` yield for that many seconds while
+    they prepare (as a large batch's encoding yields between slices, or a GC pause meets it)."""
     from tiered.store import core
 
     frames = core.Store._frames
 
-    def slow(self: Store, table: str, records: list[object]) -> object:
-        if any(getattr(r, "description", "") == "v2" for r in records):
-            time.sleep(0.005)  # beyond any turn a write is given to encode
-        return frames(self, table, records)  # type: ignore[arg-type]
+    async def prepare(self: Store, table: str, records: list[object]) -> list[bytes]:
+        for r in records:
+            delay = slow.get(getattr(r, "description", ""))
+            if delay is not None:
+                await asyncio.sleep(delay)
+        return await frames(self, table, records)
 
-    monkeypatch.setattr(core.Store, "_frames", slow)
+    monkeypatch.setattr(core.Store, "_frames", prepare)
+
+
+async def test_a_slow_encoding_does_not_reorder_concurrent_writes_of_one_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent writers of one episode, the third one's encoding slow and yielding: the last
+    writer still wins. Without the write order the later writers joined the queue first, and
+    the third writer's value was kept."""
+    _slow_preparation(monkeypatch, {"v2": 0.005})
     async with await Store.open(f"file:{tmp_path / 'w.db'}") as store:
         base = generate_episodes(1, seed=5)[0]
         versions = [dataclasses.replace(base, description=f"v{i}") for i in range(8)]
         await asyncio.gather(*(store.store_episode(e) for e in versions))
         assert await store.get_episode(base.id) == versions[-1]
+
+
+async def test_a_write_cancelled_before_its_turn_lets_no_later_write_overtake_an_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1 prepares slowly; v2 waits for its turn behind it and is cancelled; v3 must still join
+    after v1 (a cancelled write that passed its turn on at once let v3 in first: v1 kept)."""
+    _slow_preparation(monkeypatch, {"v1": 0.02})
+    async with await Store.open(f"file:{tmp_path / 'w.db'}") as store:
+        base = generate_episodes(1, seed=6)[0]
+        v = [dataclasses.replace(base, description=f"v{i}") for i in range(4)]
+        first = asyncio.create_task(store.store_episode(v[1]))
+        second = asyncio.create_task(store.store_episode(v[2]))
+        third = asyncio.create_task(store.store_episode(v[3]))
+        await asyncio.sleep(0.005)  # all three started; v1 is still preparing
+        second.cancel()
+        await asyncio.gather(first, third)
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert await store.get_episode(base.id) == v[3]
+
+
+async def test_a_delete_called_after_a_slowly_prepared_write_of_its_record_comes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store(v1) prepares slowly; delete, called after it, must not run first (the write
+    would then bring the record back)."""
+    _slow_preparation(monkeypatch, {"v1": 0.01})
+    async with await Store.open(f"file:{tmp_path / 'w.db'}") as store:
+        ep = dataclasses.replace(generate_episodes(1, seed=7)[0], description="v1")
+        stored = asyncio.create_task(store.store_episode(ep))
+        await asyncio.sleep(0)  # the write has started preparing
+        assert await store.delete_episode(ep.id)  # it came after the write: the record existed
+        await stored
+        assert await store.get_episode(ep.id) is None
+
+
+async def test_the_first_concurrent_writes_of_a_new_embedding_model_keep_their_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes of one embedding with a model the store has not seen each look the model up
+    (a read; the first one registers it, a write) before joining the queue, the first call's
+    lookup slowest here; the last call still wins (without the write order the first call
+    joined last and its value was kept)."""
+    from tiered.model import Embedding
+    from tiered.store.vectors import Vectors
+
+    lookup = Vectors.model
+    calls = 0
+
+    async def model(self: Vectors, name: str, dim: int | None, now: int) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.01)
+        return await lookup(self, name, dim, now)
+
+    monkeypatch.setattr(Vectors, "model", model)
+    async with await Store.open(f"file:{tmp_path / 'w.db'}") as store:
+        versions = [
+            Embedding("emb-1", "ep-1", "episode", "model-new", [float(i)] * 8) for i in range(8)
+        ]
+        await asyncio.gather(*(store.store_embedding(e) for e in versions))
+        assert await store.get_embedding("emb-1") == versions[-1]

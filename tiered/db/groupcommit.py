@@ -42,7 +42,61 @@ from tiered.errors import DatabaseUnavailable, StoreClosed
 
 R = TypeVar("R")
 
-__all__ = ["GroupCommit", "merged"]
+__all__ = ["GroupCommit", "WriteOrder", "merged"]
+
+
+class WriteOrder:
+    """Writes join the write queue in the order they were called, whatever each does first.
+
+    A write prepares its steps before it joins the queue (encoding, which yields to the loop
+    between slices of a large batch; registering an embedding model, a read) and may give up
+    its turn meanwhile; a later write of the same record that prepared faster would otherwise
+    join first and be overwritten by the older value. :meth:`take` (no await, as the call
+    begins) draws a place; :meth:`turn` waits until every earlier write has joined (or given
+    up); :meth:`joined` passes the turn on (call it, then join the queue before any await:
+    the next write runs only when this one next suspends). A write that gives up passes the
+    turn on only once its own predecessor has, so it never lets a later write overtake an
+    earlier one."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: asyncio.Future[None] | None = None
+
+    def take(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """(the previous write's place, this write's place)."""
+        prev = self._last
+        self._last = mine = asyncio.get_running_loop().create_future()
+        return (None if prev is None or prev.done() else prev), mine
+
+    async def behind(self) -> None:
+        """For a write with nothing to prepare: wait until every earlier write has joined; the
+        caller then joins (the write gate) before any await."""
+        prev, mine = self.take()
+        try:
+            await self.turn(prev)
+        finally:
+            self.joined(prev, mine)
+
+    @staticmethod
+    async def turn(prev: asyncio.Future[None] | None) -> None:
+        if prev is not None and not prev.done():
+            await asyncio.wait((prev,))  # (a cancelled waiter does not cancel prev)
+
+    @staticmethod
+    def joined(prev: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        """Pass the turn on (after joining the queue, or when the write gives up)."""
+        if mine.done():
+            return
+        if prev is None or prev.done():
+            mine.set_result(None)
+        else:  # gave up before its turn: the next one waits for the previous one still
+
+            def passed_on(_: asyncio.Future[None]) -> None:
+                if not mine.done():
+                    mine.set_result(None)
+
+            prev.add_done_callback(passed_on)
 
 
 @dataclass(slots=True, eq=False)

@@ -30,6 +30,7 @@ from tiered.compression import Codec
 from tiered.db import statements as q
 from tiered.db.database import Database
 from tiered.db.driver import Row, Statement, Value, as_int, redact_url
+from tiered.db.groupcommit import WriteOrder
 from tiered.db.router import Router, RouterConfig
 from tiered.errors import DatabaseUnavailable, ValidationError
 from tiered.metrics import Metrics
@@ -68,7 +69,7 @@ from tiered.store.records import (
     RecordKind,
     approx_size,
     decode_rows,
-    encode_frames,
+    encode_sliced,
 )
 from tiered.store.vectors import Vectors, check_search
 
@@ -110,6 +111,7 @@ class Store:
         self._rows = self._reads.rows
         self._sync = self._reads.sync
         self._vectors = Vectors(db, read=self._rows)
+        self._order = WriteOrder()
         self._access = AccessLog.of(config.access_log, config.access_sample, sizeof=approx_size)
         #: the learning pool's persistence and planner (``PoolConfig(sizing=Learning())``)
         self.traffic: traffic.TrafficLearner | None = None
@@ -307,12 +309,10 @@ class Store:
             self._access.queried(self.clock(), table, key, not missed, perf_counter() - t0)
         return result
 
-    def _frames(self, table: str, records: Sequence[Any]) -> list[bytes]:
-        t0 = perf_counter()
-        try:
-            frames, raws = encode_frames(self.codec, table, records, self.config.max_payload_bytes)
-        finally:
-            add_phase("encode", perf_counter() - t0)
+    async def _frames(self, table: str, records: Sequence[Any]) -> list[bytes]:
+        limit = self.config.max_payload_bytes
+        frames, raws, spent = await encode_sliced(self.codec, table, records, limit)
+        add_phase("encode", spent)
         self._dicts.sample(table, raws)
         return frames
 
@@ -321,14 +321,16 @@ class Store:
         rs = last_per_id(check_records(kind.table, records, kind.cls))
         self._db.check_writable()
         now = self.clock()
-        if kind.steps is not None:
-            steps = kind.steps(rs, self._frames(kind.table, rs), now)  # may reject: no I/O yet
-        else:
-            steps = await self._vectors.steps(rs, now)  # type: ignore[arg-type]
-        # no yield between encoding and joining the write queue: a writer that gave up its turn
-        # here could be overtaken by a later write of the same record, whose value would then
-        # be overwritten (the queue keeps the order writers join it in). The other tasks get
-        # their turn anyway before the transaction runs: it runs in the group's own task.
+        # writes join the queue in call order though preparing may yield (see WriteOrder)
+        prev, mine = self._order.take()
+        try:
+            if kind.steps is not None:
+                steps = kind.steps(rs, await self._frames(kind.table, rs), now)  # may reject
+            else:
+                steps = await self._vectors.steps(rs, now)  # type: ignore[arg-type]
+            await self._order.turn(prev)
+        finally:
+            self._order.joined(prev, mine)  # then no await until it joins (in _db.write)
         ticket = self._cache.begin_write(kind.table, [r.id for r in rs])
         t0 = perf_counter()
         try:
@@ -345,6 +347,7 @@ class Store:
     async def _delete(self, kind: RecordKind[Any], record_id: object) -> bool:
         key = _key(kind.key, record_id)
         self._db.check_writable()
+        await self._order.behind()  # after every write called before it (see _store)
         ticket = self._cache.begin_write(kind.table, [key])
         try:
             existed = (await self._db.execute(kind.delete, (key,))).rows_affected > 0

@@ -35,6 +35,7 @@ __all__ = [
     "decode_embedding",
     "decode_rows",
     "encode_frames",
+    "encode_sliced",
 ]
 
 R = TypeVar("R", Episode, Pattern, Heuristic, Embedding)
@@ -87,25 +88,50 @@ def _record(codec: Codec, row_id: Value, frame: Value, table: str, build: Callab
 
 
 def encode_frames(
-    codec: Codec, table: str, records: Sequence[Any], limit: int
+    codec: Codec, table: str, records: Sequence[Any], limit: int, first: int = 0
 ) -> tuple[list[bytes], list[bytes]]:
     """The payload frames of ``records`` and their serialized bytes; a record that serializes
     above ``codec.max_output_size`` or encodes above ``limit`` raises :class:`PayloadTooLarge`
-    naming its index (before any I/O)."""
+    naming its index in the batch (``records`` starts at index ``first`` of it; before any
+    I/O)."""
     raws = [codec.serialize(r) for r in records]
-    for i, raw in enumerate(raws):
+    for i, raw in enumerate(raws, first):
         if len(raw) > codec.max_output_size:
             raise PayloadTooLarge(
                 f"{table}[{i}]", f"record serializes to {len(raw)} bytes, above {limit * 4}"
             )
     frames = codec.encode_many(raws, kind=table)
-    for i, frame in enumerate(frames):
+    for i, frame in enumerate(frames, first):
         if len(frame) > limit:
             raise PayloadTooLarge(
                 f"{table}[{i}]",
                 f"encoded record is {len(frame)} bytes, above max_payload_bytes {limit}",
             )
     return frames, raws
+
+
+async def encode_sliced(
+    codec: Codec, table: str, records: Sequence[Any], limit: int
+) -> tuple[list[bytes], list[bytes], float]:
+    """:func:`encode_frames` record by record, yielding to the loop after every
+    :data:`~tiered.db.embedded.SLICE_S` of the work, and the seconds spent encoding (the time
+    given away not counted). Compressing a whole batch on zstd's threads stops the loop for all
+    of it, and in threaded chunks small enough to yield between is slower than one by one
+    (threads started each time); see the commit that made this."""
+    frames: list[bytes] = []
+    raws: list[bytes] = []
+    n = len(records)
+    spent = 0.0
+    start = perf_counter()
+    for i in range(n):
+        f, r = encode_frames(codec, table, records[i : i + 1], limit, i)
+        frames += f
+        raws += r
+        if i + 1 < n and (t := perf_counter()) - start >= SLICE_S:
+            spent += t - start
+            await asyncio.sleep(0)
+            start = perf_counter()
+    return frames, raws, spent + perf_counter() - start
 
 
 # -- episodes -------------------------------------------------------------------------------------
