@@ -151,3 +151,53 @@ async def test_a_large_result_is_decoded_in_turns(
         await t
     assert turned == whole and len(whole) == 64
     assert ticks - before >= 64 // records._DECODE_ROWS - 1
+
+
+class _SlowCommit:
+    """A ``sqlite3`` connection whose COMMIT takes ``seconds`` longer (in the thread that runs
+    it), saying when it starts."""
+
+    def __init__(self, db: sqlite3.Connection, seconds: float) -> None:
+        self._db = db
+        self.seconds = seconds
+        self.committing = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            self.committing.set()
+            threading.Event().wait(self.seconds)  # a slow disk, in the committing thread
+        return self._db.execute(sql, *args)
+
+
+async def test_the_commit_runs_off_the_loop_and_a_cancelled_commit_is_all_written(
+    tmp_path: Path,
+) -> None:
+    """While SQLite commits (on a worker thread), the loop runs other tasks; a writer cancelled
+    meanwhile waits for the commit (the connection is never used by two threads), then raises:
+    every row is written and the connection is usable. (A commit run on the loop gives the
+    loop no turn until it ends.)"""
+    path = tmp_path / "c.db"
+    conn = EmbeddedConnection(str(path))
+    await conn.execute(CREATE)
+    slow = _SlowCommit(conn._db, 0.2)
+    conn._db = slow  # type: ignore[assignment]
+    write = asyncio.create_task(
+        conn.transaction([(PUT, (k, "x")) for k in range(50)], chunk_bytes=1 << 20)
+    )
+    turns = 0
+    assert await asyncio.to_thread(slow.committing.wait, 5.0)
+    while turns < 20 and not write.done():
+        turns += 1  # the loop's turns while the commit runs
+        await asyncio.sleep(0)
+    assert turns == 20 and not write.done()
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    slow.seconds = 0.0
+    assert not slow.in_transaction
+    assert (await conn.execute(Statement("n", "SELECT count(*) FROM t"))).rows == [(50,)]
+    await conn.transaction([(PUT, (50, "y"))], chunk_bytes=1 << 20)
+    await conn.close()

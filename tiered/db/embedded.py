@@ -7,10 +7,13 @@ shorter than a hop to a thread and back (``benchmarks/bench_concurrency.py``, ``
 and a write transaction in a thread is slower still (its thread waits for the GIL after every
 row SQLite steps, behind the loop's own work).
 So that a batch of milliseconds does not stop every other task of the process meanwhile, a
-write transaction yields to the loop every :data:`SLICE_S` seconds of work; the transactions of
-one database file in one event loop take turns (a lock), so no transaction of this process ever
-waits for another in SQLite's busy handler, which would sleep on the loop. In WAL mode the other
-connections read beside the open transaction.
+write transaction yields to the loop every :data:`SLICE_S` seconds of work (the Store encodes a
+batch in the same slices), and its COMMIT -- SQLite writing the transaction's pages to the log,
+with the GIL released -- runs on a worker thread, the loop serving other tasks meanwhile; the
+transactions of one database file in one event loop take turns (a lock), so no transaction of
+this process ever waits for another in SQLite's busy handler, which would sleep on the loop. In
+WAL mode the other connections read beside the open transaction. (``bench_concurrency``'s
+``reads_vs_writer`` measures what a read beside a writer waits.)
 
 The one long wait left in a commit is SQLite's automatic checkpoint: the commit that takes the
 write-ahead log past 1,000 pages copies it into the database file and syncs both, a few
@@ -43,12 +46,14 @@ __all__ = ["CHECKPOINT_ROWS", "SLICE_S", "EmbeddedConnection"]
 log = logging.getLogger(__name__)
 
 #: seconds of a write transaction's work between two yields to the event loop
-SLICE_S = 0.002
+SLICE_S = 0.00025
 #: rows written to a file (SQLite's ``total_changes``) between two checkpoints on a thread:
 #: about the 1,000 pages of SQLite's own cadence for rows of this schema's size
 CHECKPOINT_ROWS = 1000
-#: rows bound per executemany call between two looks at the clock
-_ROWS = 32
+#: the most rows bound per executemany call between two looks at the clock; a statement's
+#: calls bind as many as its last call says fit in a slice (the first call: _ROWS_FIRST)
+_ROWS = 64
+_ROWS_FIRST = 8
 
 
 @dataclass
@@ -130,6 +135,7 @@ class EmbeddedConnection(Connection):
         self._seen: set[str] = set()
         self._key = str(Path(path).resolve()) if path != ":memory:" else f":memory:{id(self)}"
         self._busy_timeout = busy_timeout
+        self._rows_per_call: dict[str, int] = {}
         # rows this connection had written when it last looked (None: it never checkpoints)
         self._changes: int | None = self._db.total_changes if wal else None
 
@@ -200,7 +206,7 @@ class EmbeddedConnection(Connection):
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     await self._run(steps)
-                    db.execute("COMMIT")
+                    await self._commit()
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
@@ -209,11 +215,30 @@ class EmbeddedConnection(Connection):
                 raise translate(e) from e
         self._wrote()
 
+    async def _commit(self) -> None:
+        """COMMIT on a worker thread: ``sqlite3`` releases the GIL while SQLite writes the
+        transaction's pages to the log, so the loop serves other tasks meanwhile. Cancelled
+        meanwhile, it still waits for the commit (the connection is never used by two threads
+        at once), then raises: the transaction is then all written."""
+        fut = asyncio.get_running_loop().run_in_executor(None, self._db.execute, "COMMIT")
+        cancelled = False
+        while not fut.done():
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if not fut.done():
+                    cancelled = True
+        fut.result()
+        if cancelled:
+            raise asyncio.CancelledError
+
     async def _run(self, steps: Sequence[Step]) -> None:
         # Consecutive steps of one shape go through executemany, which binds a prepared
-        # statement row after row (the fast path bench_store compares against), a few dozen
-        # rows at a time so the clock is read between them.
+        # statement row after row (the fast path bench_store compares against), as many rows
+        # at a time as the statement's last call says fit in a slice (1 to _ROWS), so the
+        # clock is read between them.
         db = self._db
+        per_call = self._rows_per_call
         due = time.perf_counter() + SLICE_S
         i, n = 0, len(steps)
         while i < n:
@@ -224,9 +249,15 @@ class EmbeddedConnection(Connection):
             if j - i == 1:
                 db.execute(stmt.sql, steps[i][1])
             else:
-                for k in range(i, j, _ROWS):
-                    db.executemany(stmt.sql, [s[1] for s in steps[k : min(j, k + _ROWS)]])
-                    if time.perf_counter() >= due:
+                k = i
+                while k < j:
+                    m = min(j - k, per_call.get(stmt.sql, _ROWS_FIRST))
+                    t0 = time.perf_counter()
+                    db.executemany(stmt.sql, [s[1] for s in steps[k : k + m]])
+                    now = time.perf_counter()
+                    k += m
+                    per_call[stmt.sql] = max(1, min(_ROWS, int(SLICE_S * m / max(now - t0, 1e-7))))
+                    if now >= due and k < j:
                         await asyncio.sleep(0)
                         due = time.perf_counter() + SLICE_S
             self._count(stmt, j - i)
