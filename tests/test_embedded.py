@@ -161,12 +161,14 @@ class _SlowCommit:
         self._db = db
         self.seconds = seconds
         self.committing = threading.Event()
+        self.threads: list[int] = []  # where each COMMIT ran
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._db, name)
 
     def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
         if sql == "COMMIT":
+            self.threads.append(threading.get_ident())
             self.committing.set()
             threading.Event().wait(self.seconds)  # a slow disk, in the committing thread
         return self._db.execute(sql, *args)
@@ -175,10 +177,11 @@ class _SlowCommit:
 async def test_the_commit_runs_off_the_loop_and_a_cancelled_commit_is_all_written(
     tmp_path: Path,
 ) -> None:
-    """While SQLite commits (on a worker thread), the loop runs other tasks; a writer cancelled
-    meanwhile waits for the commit (the connection is never used by two threads), then raises:
-    every row is written and the connection is usable. (A commit run on the loop gives the
-    loop no turn until it ends.)"""
+    """While SQLite commits a large transaction (on a worker thread), the loop runs other tasks;
+    a writer cancelled meanwhile waits for the commit (the connection is never used by two
+    threads), then raises: every row is written and the connection is usable. (A commit run on
+    the loop gives the loop no turn until it ends.) A transaction of fewer than
+    THREAD_COMMIT_ROWS rows commits on the loop: the hop would cost it more than it frees."""
     path = tmp_path / "c.db"
     conn = EmbeddedConnection(str(path))
     await conn.execute(CREATE)
@@ -200,4 +203,9 @@ async def test_the_commit_runs_off_the_loop_and_a_cancelled_commit_is_all_writte
     assert not slow.in_transaction
     assert (await conn.execute(Statement("n", "SELECT count(*) FROM t"))).rows == [(50,)]
     await conn.transaction([(PUT, (50, "y"))], chunk_bytes=1 << 20)
+    small = [(PUT, (k, "z")) for k in range(51, 50 + embedded.THREAD_COMMIT_ROWS)]
+    await conn.transaction(small, chunk_bytes=1 << 20)
+    # the large transaction's commit ran on a worker thread, the small ones' on the loop
+    loop_thread = threading.get_ident()
+    assert slow.threads[0] != loop_thread and slow.threads[1:] == [loop_thread, loop_thread]
     await conn.close()

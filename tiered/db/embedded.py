@@ -8,12 +8,13 @@ and a write transaction in a thread is slower still (its thread waits for the GI
 row SQLite steps, behind the loop's own work).
 So that a batch of milliseconds does not stop every other task of the process meanwhile, a
 write transaction yields to the loop every :data:`SLICE_S` seconds of work (the Store encodes a
-batch in the same slices), and its COMMIT -- SQLite writing the transaction's pages to the log,
-with the GIL released -- runs on a worker thread, the loop serving other tasks meanwhile; the
-transactions of one database file in one event loop take turns (a lock), so no transaction of
-this process ever waits for another in SQLite's busy handler, which would sleep on the loop. In
-WAL mode the other connections read beside the open transaction. (``bench_concurrency``'s
-``reads_vs_writer`` measures what a read beside a writer waits.)
+batch in the same slices), and the COMMIT of one that wrote :data:`THREAD_COMMIT_ROWS` rows or
+more -- SQLite writing the transaction's pages to the log, with the GIL released -- runs on a
+worker thread, the loop serving other tasks meanwhile. The transactions of one database file in
+one event loop take turns (a lock), so no transaction of this process ever waits for another in
+SQLite's busy handler, which would sleep on the loop. In WAL mode the other connections read
+beside the open transaction. (``bench_concurrency``'s ``reads_vs_writer`` measures what a read
+beside a writer waits.)
 
 The one long wait left in a commit is SQLite's automatic checkpoint: the commit that takes the
 write-ahead log past 1,000 pages copies it into the database file and syncs both, a few
@@ -41,12 +42,16 @@ from pathlib import Path
 from tiered.db.base import Connection, Result, Statement, Step, Value, translate
 from tiered.errors import ConfigError
 
-__all__ = ["CHECKPOINT_ROWS", "SLICE_S", "EmbeddedConnection"]
+__all__ = ["CHECKPOINT_ROWS", "SLICE_S", "THREAD_COMMIT_ROWS", "EmbeddedConnection"]
 
 log = logging.getLogger(__name__)
 
 #: seconds of a write transaction's work between two yields to the event loop
 SLICE_S = 0.00025
+#: rows a transaction writes from which its COMMIT runs on a worker thread: a smaller one's
+#: commit takes about a slice on the loop, less than the hop to a thread and back adds to the
+#: writer (``tests/test_embedded.py`` checks which runs where; the commit message has figures)
+THREAD_COMMIT_ROWS = 12
 #: rows written to a file (SQLite's ``total_changes``) between two checkpoints on a thread:
 #: about the 1,000 pages of SQLite's own cadence for rows of this schema's size
 CHECKPOINT_ROWS = 1000
@@ -204,9 +209,13 @@ class EmbeddedConnection(Connection):
         async with self._turn():
             try:
                 db.execute("BEGIN IMMEDIATE")
+                before = db.total_changes
                 try:
                     await self._run(steps)
-                    await self._commit()
+                    if db.total_changes - before < THREAD_COMMIT_ROWS:
+                        db.execute("COMMIT")  # shorter than a slice: the hop would cost more
+                    else:
+                        await self._commit()
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
