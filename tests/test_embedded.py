@@ -175,37 +175,55 @@ class _SlowCommit:
 
 
 async def test_the_commit_runs_off_the_loop_and_a_cancelled_commit_is_all_written(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While SQLite commits a large transaction (on a worker thread), the loop runs other tasks;
-    a writer cancelled meanwhile waits for the commit (the connection is never used by two
-    threads), then raises: every row is written and the connection is usable. (A commit run on
-    the loop gives the loop no turn until it ends.) A transaction of fewer than
-    THREAD_COMMIT_ROWS rows commits on the loop: the hop would cost it more than it frees."""
+    """A large transaction that other tasks read beside commits on a worker thread: the readers
+    go on reading while SQLite commits; a writer cancelled meanwhile waits for the commit (the
+    connection is never used by two threads), then raises: every row is written and the
+    connection is usable. The same transaction with nobody reading, and a transaction of fewer
+    than THREAD_COMMIT_ROWS rows, commit on the loop (the hop would cost more than it frees).
+    (A commit run on the loop lets no read run until it ends.)"""
+    monkeypatch.setattr(embedded, "SLICE_S", 0.0)  # the transaction yields after every row
     path = tmp_path / "c.db"
     conn = EmbeddedConnection(str(path))
     await conn.execute(CREATE)
     slow = _SlowCommit(conn._db, 0.2)
     conn._db = slow  # type: ignore[assignment]
+    other = EmbeddedConnection(str(path))
+    count = Statement("n", "SELECT count(*) FROM t")
+    reads = 0
+    reading = True
+
+    async def reader() -> None:
+        nonlocal reads
+        while reading:
+            await other.execute(count)
+            reads += 1
+            await asyncio.sleep(0)
+
+    readers = asyncio.create_task(reader())
     write = asyncio.create_task(
         conn.transaction([(PUT, (k, "x")) for k in range(50)], chunk_bytes=1 << 20)
     )
-    turns = 0
     assert await asyncio.to_thread(slow.committing.wait, 5.0)
-    while turns < 20 and not write.done():
-        turns += 1  # the loop's turns while the commit runs
-        await asyncio.sleep(0)
-    assert turns == 20 and not write.done()
+    during = reads
+    for _ in range(40):
+        await asyncio.sleep(0)  # the reader's turns while the commit runs
+    assert reads >= during + 20 and not write.done()
     write.cancel()
     with pytest.raises(asyncio.CancelledError):
         await write
     slow.seconds = 0.0
     assert not slow.in_transaction
-    assert (await conn.execute(Statement("n", "SELECT count(*) FROM t"))).rows == [(50,)]
-    await conn.transaction([(PUT, (50, "y"))], chunk_bytes=1 << 20)
-    small = [(PUT, (k, "z")) for k in range(51, 50 + embedded.THREAD_COMMIT_ROWS)]
-    await conn.transaction(small, chunk_bytes=1 << 20)
-    # the large transaction's commit ran on a worker thread, the small ones' on the loop
+    assert (await conn.execute(count)).rows == [(50,)]
+    small = [(PUT, (k, "z")) for k in range(50, 49 + embedded.THREAD_COMMIT_ROWS)]
+    await conn.transaction(small, chunk_bytes=1 << 20)  # read beside, but small
+    reading = False
+    await readers
+    await conn.transaction([(PUT, (k, "y")) for k in range(100, 150)], chunk_bytes=1 << 20)
+    # the large transaction read beside committed on a worker thread; the small one, and the
+    # large one nobody read beside, on the loop
     loop_thread = threading.get_ident()
     assert slow.threads[0] != loop_thread and slow.threads[1:] == [loop_thread, loop_thread]
+    await other.close()
     await conn.close()

@@ -9,12 +9,12 @@ row SQLite steps, behind the loop's own work).
 So that a batch of milliseconds does not stop every other task of the process meanwhile, a
 write transaction yields to the loop every :data:`SLICE_S` seconds of work (the Store encodes a
 batch in the same slices), and the COMMIT of one that wrote :data:`THREAD_COMMIT_ROWS` rows or
-more -- SQLite writing the transaction's pages to the log, with the GIL released -- runs on a
-worker thread, the loop serving other tasks meanwhile. The transactions of one database file in
-one event loop take turns (a lock), so no transaction of this process ever waits for another in
-SQLite's busy handler, which would sleep on the loop. In WAL mode the other connections read
-beside the open transaction. (``bench_concurrency``'s ``reads_vs_writer`` measures what a read
-beside a writer waits.)
+more while other tasks read the file -- SQLite writing the transaction's pages to the log, with
+the GIL released -- runs on a worker thread, the loop serving them meanwhile. The transactions
+of one database file in one event loop take turns (a lock), so no transaction of this process
+ever waits for another in SQLite's busy handler, which would sleep on the loop. In WAL mode the
+other connections read beside the open transaction. (``bench_concurrency``'s
+``reads_vs_writer`` measures what a read beside a writer waits.)
 
 The one long wait left in a commit is SQLite's automatic checkpoint: the commit that takes the
 write-ahead log past 1,000 pages copies it into the database file and syncs both, a few
@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 
 #: seconds of a write transaction's work between two yields to the event loop
 SLICE_S = 0.00025
-#: rows a transaction writes from which its COMMIT runs on a worker thread: a smaller one's
+#: rows a transaction writes from which its COMMIT runs on a worker thread, if statements of
+#: other tasks ran on the file while it was open (readers it should not stop): a smaller one's
 #: commit takes about a slice on the loop, less than the hop to a thread and back adds to the
-#: writer (``tests/test_embedded.py`` checks which runs where; the commit message has figures)
+#: writer; and with nobody reading, the hop only slows writes (the thread waits for the GIL
+#: behind the loop's work to return). ``tests/test_embedded.py`` checks which runs where.
 THREAD_COMMIT_ROWS = 12
 #: rows written to a file (SQLite's ``total_changes``) between two checkpoints on a thread:
 #: about the 1,000 pages of SQLite's own cadence for rows of this schema's size
@@ -69,6 +71,7 @@ class _File:
     written: int = 0  # rows written since the last checkpoint started
     checkpoint: asyncio.Future[None] | None = None  # the checkpoint running on a thread
     checkpoints: int = 0
+    statements: int = 0  # run by execute (reads, mostly): who a transaction's yields served
 
 
 # per event loop and database file
@@ -141,6 +144,7 @@ class EmbeddedConnection(Connection):
         self._key = str(Path(path).resolve()) if path != ":memory:" else f":memory:{id(self)}"
         self._busy_timeout = busy_timeout
         self._rows_per_call: dict[str, int] = {}
+        self._known: tuple[asyncio.AbstractEventLoop, _File] | None = None  # (its _file())
         # rows this connection had written when it last looked (None: it never checkpoints)
         self._changes: int | None = self._db.total_changes if wal else None
 
@@ -156,6 +160,7 @@ class EmbeddedConnection(Connection):
     async def execute(self, stmt: Statement, args: Sequence[Value] = ()) -> Result:
         self._check_open()
         self._count(stmt, 1)
+        self._file().statements += 1
         try:
             cur = self._db.execute(stmt.sql, args)
             rows = cur.fetchall()
@@ -167,14 +172,16 @@ class EmbeddedConnection(Connection):
         return result
 
     def _file(self) -> _File:
-        files = _FILES.setdefault(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        known = self._known
+        if known is not None and known[0] is loop:
+            return known[1]
+        files = _FILES.setdefault(loop, {})
         f = files.get(self._key)
         if f is None:
             f = files[self._key] = _File()
+        self._known = (loop, f)
         return f
-
-    def _turn(self) -> asyncio.Lock:
-        return self._file().turn
 
     def _wrote(self) -> None:
         """Count the rows written since the last look; start a checkpoint on a thread when the
@@ -206,16 +213,17 @@ class EmbeddedConnection(Connection):
         module docstring). Cancelled at a yield, it rolls back: all of it or none of it."""
         self._check_open()
         db = self._db
-        async with self._turn():
+        f = self._file()
+        async with f.turn:
             try:
                 db.execute("BEGIN IMMEDIATE")
-                before = db.total_changes
+                rows, served = db.total_changes, f.statements
                 try:
                     await self._run(steps)
-                    if db.total_changes - before < THREAD_COMMIT_ROWS:
-                        db.execute("COMMIT")  # shorter than a slice: the hop would cost more
+                    if db.total_changes - rows >= THREAD_COMMIT_ROWS and f.statements != served:
+                        await self._commit()  # others read here meanwhile: they go on reading
                     else:
-                        await self._commit()
+                        db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
