@@ -373,6 +373,33 @@ def test_buffered_hits_make_the_decisions_of_one_request_at_a_time() -> None:
     assert len(cache) == len(alone) == 500
 
 
+def test_misses_whose_fill_comes_later_keep_the_order_of_the_requests() -> None:
+    """A miss reaches the policy with the insert after it, or (when other requests come
+    between, as under concurrency) before them: the same decisions as one call per request."""
+    from tiered.workload.keys import zipf_trace
+
+    trace = zipf_trace(20_000, 2_000, 1.0, seed=5).tolist() + [
+        k + 10_000 for k in _sliding(20_000, 6)
+    ]
+    cache: AdaptiveTTLCache[int, int] = AdaptiveTTLCache(300, ttl=TTLRule(base=None))
+    alone = WTinyLFU(300)
+    pending: list[int] = []  # misses whose fill has not come yet (at most two, in turn)
+    for i, k in enumerate(trace):
+        hit = cache.get(k) is not None
+        assert hit == (k in alone), i
+        alone.record(k, hit)
+        if not hit and k not in pending:
+            pending.append(k)
+        if len(pending) == 2 or i % 3 == 0:  # fills come late, some after other requests
+            for m in pending:
+                cache[m] = m
+                alone.add(m)
+            pending.clear()
+    assert cache.get_stats()["policy"] == alone.get_stats()
+    assert len(cache) == len(alone) and all(k in alone for k in cache)
+    assert alone.get_stats()["switches"] >= 1
+
+
 def test_a_larger_window_takes_main_entries_and_drops_none() -> None:
     p = WTinyLFU(500)
     lens = []

@@ -365,3 +365,51 @@ async def test_single_flight_runs_a_lone_load_in_the_caller_and_survives_cancell
         with pytest.raises(ValueError, match="boom"):
             await t
     assert quitter.cancelled()
+
+
+async def test_a_lone_miss_loads_inline_and_its_joiners_outlive_its_cancellation() -> None:
+    from tiered.cache.layer import CacheLayer
+
+    layer = CacheLayer(CacheConfig(staleness=None))
+    gate = asyncio.Event()
+    calls: list[asyncio.Task[object] | None] = []
+
+    async def load() -> str:
+        calls.append(asyncio.current_task())
+        await gate.wait()
+        return "v"
+
+    def flight() -> Any:
+        return layer.flights.joinable(("episodes", "k"), lambda t: True)
+
+    first = asyncio.ensure_future(layer.read("episodes", "k", load))
+    await asyncio.sleep(0)
+    assert calls == [first] and flight() is not None and flight().future is None  # alone
+    second = asyncio.ensure_future(layer.read("episodes", "k", load))
+    third = asyncio.ensure_future(layer.read("episodes", "k", load))
+    await asyncio.sleep(0)
+    assert flight().future is not None  # made by the first caller to join
+    first.cancel()
+    for _ in range(3):  # the joiners wake: one loads again, the other joins it
+        await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(second, third), 5) == ["v", "v"]
+    assert first.cancelled() and len(calls) == 2 and flight() is None
+    assert await layer.read("episodes", "k", load) == "v" and len(calls) == 2  # cached
+
+    # the lone caller's load fails: the failure reaches its joiner, and nothing is cached
+    gate.clear()
+
+    async def failing() -> str:
+        await gate.wait()
+        raise ValueError("boom")
+
+    lead = asyncio.ensure_future(layer.read("episodes", "f", failing))
+    await asyncio.sleep(0)
+    joiner = asyncio.ensure_future(layer.read("episodes", "f", failing))
+    await asyncio.sleep(0)
+    gate.set()
+    for t in (lead, joiner):
+        with pytest.raises(ValueError, match="boom"):
+            await asyncio.wait_for(t, 5)
+    assert layer.records["episodes"] is not None and "f" not in layer.records["episodes"]

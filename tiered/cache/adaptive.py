@@ -9,6 +9,8 @@ not a ``cachetools.Cache`` (it does not plug into ``cachetools.cached``). It add
   is available for comparison. Hits reach the policy in batches of 16, and before any miss,
   insert or removal, so its decisions are those of one request at a time
   (:meth:`~tiered.cache.policy.WTinyLFU.record_hits`); the get that completes a batch pays for it.
+  A miss reaches it together with the insert that follows it when nothing came between (one call,
+  :meth:`~tiered.cache.policy.WTinyLFU.insert_missed`), else before whatever came next.
 * **Two bounds**: ``maxsize`` entries and ``max_bytes`` (sum of ``getsizeof(value)``); an entry
   bigger than ``max_bytes`` is not cached at all.
 * **Adaptive TTL** (:class:`TTLRule`, the documented rule): each entry counts its hits in a
@@ -41,6 +43,7 @@ __all__ = ["AdaptiveTTLCache", "CacheStats", "TTLRule"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 _MISSING: Any = object()
+_NO_MISS: Any = object()
 #: hits buffered before the policy counts them (and before anything else reaches it). The get
 #: that fills the buffer pays for the batch: a larger batch raises that get's latency for a few
 #: more gets/s, a smaller one costs throughput
@@ -177,7 +180,10 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._policy = WTinyLFU(maxsize, seed=pseed) if policy == "wtinylfu" else None
         # hits not yet given to the policy, oldest first (None with policy="lru")
         self._reads: list[Token] | None = [] if self._policy is not None else None
-        self._missed: Token | None = None  # the token of the last miss, for the set after it
+        # the key of the last miss, not yet given to the policy: the set that usually follows
+        # gives it the miss and the insert in one call; anything else reaching the policy
+        # first gives it the miss on its own (so it still comes before what followed it)
+        self._missed: Any = _NO_MISS
         self._lru: OrderedDict[K, None] = OrderedDict()
         self._data: dict[K, _Entry] = {}
         self._bytes = 0
@@ -249,15 +255,9 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             else:
                 self._remove(key, e)
         self._stats.misses += 1
-        policy = self._policy
-        if policy is not None:
-            self._drain()
-            # a miss is usually followed by set(key): it takes this token instead of making
-            # the key's again (a hash, four indexes and the sample test)
-            self._missed = token = policy.token(key)
-            dropped = policy.record(key, False, token=token)
-            if dropped:
-                self._drop(dropped, "capacity")
+        if self._policy is not None:
+            self._drain()  # what came before this miss counts first
+            self._missed = key  # given to the policy with the set that follows, or before
         return default
 
     def __getitem__(self, key: K) -> V:
@@ -302,7 +302,6 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         ``ttl`` overrides the adaptive TTL for this fill (e.g. a short TTL for "not found").
         An existing entry keeps its adapted TTL and hit history across refills.
         """
-        self._drain()
         size = self.getsizeof(value)
         if self.max_bytes is not None and size > self.max_bytes:
             self._stats.too_large += 1
@@ -312,6 +311,7 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         rule = self.rule
         old = self._data.get(key)
         if old is not None:
+            self._drain()
             self._bytes += size - old.size
             old.value, old.size, old.filled = value, size, now
             old.stale = False
@@ -324,20 +324,28 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
             return key in self._data
         policy = self._policy
         token = None
+        dropped: list[Hashable] | None = None
+        rejected = 0
         if policy is not None:
-            missed, self._missed = self._missed, None
-            token = missed if missed is not None and missed[0] is key else policy.token(key)
+            rejected = policy.admissions_rejected
+            if self._missed is key and not self._reads:
+                # the miss just before, with nothing between: both in one call
+                self._missed = _NO_MISS
+                token, dropped = policy.insert_missed(key)
+            else:
+                self._drain()
+                token = policy.token(key)
         e = _Entry(value, size, now, ttl if ttl is not None else rule.base, token)
         self._expire_at(e, now)
         self._data[key] = e
         self._bytes += size
         self._stats.inserts += 1
         if policy is not None:
-            before = policy.admissions_rejected
-            dropped = policy.add(key, token)
+            if dropped is None:
+                dropped = policy.add(key, token)
             if dropped:
                 self._drop(dropped, "capacity")
-            self._stats.admissions_rejected += policy.admissions_rejected - before
+            self._stats.admissions_rejected += policy.admissions_rejected - rejected
         else:
             self._lru[key] = None
             if len(self._lru) > self.maxsize:
@@ -447,18 +455,27 @@ class AdaptiveTTLCache(MutableMapping[K, V], Generic[K, V]):
         self._expire_at(e, now)
 
     def _drain(self) -> None:
-        """Give the buffered hits to the policy (before anything else reaches it)."""
+        """Give the policy what it has not seen yet, in order: the last miss (when no set
+        followed it at once), then the buffered hits (before anything else reaches it)."""
+        policy = self._policy
+        if policy is None:
+            return
+        if self._missed is not _NO_MISS:
+            key, self._missed = self._missed, _NO_MISS
+            dropped = policy.record(key, False)
+            if dropped:
+                self._drop(dropped, "capacity")
         reads = self._reads
-        if reads and self._policy is not None:
+        if reads:
             self._reads = []
             self._stats.hits += len(reads)  # a hit is counted here, not in get (an int less)
-            dropped = self._policy.record_hits(reads)
+            dropped = policy.record_hits(reads)
             if dropped:
                 self._drop(dropped, "capacity")
 
     def _remove(self, key: K, e: _Entry, *, policy: bool = True) -> None:
-        if policy and self._reads:
-            self._drain()  # the hits before this removal count first
+        if policy and (self._reads or self._missed is not _NO_MISS):
+            self._drain()  # the requests before this removal count first
             if self._data.get(key) is not e:
                 return  # the drain handed it back to be dropped: it is gone already
         del self._data[key]

@@ -229,8 +229,28 @@ class CacheLayer:
             if beta is not None and v is not NOT_FOUND:
                 self._maybe_refresh(table, key, cache, beta, load)
             return None if v is NOT_FOUND else v
+        versions = self.versions[table]
+        fkey = (table, key)
+        flights = self.flights
         try:
-            return await self._fill(table, key, cache, load)
+            if fkey in flights and flights.joinable(fkey, lambda t: versions.valid(key, t)):
+                return await self._fill(table, key, cache, load)  # join the load in flight
+            # alone: the load runs here, with no task, closure or future of its own
+            token = versions.token()
+            flight = flights.lead(fkey, token)
+            timed = self.config.xfetch_beta is not None
+            t0 = self.timer() if timed else 0.0
+            self.db_reads += 1
+            try:
+                value = await load()
+            except BaseException as e:
+                flights.land(fkey, flight, None, e)
+                raise
+            if timed:
+                self._load_time[table] = 0.8 * self._load_time[table] + 0.2 * (self.timer() - t0)
+            flights.land(fkey, flight, value, None)
+            self._install(table, key, cache, versions, token, value)
+            return value
         except DatabaseUnavailable:
             v = self._stale(cache, key)
             if v is _MISS:
@@ -273,17 +293,28 @@ class CacheLayer:
             self.db_reads += 1
             value = await load()
             self._load_time[table] = 0.8 * self._load_time[table] + 0.2 * (self.timer() - t0)
-            if versions.valid(key, token):
-                neg = getattr(self.config, table).negative_ttl
-                if value is None:
-                    cache.set(key, NOT_FOUND, ttl=neg)
-                else:
-                    cache.set(key, value)
+            self._install(table, key, cache, versions, token, value)
             return value
 
         return await self.flights.run(  # type: ignore[no-any-return]
             (table, key), token, lambda t: versions.valid(key, t), loader
         )
+
+    def _install(
+        self,
+        table: str,
+        key: str,
+        cache: AdaptiveTTLCache[str, Any],
+        versions: Versions,
+        token: int,
+        value: Any,
+    ) -> None:
+        """Cache what a load read (``None``: not found), unless a write overtook it."""
+        if versions.valid(key, token):
+            if value is None:
+                cache.set(key, NOT_FOUND, ttl=getattr(self.config, table).negative_ttl)
+            else:
+                cache.set(key, value)
 
     def lookup_many(self, table: str, keys: dict[str, None]) -> tuple[dict[str, Any], list[str]]:
         """Cached values of ``keys`` (``None`` for a cached "not found") and the keys to load."""
@@ -329,7 +360,7 @@ class CacheLayer:
             return
         delta = max(self._load_time[table], 1e-4)
         gap = -delta * beta * math.log(max(self._rng.random(), 1e-12))
-        if self.timer() + gap >= expires and (table, key) not in self.flights._flights:
+        if self.timer() + gap >= expires and (table, key) not in self.flights:
             self.early_refreshes += 1
             task = asyncio.ensure_future(self._fill(table, key, cache, load))
             # keep a reference (the loop holds tasks weakly) until it is done

@@ -82,26 +82,14 @@ from collections.abc import Callable, Hashable
 
 from tiered.cache.sketch import C1 as _C1
 from tiered.cache.sketch import M64 as _M64
-from tiered.cache.sketch import FrequencySketch, stable_hash
+from tiered.cache.sketch import FrequencySketch, Token, stable_hash
+from tiered.cache.sketch import admits as _admits
 
 __all__ = ["CANDIDATES", "FrequencySketch", "Token", "WTinyLFU", "stable_hash"]
 
 
 _WINDOW, _PROBATION, _PROTECTED = 0, 1, 2
 _NONE: list[Hashable] = []  # shared empty result; never mutated
-
-#: a key as the policy takes it: ``(key, i0, i1, i2, i3, sampled)``, the sketch's four counter
-#: indexes and whether the key is in the copies' sample (:meth:`WTinyLFU.token`). Made once per
-#: key, so a hit does no 64-bit arithmetic: made from the hash on every hit, the indexes and the
-#: sample test cost ~370 ns.
-Token = tuple[Hashable, int, int, int, int, bool]
-
-
-def _admits(t: bytearray, cand: Token, victim: Token, bias: int) -> bool:
-    """TinyLFU's admission: the candidate's sketch count beats the victim's by more than bias."""
-    return min(t[cand[1]], t[cand[2]], t[cand[3]], t[cand[4]]) - bias > min(
-        t[victim[1]], t[victim[2]], t[victim[3]], t[victim[4]]
-    )
 
 
 #: the settings the miniature simulation chooses from: (window share, admission bias). Bias 1
@@ -357,6 +345,55 @@ class WTinyLFU:
         owner never has to assume that.
         """
         return self._run([self.token(key, h) if token is None else token], hit)
+
+    def insert_missed(self, key: Hashable) -> tuple[Token, list[Hashable]]:
+        """``record(key, False)`` and then ``add(key)``, in one call: a miss whose fill follows
+        it with no other request between (what :meth:`access` does for a miss). Returns the
+        key's token and the keys the owner must drop, the new key itself when admission
+        rejects it. The same decisions as the two calls, without the batch loop's setup."""
+        tok = self.token(key)
+        _, i0, i1, i2, i3, sampled = tok
+        sk = self.sketch
+        t = sk.table
+        # FrequencySketch.increment, inlined (as in _run)
+        lo = min(t[i0], t[i1], t[i2], t[i3])
+        if lo < 15:
+            if t[i0] == lo:
+                t[i0] = lo + 1
+            if t[i1] == lo:
+                t[i1] = lo + 1
+            if t[i2] == lo:
+                t[i2] = lo + 1
+            if t[i3] == lo:
+                t[i3] = lo + 1
+            sk.additions += 1
+            if sk.additions >= sk.sample_size:
+                sk.age()
+        dropped: list[Hashable] = _NONE
+        copies = self._copies
+        if sampled and copies is not None:
+            for get, window_hit, protected_hit, access in self._copy_ops:
+                # a copy's hit in its window or protected segment, inlined (as in _run)
+                seg = get(key)
+                if seg == _WINDOW:
+                    window_hit(key)
+                elif seg == _PROTECTED:
+                    protected_hit(key)
+                else:
+                    access(key, tok)
+            self._seen += 1
+            self.simulated += 1
+            if self._seen >= self._period:
+                dropped = self._choose(copies)
+        elif self.adaptive == "climb":
+            self._misses += 1
+            if self._hits + self._misses >= self._sample:
+                dropped = self._climb()
+        self._window[key] = tok
+        self._where[key] = _WINDOW
+        if len(self._window) > self.window_max:
+            dropped = dropped + self._evict()
+        return tok, dropped
 
     def record_hits(self, reads: list[Token]) -> list[Hashable]:
         """Count a batch of hits, oldest first: the same as ``record(key, True)`` for the key of

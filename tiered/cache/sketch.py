@@ -10,13 +10,19 @@ from __future__ import annotations
 import zlib
 from collections.abc import Hashable
 
-__all__ = ["FrequencySketch", "stable_hash"]
+__all__ = ["FrequencySketch", "Token", "admits", "stable_hash"]
 
 #: the hash's 64-bit mask and its two mixing constants (used again by the policy's sample)
 M64 = (1 << 64) - 1
 C1 = 0x9E3779B97F4A7C15
 C2 = 0xC2B2AE3D27D4EB4F
 _HALF = bytes(i >> 1 for i in range(256))
+
+#: a key as the policy takes it: ``(key, i0, i1, i2, i3, sampled)``, the sketch's four counter
+#: indexes and whether the key is in the copies' sample
+#: (:meth:`~tiered.cache.policy.WTinyLFU.token`). Made once per key, so a hit does no 64-bit
+#: arithmetic (the indexes and the sample test, made from the hash on every hit, would).
+Token = tuple[Hashable, int, int, int, int, bool]
 
 
 def stable_hash(key: Hashable) -> int:
@@ -86,3 +92,31 @@ class FrequencySketch:
         t = self.table
         i0, i1, i2, i3 = self.indexes(h)
         return min(t[i0], t[i1], t[i2], t[i3])
+
+
+def admits(t: bytearray, cand: Token, victim: Token, bias: int) -> bool:
+    """TinyLFU's admission: the candidate's count in the sketch's ``table`` beats the victim's by
+    more than ``bias`` (each as its :data:`Token`)."""
+    # the two minimums by comparisons: min() costs a call each, and a miss of a small cache
+    # (every request simulated) runs this once per copy
+    _, a0, a1, a2, a3, _ = cand
+    c, x = t[a0], t[a1]
+    if x < c:
+        c = x
+    x = t[a2]
+    if x < c:
+        c = x
+    x = t[a3]
+    if x < c:
+        c = x
+    _, b0, b1, b2, b3, _ = victim
+    v, x = t[b0], t[b1]
+    if x < v:
+        v = x
+    x = t[b2]
+    if x < v:
+        v = x
+    x = t[b3]
+    if x < v:
+        v = x
+    return c - bias > v
