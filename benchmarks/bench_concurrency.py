@@ -25,6 +25,9 @@ Beside the cells:
   (the wait for the event loop included). Checked: p99 with the writer <= 2x without.
 * ``thread_hop``: one episode read inline on the loop against the same read handed to a worker
   thread and back (why the embedded backend reads inline).
+* ``miss_floor``: on the file, today's mix, one agent, a get_episode miss against the same read
+  with no cache, for the cache as it is and for plain dicts in place of its maps (no policy,
+  expiry or sizes): what the policy adds, and the floor any in-process cache pays.
 * ``compression``: per backend, the CPU a read pays for compression (get_episode p50,
   pool+compression minus pool) beside the share of bytes it saves.
 * ``agents_per_process``: per backend and mix, the most agents at which the default
@@ -42,17 +45,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import random
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tiered import CacheConfig, Store
 from tiered.bench import BenchResult, cache_miss_costs, run_bench
+from tiered.cache import layer as cache_layer
 from tiered.db import statements as q
 from tiered.sim import generate_episodes
 from tiered.workload.plans import DEFAULT_MIX, Layers, Link, Workload
@@ -229,6 +237,58 @@ async def thread_hop(n: int = 3000) -> dict[str, Any]:
     return {"inline_p50_us": a, "thread_p50_us": b, "hop_cost_us": b - a}
 
 
+class _PlainMap(dict[Any, Any]):
+    """A plain dict in place of one of the cache's maps (``miss_floor``): no eviction, expiry,
+    size bounds or counts -- the least an in-process cache of Python objects does on a miss."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def peek(self, key: Any, default: Any = None) -> Any:
+        return self.get(key, default)
+
+    get_stale = peek
+
+    def set(self, key: Any, value: Any, *, ttl: float | None = None) -> bool:
+        self[key] = value
+        return True
+
+    def expires_at(self, key: Any) -> float | None:
+        return math.inf if key in self else None
+
+    def get_stats(self) -> dict[str, Any]:
+        return {"entries": len(self)}
+
+
+@contextlib.contextmanager
+def _plain_maps(on: bool) -> Iterator[None]:
+    """While open (``on``), the cache layers opened build plain dicts for their maps."""
+    real = cache_layer.AdaptiveTTLCache
+    if on:
+        cache_layer.AdaptiveTTLCache = _PlainMap  # type: ignore[misc, assignment]
+    try:
+        yield
+    finally:
+        cache_layer.AdaptiveTTLCache = real  # type: ignore[misc]
+
+
+async def miss_floor(reps: int = 3) -> dict[str, Any]:
+    """File, today's mix, one agent: a get_episode miss's p50 against the same read with no
+    cache (``cache_miss_costs``), with the cache as it is and with plain dicts in place of its
+    maps, by turns: what the eviction policy, expiry and sizes add, and what any in-process
+    cache of Python objects costs a miss whatever its policy (the Store's read-through --
+    versions, single flight, coherence -- and the values it keeps)."""
+    weights, batch = MIXES["today"]
+    ratios: dict[str, list[float]] = {"cache": [], "plain_dict": []}
+    for r in range(reps):
+        w = Workload(ops=_ops("file", 1, 1.5), concurrency=1, mix=weights, batch=batch, seed=r)
+        for name, runs in ratios.items():
+            with _plain_maps(name == "plain_dict"):
+                res = await run_bench(None, Layers.parse("pool,cache+pool"), w, progress=False)
+            runs += [m.p50_ratio for m in cache_miss_costs(res) if m.op == "get_episode"]
+    return {k: {"miss_p50_ratios": v, "median": statistics.median(v)} for k, v in ratios.items()}
+
+
 def agents_per_process(cells: dict[str, Any]) -> dict[str, Any]:
     """Per backend and mix: the most agents at which "all" keeps every op's p99 under target."""
     out: dict[str, Any] = {}
@@ -289,6 +349,8 @@ async def main(quick: bool, seconds: float) -> dict[str, Any]:
     print(f"reads vs writer: {json.dumps(out['reads_vs_writer'])}", file=sys.stderr)
     out["thread_hop"] = await thread_hop()
     print(f"thread hop: {json.dumps(out['thread_hop'])}", file=sys.stderr)
+    out["miss_floor"] = await miss_floor()
+    print(f"miss floor: {json.dumps(out['miss_floor'])}", file=sys.stderr)
     cells: dict[str, Any] = {}
     for backend in backends:
         for mix, (weights, batch) in MIXES.items():
