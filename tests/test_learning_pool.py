@@ -133,6 +133,40 @@ def test_a_plan_is_set_aside_when_the_traffic_leaves_its_band_for_hours() -> Non
     assert run([15, 2, 30, 2, 30, 2]).mode == "planned"  # not on one side
 
 
+def test_above_a_plan_too_low_connections_go_back_at_the_reactive_pace() -> None:
+    """Above the plan the reactive part gives connections back after ABOVE_PLAN's short
+    cooldown; after an hour far above the plan's band (the plan is too low: a level shift it
+    has not seen), at the reactive policy's own pace, so the pool does not shrink under the
+    traffic the plan missed (the series built to break it: late 1.06x reactive without this)."""
+    from tiered.pool.learning import ABOVE_PLAN
+
+    def shrink_after(rate: float, wait_s: float) -> int:
+        clock = Clock(T0 + 1800)
+        p = Learning(
+            reactive=Reactive(clock=clock, down_cooldown=30.0), clock=clock, monotonic=clock
+        )
+        plan = LearntPlan(Schedule([(T0, 4)]), T0 + 12 * H, "plan", rates=(15.0,) * 12,
+                          band=((12.0,) * 12, (18.0,) * 12))  # fmt: skip
+        p.install(plan)
+        for h in range(2):  # the partial hour 0, then hour 1 at ``rate``
+            for k in range(4):
+                clock.t = T0 + h * H + 1800 * (h == 0) + k * (450 if h == 0 else 900)
+                p.decide(load(requests=int(rate * 900), size=10))
+        clock.t = T0 + 2 * H + 1  # hour 1 completes: judged against the band
+        p.decide(load(size=10))
+        assert p.mode == "planned"
+        clock.t += wait_s  # then the pool is idle, above the plan's floor of 4
+        quiet = PoolLoad(size=10, in_use=0, idle=10, waiting=0, utilization=0.0, requests=0,
+                         waited=0, wait_mean=0.0, min_size=1, max_size=50, busy_s=0.0)  # fmt: skip
+        return p.decide(quiet).target
+
+    wait = ABOVE_PLAN[1] + 1.0
+    assert shrink_after(15.0, wait) == 9  # inside the band: given back quickly
+    assert shrink_after(18.0 + 1.0, wait) == 9  # just above it: still the plan's pace
+    assert shrink_after(40.0, wait) == 10  # far above: not before the reactive's 30 s
+    assert shrink_after(40.0, 31.0) == 9
+
+
 def test_a_refused_plan_keeps_reactive_with_its_reason() -> None:
     clock = Clock()
     p = Learning(reactive=Reactive(clock=clock), clock=clock)
