@@ -353,22 +353,7 @@ class WTinyLFU:
         rejects it. The same decisions as the two calls, without the batch loop's setup."""
         tok = self.token(key)
         _, i0, i1, i2, i3, sampled = tok
-        sk = self.sketch
-        t = sk.table
-        # FrequencySketch.increment, inlined (as in _run)
-        lo = min(t[i0], t[i1], t[i2], t[i3])
-        if lo < 15:
-            if t[i0] == lo:
-                t[i0] = lo + 1
-            if t[i1] == lo:
-                t[i1] = lo + 1
-            if t[i2] == lo:
-                t[i2] = lo + 1
-            if t[i3] == lo:
-                t[i3] = lo + 1
-            sk.additions += 1
-            if sk.additions >= sk.sample_size:
-                sk.age()
+        self.sketch.add_at(i0, i1, i2, i3)
         dropped: list[Hashable] = _NONE
         copies = self._copies
         if sampled and copies is not None:

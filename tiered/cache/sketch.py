@@ -65,8 +65,11 @@ class FrequencySketch:
         return (h & m, w + ((h >> s) & m), 2 * w + ((h >> 2 * s) & m), 3 * w + ((h >> 3 * s) & m))
 
     def increment(self, h: int) -> None:
+        self.add_at(*self.indexes(h))
+
+    def add_at(self, i0: int, i1: int, i2: int, i3: int) -> None:
+        """Count one more of the key whose counters are at ``i0..i3`` (:meth:`indexes`)."""
         t = self.table
-        i0, i1, i2, i3 = self.indexes(h)
         # conservative update: raise only the counters at the current minimum
         lo = min(t[i0], t[i1], t[i2], t[i3])
         if lo >= 15:

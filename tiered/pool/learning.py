@@ -223,7 +223,6 @@ class Learning:
         self.why = "cold start: no traffic history yet"
         self.installed_at: float | None = None
         self._outside = (0, 0)  # (side: -1 below the band, 1 above; intervals in a row)
-        self._above_band = False  # the last completed interval ran far above the plan's band
 
     def install(self, plan: LearntPlan) -> None:
         """Follow ``plan`` from now on (a plan without a schedule: reactive, for its reason)."""
@@ -231,7 +230,6 @@ class Learning:
         self.installed_at = self.clock()
         self.why = plan.reason
         self._outside = (0, 0)
-        self._above_band = False
         self._predictive = (
             None
             if plan.schedule is None
@@ -264,7 +262,7 @@ class Learning:
         # far above the plan's band (the plan is too low), at the reactive policy's own pace
         fast = self.above.decide(load)
         slow = self.reactive.decide(load)
-        r = slow if self._above_band else fast
+        r = slow if self._outside[0] > 0 else fast  # the last interval judged: far above
         floor = p.decide(load)
         if r.target > floor.target:
             return Decision(r.target, prefixed_reason("reactive above the plan: ", r.reason))
@@ -295,7 +293,6 @@ class Learning:
         )  # fmt: skip
         n = self._outside[1] + 1 if side and self._outside[0] == side else int(side != 0)
         self._outside = (side, n)
-        self._above_band = side > 0
         if n >= BAND_HOURS:
             self._predictive = None
             where = "above" if side > 0 else "below"
