@@ -239,6 +239,20 @@ def test_the_hold_time_counts_only_the_hours_counted() -> None:
     assert whole.hold_s == pytest.approx(0.05) and holes.hold_s == pytest.approx(0.05)
 
 
+def test_hours_of_no_traffic_forecast_as_none_are_not_below_the_band() -> None:
+    """A business's traffic: nothing at night and at weekends. After a weekend the latest day
+    judged is all zeros, as forecast -- at the band's low end, not below it; the plan for the
+    Monday is made (it was refused: "100% of the last day's hours were below the band")."""
+    day = synthetic_trace(days=21, seed=3, base=300_000.0)["requests"].to_numpy()
+    y = day.copy()
+    for d in range(21):
+        y[d * 24 : d * 24 + 8] = 0  # nights
+        if d % 7 in (5, 6):
+            y[d * 24 : d * 24 + 24] = 0  # weekends
+    plan = plan_from_history(intervals(y), now=T0 + y.size * H, horizon_h=24)
+    assert plan.schedule is not None, plan.reason
+
+
 def test_a_fleet_started_cold_plans_after_two_weeks_and_shares_one_history() -> None:
     from tiered.scenarios.learning import adversarial_series, fleet_run
     from tiered.sim.poolmodel import HoldTimes

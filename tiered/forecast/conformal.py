@@ -110,7 +110,9 @@ def calibrated_scores(
     row per model, origin, horizon: the scores of :func:`~tiered.forecast.backtest.metrics`
     for the calibrated forecast (``mase`` of the calibrated median, ``smape``,
     ``coverage80``/``coverage95``, mean ``pinball``), and per quantile ``coverage_q<level>``
-    (share of actuals at or below it) and ``pinball_q<level>`` (scaled like MASE); the
+    (share of actuals at or below it), ``below_q<level>`` (strictly below it: an hour of no
+    traffic under a forecast of none is not below the band) and ``pinball_q<level>`` (scaled
+    like MASE); the
     uncalibrated ``raw_mase`` and ``raw_coverage_q<level>`` beside them. ``y`` is the series
     the forecasts were made on (MASE's in-sample scale)."""
     y = np.asarray(y, dtype=float)
@@ -143,6 +145,7 @@ def calibrated_scores(
                 row["raw_mase"] = float(np.mean(np.abs(a - own[:h])) / scale)
                 for q in levels:
                     row[f"coverage_{quantile_column(q)}"] = float(np.mean(a <= cal[q][:h]))
+                    row[f"below_{quantile_column(q)}"] = float(np.mean(a < cal[q][:h]))
                     row[f"raw_coverage_{quantile_column(q)}"] = float(np.mean(a <= raw[q][:h]))
                     row[f"pinball_{quantile_column(q)}"] = pinball(a, cal[q][:h], q) / scale
                 rows.append(row)

@@ -14,7 +14,9 @@ event loop (a worker thread) once a day and at start when history exists:
 3. refusals where a plan would cost more than it saves: no daily or weekly pattern (the last
    hour's value forecasts as well), a calibrated q0.9 that covered too little of the later
    origins, or a latest day mostly outside the calibrated band (the traffic changed: a level
-   shift, a holiday, or the week after one that a weekly model copies);
+   shift, a holiday, or the week after one that a weekly model copies; an hour is outside
+   only strictly beyond the band: a quiet night or weekend with no traffic, forecast as none,
+   is not "below" it);
 4. else the chosen model, calibrated, forecasts the next ``horizon_h`` hours, and their
    ``plan_quantile`` -- for one of ``instances`` live members of a fleet, its equal share --
    becomes an Erlang C plan (:func:`~tiered.forecast.capacity.plan_pool`) with the pool's
@@ -155,7 +157,7 @@ def plan_from_history(
     # until the model has caught up
     last = scores.filter((pl.col("model") == name) & (pl.col("horizon") == 24)).sort("origin")
     above = 1.0 - float(last[f"coverage_{quantile_column(quantile)}"][-1])
-    below = float(last[f"coverage_{quantile_column(levels[0])}"][-1])
+    below = float(last[f"below_{quantile_column(levels[0])}"][-1])
     if max(above, below) > RECENT_OUTSIDE:
         where = "above" if above > below else "below"
         return LearntPlan(None, now, f"the traffic changed: {max(above, below):.0%} of the "
