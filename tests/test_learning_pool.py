@@ -50,6 +50,45 @@ def test_the_pool_state_reports_busy_connection_seconds() -> None:
     assert state.load().busy_s == 0.0  # a new period
 
 
+async def test_the_pool_counts_the_squared_hold_time_of_every_borrow(tmp_path: Path) -> None:
+    """From the moment a borrower has the connection to its return, on the pool's clock: one
+    held 0.3 s while another queued, which then held it 0.1 s."""
+    import asyncio
+
+    from tiered.db.driver import connect
+    from tiered.pool import Decision, Fixed, Pool, PoolConfig
+
+    class Seen(Fixed):
+        def __init__(self) -> None:
+            super().__init__(1)
+            self.loads: list[PoolLoad] = []
+
+        def decide(self, load: PoolLoad) -> Decision:
+            self.loads.append(load)
+            return super().decide(load)
+
+    clock, seen = Clock(100.0), Seen()
+    pool = Pool(lambda: connect(f"file:{tmp_path / 'p.db'}"),
+                PoolConfig(min_size=1, max_size=1, sizing=seen), clock=clock)  # fmt: skip
+    await pool.open(background=False)
+    await pool.maintain()
+    seen.loads.clear()
+
+    async def second() -> None:
+        async with pool.connection():
+            clock.t += 0.1
+
+    async with pool.connection():
+        waiter = asyncio.create_task(second())
+        await asyncio.sleep(0)  # queued behind the first borrower
+        clock.t += 0.3
+    await waiter
+    await pool.maintain()
+    assert sum(x.hold_sq_s for x in seen.loads) == pytest.approx(0.3**2 + 0.1**2)
+    assert sum(x.requests for x in seen.loads) == 2
+    await pool.close()
+
+
 def test_the_log_counts_per_interval_and_a_gap_is_missing_not_zero() -> None:
     log = TrafficLog(H)
     assert log.add(T0 + 10, 5, 0.5) is None
@@ -239,6 +278,31 @@ def test_the_hold_time_counts_only_the_hours_counted() -> None:
     assert whole.hold_s == pytest.approx(0.05) and holes.hold_s == pytest.approx(0.05)
 
 
+def test_the_plan_is_sized_with_the_measured_spread_of_the_holds() -> None:
+    """Holds of one length (no spread) wait less than exponential ones at the same mean
+    (Allen-Cunneen): the plan sizes fewer connections where the queue model says so, never
+    more; hours without squared holds (rows of an older tiered) are left out of the spread,
+    and with none the plan is M/M/c's."""
+    from tiered.forecast.planner import hold_spread
+
+    y = synthetic_trace(days=21, seed=2, base=400_000.0)["requests"].to_numpy()
+    now, hold = T0 + y.size * H, 0.05
+    plain = intervals(y, hold_s=hold)
+    even = [Interval(iv.start, iv.requests, iv.busy_s, iv.requests * hold**2) for iv in plain]
+    expo = [Interval(iv.start, iv.requests, iv.busy_s, 2 * iv.requests * hold**2) for iv in plain]
+    assert hold_spread(plain) is None
+    assert hold_spread(even) == pytest.approx(0.0, abs=1e-6)
+    assert hold_spread(expo) == pytest.approx(1.0)
+    assert hold_spread(plain[:100] + even[100:]) == pytest.approx(0.0, abs=1e-6)
+    plans = [plan_from_history(h, now=now, horizon_h=24) for h in (plain, even, expo)]
+    assert all(p.schedule is not None for p in plans), [p.reason for p in plans]
+    assert [p.hold_cv for p in plans] == [None, pytest.approx(0.0, abs=1e-6), pytest.approx(1.0)]
+    sizes = [[p.schedule.at(now + h * H + 1) for h in range(24)] for p in plans]  # type: ignore[union-attr]
+    assert sizes[2] == sizes[0]  # exponential holds: what M/M/c assumed
+    assert all(a <= b for a, b in zip(sizes[1], sizes[0], strict=True))
+    assert sum(sizes[1]) < sum(sizes[0])
+
+
 def test_hours_of_no_traffic_forecast_as_none_are_not_below_the_band() -> None:
     """A business's traffic: nothing at night and at weekends. After a weekend the latest day
     judged is all zeros, as forecast -- at the band's low end, not below it; the plan for the
@@ -268,6 +332,9 @@ def test_a_fleet_started_cold_plans_after_two_weeks_and_shares_one_history() -> 
     # fluid steps once rounded it to whole connections, and the plans came out far too small)
     holds = [d["hold_s"] for d in run.days if d["planned"]]
     assert holds and all(h == pytest.approx(hold.mean, rel=0.1) for h in holds)
+    # and the squared holds: the plans were sized with the holds' spread, not M/M/c's
+    cvs = [d["hold_cv"] for d in run.days if d["planned"]]
+    assert all(c == pytest.approx(hold.cv, rel=0.1) for c in cvs)
     assert run.summary["instances"] == 3 and run.summary["simulated"] == 3
     # the judged week only, every member's requests added up
     judged = y[14 * 24 :].sum() * 3600

@@ -70,6 +70,8 @@ async def test_the_pool_writes_its_hours_and_leaves_the_fleet_at_close(tmp_path:
     got = rows(path, "SELECT instance, hour, requests FROM pool_traffic ORDER BY hour")
     assert [(i, hr) for i, hr, _ in got] == [("a", int(T0)), ("a", int(T0 + H))]
     assert all(n >= 5 for *_, n in got)  # type: ignore[operator]
+    # with the squared hold times of those requests (the holds' spread the planner sizes with)
+    assert all(sq > 0 for (sq,) in rows(path, "SELECT hold_sq_s FROM pool_traffic"))  # type: ignore[operator]
     await store.close()
     got = rows(path, "SELECT hour FROM pool_traffic ORDER BY hour")
     assert [h for (h,) in got] == [int(T0), int(T0 + H), int(T0 + 2 * H)]  # the partial hour
@@ -128,6 +130,35 @@ async def test_a_read_only_store_plans_and_writes_nothing(tmp_path: Path) -> Non
     await store.close()
     assert path.read_bytes() == before
     assert rows(path, "SELECT count(*) FROM pool_traffic WHERE instance = 'ro'") == [(0,)]
+
+
+async def test_a_read_only_store_plans_from_a_database_it_cannot_migrate(tmp_path: Path) -> None:
+    """A database at schema 3 (before the squared holds were counted): a read-only Store
+    cannot add the column, so it reads the hours without them and plans as for exponential
+    holds (M/M/c); a writable Store migrates it, and the old rows read as not counted."""
+    path = tmp_path / "t.db"
+    await (await Store.open(f"file:{path}")).close()
+    with sqlite3.connect(path) as c:  # back to schema 3, as an older tiered left it
+        c.execute("ALTER TABLE pool_traffic DROP COLUMN hold_sq_s")
+        c.execute("DELETE FROM schema_version WHERE version = 4")
+    y = synthetic_trace(days=21, seed=8, base=100_000.0)["requests"].to_numpy()
+    now = T0 + 21 * 86400 + 60
+    seed_history(path, {"a": y}, seen=now - 30)
+    before = path.read_bytes()
+    clock = Clock(now)
+    ro = await Store.open(f"file:{path}", config=StoreConfig(read_only=True),
+                          pool=PoolConfig(sizing=learning(clock, instance="ro")))  # fmt: skip
+    assert ro.traffic is not None
+    plan = ro.traffic.policy.plan
+    assert plan is not None and plan.schedule is not None, plan and plan.reason
+    assert plan.hold_cv is None  # not counted: sized as M/M/c
+    await ro.close()
+    assert path.read_bytes() == before
+    rw = await Store.open(f"file:{path}", pool=PoolConfig(sizing=learning(clock, instance="b")))
+    assert rw.traffic is not None and rw.traffic.policy.plan is not None
+    assert rw.traffic.policy.plan.hold_cv is None
+    await rw.close()
+    assert rows(path, "SELECT count(*) FROM pool_traffic WHERE hold_sq_s IS NULL") == [(y.size,)]
 
 
 async def test_an_unwritten_pass_keeps_its_hours_for_the_next(tmp_path: Path) -> None:

@@ -7,13 +7,17 @@ reads only the rows it returns. Timestamps are integer microseconds since the ep
 
 Migrations are a list of ``(version, statements)``. Each runs in one transaction together with
 its row in ``schema_version``; statements use ``IF NOT EXISTS`` and the version row ``OR IGNORE``,
-so two processes opening the same database at once both succeed.
+so two processes opening the same database at once both succeed. SQLite has no ``IF NOT EXISTS``
+for ``ALTER TABLE ... ADD COLUMN``: such a statement runs only when the table lacks the column,
+and one that loses a race to a process adding it at the same moment is retried (the version
+read again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Sequence
 
 from tiered.db.driver import Connection, Statement
@@ -153,7 +157,13 @@ _V3: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idx_pool_instances_seen ON pool_instances(seen)",
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _V1), (2, _V2), (3, _V3))
+# version 4: the squared hold times of each hour (the holds' spread, for the planner's queue
+# model); NULL in the rows written before (read as not counted)
+_V4: tuple[str, ...] = ("ALTER TABLE pool_traffic ADD COLUMN hold_sq_s REAL",)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _V1), (2, _V2), (3, _V3), (4, _V4)
+)  # fmt: skip
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: Data tables in dependency order (children first), e.g. for clearing a test database.
 TABLES = (
@@ -185,8 +195,20 @@ _MARK_VERSION = Statement(
 )
 
 
+_HAS_COLUMN = Statement(
+    "schema_has_column",
+    "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?",
+    reuse=False,
+)
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
+
+
 def _busy(exc: DatabaseError) -> bool:
-    return exc.code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "SQLITE_BUSY" in str(exc)
+    return (
+        exc.code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+        or "SQLITE_BUSY" in str(exc)
+        or "duplicate column name" in str(exc)  # another process added it at the same moment
+    )
 
 
 async def migrate(conn: Connection, *, now_us: int, busy_timeout: float = 10.0) -> int:
@@ -222,9 +244,12 @@ async def _migrate_once(conn: Connection, now_us: int) -> int:
     for version, ddl in MIGRATIONS:
         if version <= current:
             continue
-        steps: list[tuple[Statement, Sequence[int]]] = [
-            (Statement(f"migration_{version}", sql, reuse=False), ()) for sql in ddl
-        ]
+        steps: list[tuple[Statement, Sequence[int]]] = []
+        for sql in ddl:
+            add = _ADD_COLUMN.match(sql)
+            if add and (await conn.execute(_HAS_COLUMN, add.groups())).rows[0][0]:
+                continue  # the column is there: this migration ran before its version row
+            steps.append((Statement(f"migration_{version}", sql, reuse=False), ()))
         steps.append((_MARK_VERSION, (version, now_us)))
         await conn.transaction(steps, chunk_bytes=1 << 30)
     return current

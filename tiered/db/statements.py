@@ -214,12 +214,20 @@ LOG_MARK = Statement(
 #: adds to it (a pool closed and reopened within the hour under the same instance name)
 TRAFFIC_ADD = Statement(
     "traffic_add",
-    "INSERT INTO pool_traffic(instance, hour, requests, busy_s) VALUES (?, ?, ?, ?) "
+    "INSERT INTO pool_traffic(instance, hour, requests, busy_s, hold_sq_s) "
+    "VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT(instance, hour) DO UPDATE SET requests = requests + excluded.requests, "
-    "busy_s = busy_s + excluded.busy_s",
+    "busy_s = busy_s + excluded.busy_s, "
+    "hold_sq_s = coalesce(hold_sq_s, 0) + excluded.hold_sq_s",
 )
 TRAFFIC_SINCE = Statement(
-    "traffic_since", "SELECT instance, hour, requests, busy_s FROM pool_traffic WHERE hour >= ?"
+    "traffic_since",
+    "SELECT instance, hour, requests, busy_s, hold_sq_s FROM pool_traffic WHERE hour >= ?",
+)
+#: the same, on a database a read-only Store cannot migrate (schema 3: no squared holds)
+TRAFFIC_SINCE_V3 = Statement(
+    "traffic_since_v3",
+    "SELECT instance, hour, requests, busy_s, 0.0 FROM pool_traffic WHERE hour >= ?",
 )
 HEARTBEAT = Statement(
     "heartbeat",

@@ -20,7 +20,9 @@ event loop (a worker thread) once a day and at start when history exists:
 4. else the chosen model, calibrated, forecasts the next ``horizon_h`` hours, and their
    ``plan_quantile`` -- for one of ``instances`` live members of a fleet, its equal share --
    becomes an Erlang C plan (:func:`~tiered.forecast.capacity.plan_pool`) with the pool's
-   measured hold and connect times, each member's sizes capped at its share of
+   measured hold and connect times -- the holds' mean and their spread (:func:`hold_spread`;
+   Allen-Cunneen's correction of the waits; holds not counted are taken as exponential, M/M/c,
+   the cautious side for a pool's holds) -- each member's sizes capped at its share of
    ``server_limit`` so the fleet's planned connections never exceed it.
 """
 
@@ -39,7 +41,7 @@ from tiered.forecast.conformal import Calibrated, calibrated_scores, offsets
 from tiered.forecast.models import Model, SeasonalNaive, SeasonalProfile
 from tiered.pool.learning import Interval, LearntPlan
 
-__all__ = ["MIN_DAYS", "hourly_series", "plan_from_history"]
+__all__ = ["MIN_DAYS", "hold_spread", "hourly_series", "plan_from_history"]
 
 #: days of history before a plan is tried: a week to copy from and a week of origins to judge
 #: the candidates on
@@ -75,6 +77,22 @@ def hourly_series(
     for j in missing:
         req[j] = req[j - week] if j >= week else 0.0
     return first, req, busy, int(missing.size)
+
+
+def hold_spread(intervals: Sequence[Interval]) -> float | None:
+    """The coefficient of variation of the hold times counted in ``intervals`` (from their
+    requests, busy seconds and squared holds; intervals without squared holds, as rows written
+    before they were counted, left out), or ``None`` when none has them."""
+    n = busy = sq = 0.0
+    for iv in intervals:
+        if iv.hold_sq_s > 0 and iv.requests:
+            n += iv.requests
+            busy += iv.busy_s
+            sq += iv.hold_sq_s
+    if not (n and busy > 0):
+        return None
+    mean = busy / n
+    return math.sqrt(max(sq / n / (mean * mean) - 1.0, 0.0))
 
 
 def plan_from_history(
@@ -126,6 +144,7 @@ def plan_from_history(
     hold = sum(iv.busy_s for iv in intervals) / counted if counted else 0.0
     if not hold > 0:
         return LearntPlan(None, now, "no request held a connection: nothing to plan for")
+    cv = hold_spread(intervals)
     candidates: list[Model] = [SeasonalNaive(1), SeasonalNaive(24), SeasonalNaive(168)]
     min_train = 24 * 8
     if days >= 42:  # the profile needs five weeks at every origin, and a week of origins
@@ -180,11 +199,12 @@ def plan_from_history(
         return LearntPlan(None, now, "the history is too old to plan the next hours on")
     plan = plan_pool(
         rates.tolist(), service_s=hold, start_s=begin, interval_s=hour, max_wait_s=max_wait_s,
-        quantile=wait_quantile, connect_s=connect_s, warmup_s=warmup_s, max_size=max_size,
+        quantile=wait_quantile, service_cv=1.0 if cv is None else cv, connect_s=connect_s,
+        warmup_s=warmup_s, max_size=max_size,
     )  # fmt: skip
     until = begin + rates.size * hour
     return LearntPlan(
         plan.schedule, until, f"{name}, chosen on {days:.0f} days (q{quantile:g} covered "
-        f"{coverage:.2f})", lead_time=plan.lead_time_s, model=name, hold_s=hold,
+        f"{coverage:.2f})", lead_time=plan.lead_time_s, model=name, hold_s=hold, hold_cv=cv,
         rates=tuple(rates.tolist()), band=(per_s(levels[0]), per_s(quantile)),
     )  # fmt: skip

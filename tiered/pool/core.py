@@ -83,7 +83,7 @@ C = TypeVar("C", bound=Poolable)
 
 
 class _Slot(Generic[C]):
-    __slots__ = ("conn", "created", "expires", "gen", "last_checked", "last_used")
+    __slots__ = ("conn", "created", "expires", "gen", "last_checked", "last_used", "lent_at")
 
     def __init__(self, conn: C, now: float, expires: float, gen: int) -> None:
         self.conn = conn
@@ -92,6 +92,7 @@ class _Slot(Generic[C]):
         self.gen = gen
         self.last_used = now
         self.last_checked = now
+        self.lent_at = now  # when its current borrower got it
 
 
 class _Lease(Generic[C]):
@@ -298,6 +299,7 @@ class Pool(Generic[C]):
                 self._idle.append(slot)
                 raise PoolClosed(f"pool {self.name!r} is closed")
             self.wait_hist.record(now - t0)
+            slot.lent_at = now
             return slot
         if self._outage is not None and not self._state.opening and not self._lent:
             # nothing can serve a queued request: fail now with the cause
@@ -334,7 +336,9 @@ class Pool(Generic[C]):
             # timed out or cancelled: leave the queue, and hand back a connection that was given
             # to us at the same instant
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._release(fut.result(), None)
+                slot = fut.result()
+                slot.lent_at = self._clock()  # handed over, never used: held for no time
+                self._release(slot, None)
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
@@ -349,7 +353,9 @@ class Pool(Generic[C]):
                     pool=self.name,
                 ) from None
             raise
-        self._record_wait(self._clock() - t0)
+        now = self._clock()
+        self._record_wait(now - t0)
+        slot.lent_at = now
         return slot
 
     def _record_wait(self, waited: float) -> None:
@@ -362,7 +368,9 @@ class Pool(Generic[C]):
         # the connection failed, or a cancelled request may still be in flight on it
         broken = exc is not None and not _connection_ok(exc)
         stale = slot.gen != self._gen or now >= slot.expires  # drained, or past its lifetime
-        kept, fut = self._state.release(slot, not (broken or stale or self._closed), _waiting)
+        kept, fut = self._state.release(
+            slot, not (broken or stale or self._closed), _waiting, now - slot.lent_at
+        )
         if self._all_back is not None and not self._lent:
             self._all_back.set()
         self._stats["usage_ms"] += round((now - slot.last_used) * 1000)

@@ -1,8 +1,9 @@
 """A sizing policy that learns its own traffic: :class:`Learning`.
 
 The pool already counts what a capacity plan needs: every consultation of the sizing policy
-brings the requests since the previous one and the connection-seconds they held
-(:class:`~tiered.pool.sizing.PoolLoad`'s ``requests`` and ``busy_s``). :class:`Learning` adds
+brings the requests since the previous one, the connection-seconds they held and the sum of
+their squared hold times (:class:`~tiered.pool.sizing.PoolLoad`'s ``requests``, ``busy_s`` and
+``hold_sq_s``: the holds' mean and spread, which a queue model needs). :class:`Learning` adds
 them up per interval of its wall clock (an hour by default) in a :class:`TrafficLog`, so
 learning costs a request nothing beyond what the pool counts anyway, and hands completed
 intervals to whoever persists them (:meth:`TrafficLog.pop_completed`).
@@ -48,11 +49,13 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Interval:
     """One completed interval of a pool's traffic: its start (wall-clock seconds, a multiple of
-    the interval), the requests lent a connection and the connection-seconds they held."""
+    the interval), the requests lent a connection, the connection-seconds they held and the sum
+    of their squared hold times (s^2; 0 where not counted, as in rows written before it was)."""
 
     start: float
     requests: int
     busy_s: float
+    hold_sq_s: float = 0.0
 
     @property
     def hold_s(self) -> float | None:
@@ -77,20 +80,23 @@ class TrafficLog:
         self.completed: deque[Interval] = deque(maxlen=keep)
         self._start: float | None = None
         self._requests = 0
-        self._busy = 0.0
+        self._busy = self._hold_sq = 0.0
 
-    def add(self, now: float, requests: int, busy_s: float) -> Interval | None:
+    def add(
+        self, now: float, requests: int, busy_s: float, hold_sq_s: float = 0.0
+    ) -> Interval | None:
         """Count a load seen at ``now``; the interval it completed, if it did."""
         start = math.floor(now / self.interval_s) * self.interval_s
         done = None
         if self._start is None:
             self._start = start
         elif start != self._start:
-            done = Interval(self._start, self._requests, self._busy)
+            done = Interval(self._start, self._requests, self._busy, self._hold_sq)
             self.completed.append(done)
-            self._start, self._requests, self._busy = start, 0, 0.0
+            self._start, self._requests, self._busy, self._hold_sq = start, 0, 0.0, 0.0
         self._requests += requests
         self._busy += busy_s
+        self._hold_sq += hold_sq_s
         return done
 
     @property
@@ -98,13 +104,13 @@ class TrafficLog:
         """The interval being counted (incomplete)."""
         if self._start is None:
             return None
-        return Interval(self._start, self._requests, self._busy)
+        return Interval(self._start, self._requests, self._busy, self._hold_sq)
 
     def take_current(self) -> Interval | None:
         """The interval being counted so far, and count it from zero again (what a pool that
         closes writes: the rest of its hour, if it reopens, adds to it)."""
         cur = self.current
-        self._requests, self._busy = 0, 0.0
+        self._requests, self._busy, self._hold_sq = 0, 0.0, 0.0
         return cur
 
     def pop_completed(self) -> list[Interval]:
@@ -176,9 +182,10 @@ class LearntPlan:
     times), reached ``lead_time`` seconds before each rise, valid until ``until``; or no
     schedule, and ``reason`` says why (the policy stays reactive). ``model`` names the traffic
     model the plan follows, ``hold_s`` the measured seconds a request holds a connection that
-    it was sized with, ``rates`` the arrival rate it planned for in each hour of the schedule
-    (requests/s, this instance's) and ``band`` the forecast band's low and high ends beside
-    it."""
+    it was sized with (``hold_cv``: their measured coefficient of variation; ``None``: not
+    counted, sized as if 1, the exponential holds of M/M/c), ``rates`` the arrival rate it
+    planned for in each hour of the schedule (requests/s, this instance's) and ``band`` the
+    forecast band's low and high ends beside it."""
 
     schedule: Schedule | None
     until: float
@@ -186,6 +193,7 @@ class LearntPlan:
     lead_time: float = 60.0
     model: str | None = None
     hold_s: float | None = None
+    hold_cv: float | None = None
     rates: tuple[float, ...] | None = None
     band: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
@@ -248,7 +256,7 @@ class Learning:
 
     def decide(self, load: PoolLoad) -> Decision:
         now = self.clock()
-        done = self.log.add(now, load.requests, load.busy_s)
+        done = self.log.add(now, load.requests, load.busy_s, load.hold_sq_s)
         if done is not None and self._predictive is not None:
             self._check_band(done)
         p = self._predictive

@@ -49,6 +49,9 @@ class PoolLoad(NamedTuple):
     wait in seconds.
     busy_s: connection-seconds in use since the previous decision (the integral of
     ``in_use``): with ``requests``, the hold time a capacity plan needs.
+    hold_sq_s: the sum of the squared hold times (s^2) of the borrows given back since the
+    previous decision: with ``busy_s`` and ``requests``, the holds' spread (a queue model's
+    waits grow with it).
 
     A named tuple (immutable, and cheap to make: the simulator makes one every tick of weeks).
     """
@@ -64,6 +67,7 @@ class PoolLoad(NamedTuple):
     min_size: int
     max_size: int
     busy_s: float = 0.0
+    hold_sq_s: float = 0.0
 
 
 class Decision(NamedTuple):

@@ -77,6 +77,7 @@ class PoolState(Generic[S, W]):
         self.conn_seconds = 0.0
         self._tick_requests = self._tick_waited = 0
         self._tick_wait_sum = 0.0
+        self._tick_hold_sq = 0.0
 
     @property
     def size(self) -> int:
@@ -119,10 +120,11 @@ class PoolState(Generic[S, W]):
             min_size=self.min_size,
             max_size=self.max_size,
             busy_s=self._acc_busy,
+            hold_sq_s=self._tick_hold_sq,
         )
         self._acc_busy = self._acc_size = 0.0
         self._tick_requests = self._tick_waited = 0
-        self._tick_wait_sum = 0.0
+        self._tick_wait_sum = self._tick_hold_sq = 0.0
         return load
 
     def consult(self) -> tuple[PoolLoad, Decision]:
@@ -165,14 +167,19 @@ class PoolState(Generic[S, W]):
         return None
 
     def release(
-        self, slot: S, reusable: bool, alive: Callable[[W], bool] = lambda w: True
+        self,
+        slot: S,
+        reusable: bool,
+        alive: Callable[[W], bool] = lambda w: True,
+        held: float = 0.0,
     ) -> tuple[bool, W | None]:
-        """A lent connection came back (``reusable``: not broken, not stale). Returns whether it
-        is kept and, if kept, the waiter it went to (``None``: onto the idle stack); a
-        connection not kept is for the caller to close (the pool is above its target and the
-        queue's needs, or does not reuse). One accounting for the whole hand-over: this is
-        the hot path of every call."""
+        """A lent connection came back (``reusable``: not broken, not stale) after its
+        borrower ``held`` it that many seconds. Returns whether it is kept and, if kept, the
+        waiter it went to (``None``: onto the idle stack); a connection not kept is for the
+        caller to close (the pool is above its target and the queue's needs, or does not
+        reuse). One accounting for the whole hand-over: this is the hot path of every call."""
         self.account()
+        self._tick_hold_sq += held * held
         lent = self.lent
         lent.discard(slot)
         if not (

@@ -129,11 +129,11 @@ def fleet_run(
     max_size = 100 if server_limit is None else max(1, server_limit // instances)
     oracle = None
     if policy == "oracle":
-        # the planner's own queue model (it knows the mean hold, not its spread: M/M/c), fed
-        # with the actual rates: the oracle differs from learning in the forecast alone
-        oracle = plan_pool(member_rate.tolist(), service_s=hold.mean, connect_s=connect_s,
-                           warmup_s=warmup_s, max_wait_s=max_wait_s, quantile=slo_quantile,
-                           max_size=max_size)  # fmt: skip
+        # the planner's own queue model (the holds' mean and spread, as the pools count them),
+        # fed with the actual rates: the oracle differs from learning in the forecast alone
+        oracle = plan_pool(member_rate.tolist(), service_s=hold.mean, service_cv=hold.cv,
+                           connect_s=connect_s, warmup_s=warmup_s, max_wait_s=max_wait_s,
+                           quantile=slo_quantile, max_size=max_size)  # fmt: skip
     learners: list[Learning] = []
     recorder: list[_Recorded] = []
 
@@ -207,7 +207,8 @@ def fleet_run(
         for p in learners:
             p.install(given)
         days.append({"day": hour // 24, "planned": plan.schedule is not None,
-                     "model": plan.model, "why": plan.reason, "hold_s": plan.hold_s})  # fmt: skip
+                     "model": plan.model, "why": plan.reason, "hold_s": plan.hold_s,
+                     "hold_cv": plan.hold_cv})  # fmt: skip
         _note_plan(planned, plan)
     results = [p.result for p in pools]
     assert all(r is not None for r in results)

@@ -227,7 +227,8 @@ class RequestPool:
     ) -> None:
         self.waits.append(waited)
         self.arrived.append(self.sim.now() - waited)
-        self.sim.after(self._hold() if hold is None else hold, self._done, slot, done)
+        h = self._hold() if hold is None else hold
+        self.sim.after(h, self._done, slot, done, h)
 
     def request(self, hold: float | None = None, done: Callable[[], None] | None = None) -> None:
         """A request arrives now: it holds a connection for ``hold`` seconds (None: drawn from
@@ -241,8 +242,8 @@ class RequestPool:
         self._consult(sample=False)
         self._grow()
 
-    def _done(self, slot: int, done: Callable[[], None] | None) -> None:
-        kept, w = self.state.release(slot, True)
+    def _done(self, slot: int, done: Callable[[], None] | None, held: float) -> None:
+        kept, w = self.state.release(slot, True, held=held)
         if kept:
             self._handed(slot, w)
         else:
@@ -332,6 +333,7 @@ class FluidPool:
         s = sc.hold.mean
         self.s = s
         self.f = (1 + sc.hold.cv**2) / 2  # Allen-Cunneen factor (Poisson arrivals)
+        self.s2 = s * s * (1 + sc.hold.cv**2)  # the mean squared hold (s^2)
         self._states: dict[tuple[int, float], tuple[float, float, float, float, float, int]] = {}
         self.result: PoolRun | None = None
 
@@ -408,6 +410,7 @@ class FluidPool:
         rows: list[tuple[float, ...]] = []
         record = self.record
         decide, min_size, max_size_cfg = self.policy.decide, sc.min_size, sc.max_size
+        s2 = self.s2
         late_s, connect_s = sc.late_s, sc.connect_s
         inf = math.inf
         if target:
@@ -460,6 +463,7 @@ class FluidPool:
                 size, in_use, max(0, ready - in_use), waiting, util, int(arrivals), int(waited),
                 w_mean if waited and w_mean != inf else 0.0, min_size, max_size_cfg,
                 (ready if lam * s > ready else lam * s) * dt,  # busy: the offered load, unrounded
+                lam * dt * s2,  # the squared holds of the step's requests, expected
             )  # fmt: skip
             new = decide(load).target  # clamped as clamp_target does, without its call
             new = max_size_cfg if new > max_size_cfg else min_size if new < min_size else new

@@ -116,7 +116,7 @@ class TrafficLearner:
 
     async def _write(self, hours: list[Interval], now: float, *, leaving: bool = False) -> None:
         steps: list[tuple[Any, list[Any]]] = [
-            (q.TRAFFIC_ADD, [self.instance, int(iv.start), iv.requests, iv.busy_s])
+            (q.TRAFFIC_ADD, [self.instance, int(iv.start), iv.requests, iv.busy_s, iv.hold_sq_s])
             for iv in hours  # a quiet hour too: zero is not "missing" (down)
         ]
         if leaving:
@@ -135,17 +135,26 @@ class TrafficLearner:
         """The fleet's hours of the last ``history_days`` and the live instances (this one
         counted even when it writes no heartbeat)."""
         since = int(now - self.fleet.history_days * 86400)
-        try:  # both in one request to the primary
-            rows, live_rows = await self.db.read_many([
-                (q.TRAFFIC_SINCE, [since]),
-                (q.LIVE_INSTANCES, [int(now - self.fleet.live_after_s)]),
-            ])  # fmt: skip
-        except DatabaseError as e:
-            if "no such table" in str(e).lower():  # a read-only store on an older schema
-                return [], 1
-            raise
+        stmt = q.TRAFFIC_SINCE
+        while True:
+            try:  # both in one request to the primary
+                rows, live_rows = await self.db.read_many([
+                    (stmt, [since]),
+                    (q.LIVE_INSTANCES, [int(now - self.fleet.live_after_s)]),
+                ])  # fmt: skip
+                break
+            except DatabaseError as e:
+                # a read-only store on an older schema: no table yet, or no squared holds
+                if "no such table" in str(e).lower():
+                    return [], 1
+                if "no such column" not in str(e).lower() or stmt is q.TRAFFIC_SINCE_V3:
+                    raise
+                stmt = q.TRAFFIC_SINCE_V3
         live = {str(r[0]) for r in live_rows} | {self.instance}
-        hours = [Interval(float(as_int(r[1])), as_int(r[2]), float(r[3])) for r in rows]  # type: ignore[arg-type]
+        hours = [
+            Interval(float(as_int(r[1])), as_int(r[2]), float(r[3]), float(r[4] or 0.0))  # type: ignore[arg-type]
+            for r in rows
+        ]
         return hours, len(live)
 
     async def refit(self, now: float | None = None) -> LearntPlan:
