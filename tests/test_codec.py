@@ -33,6 +33,44 @@ def test_documents_round_trip(ep: Episode) -> None:
     assert Episode.from_doc(d, ep.outcome_kind) == ep
 
 
+#: (path into a stored episode document, a value of the wrong type for it)
+_BAD_FIELDS = [
+    (("id",), 7), (("description",), None), (("task_type",), ["x"]), (("start_time",), "1"),
+    (("start_time",), True), (("end_time",), 1.5), (("reward",), "high"), (("metadata",), []),
+    (("metadata", "k"), 3), (("tags",), "a,b"), (("tags",), ["a", 1]), (("pattern_ids",), None),
+    (("context",), "web"), (("context", "domain"), 1), (("context", "language"), 2),
+    (("context", "complexity"), "huge"), (("context", "tags"), [None]),
+    (("steps",), {}), (("steps", 0, "tool"), 1), (("steps", 0, "parameters"), []),
+    (("steps", 0, "latency_ms"), "1"), (("steps", 0, "result", "kind"), "maybe"),
+    (("steps", 0, "result", "output"), 4), (("outcome", "verdict"), 1),
+    (("outcome", "artifacts"), "a"), (("reflection", "insights"), [1]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "bad"), _BAD_FIELDS, ids=lambda v: str(v))
+def test_a_stored_episode_of_the_wrong_shape_does_not_decode(path: tuple, bad: object) -> None:
+    """Decoding checks a stored episode's types and shape (not its texts: they were validated
+    when it was written); each wrong type raises what the Store reports as CorruptPayload, never
+    a record holding it."""
+    from tiered.model import ExecutionStep, Reflection, StepResult, Success, TaskContext
+
+    ep = Episode(
+        "ep1", "coding", "d", TaskContext("web", tags=("t",)), 1_000, 2_000,
+        steps=(ExecutionStep("tool", "act", {"a": 1}, StepResult("success", "ok"), 1.0),),
+        outcome=Success("v", ("a",)), reward=0.5, reflection=Reflection(("s",), (), ("i",)),
+        pattern_ids=("p",), metadata={"k": "v"}, tags=("x",),
+    )  # fmt: skip
+    c = Codec()
+    doc = c.decode_doc(c.encode_doc(ep))
+    assert Episode.from_doc(doc, ep.outcome_kind) == ep
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = bad
+    with pytest.raises((KeyError, TypeError, ValueError, AttributeError)):
+        Episode.from_doc(doc, ep.outcome_kind)
+
+
 def test_small_and_incompressible_payloads_stay_raw() -> None:
     c = Codec(min_size=256)
     assert c.encode(b"x" * 100)[1] == CODEC_RAW

@@ -5,7 +5,10 @@ Records are frozen dataclasses validated at construction: bad input raises
 Timestamps are integer microseconds since the Unix epoch, UTC (see :func:`to_micros`).
 
 The codec in :mod:`tiered.compression` encodes a record's fields directly (msgspec) into a stored
-frame; ``from_doc`` rebuilds and re-validates a record from the decoded fields. Queryable fields
+frame; ``from_doc`` rebuilds a record from the decoded fields. An episode's is checked for types
+and shape only (a malformed document raises ``TypeError``/``ValueError``, which the Store reports
+as :class:`~tiered.errors.CorruptPayload`): its texts were validated when it was written, and
+validating them again was most of the cost of every episode read. Queryable fields
 (times, task type, domain, language, outcome and pattern kind, success rate, confidence, owner)
 are also kept as real columns by :mod:`tiered.db.schema`.
 """
@@ -80,6 +83,38 @@ def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
+def _new(cls: type[Any], **fields: object) -> Any:
+    """A record of ``cls`` with ``fields`` as given, without ``__post_init__``: for rebuilding
+    a stored record whose fields were validated when it was written (see ``from_doc``)."""
+    obj = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def _doc_str(value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _doc_opt_str(value: object) -> str | None:
+    return None if value is None else _doc_str(value)
+
+
+def _doc_strs(value: object) -> tuple[str, ...]:
+    """A stored list of strings as a tuple."""
+    if type(value) is not list or not all(type(v) is str for v in value):
+        raise TypeError("expected a list of strings")
+    return tuple(value)
+
+
+def _doc_int(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------
 # episodes
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +159,15 @@ class TaskContext:
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> TaskContext:
-        return cls(d["domain"], d.get("language"), d.get("framework"), d["complexity"], d["tags"])
+        """Rebuild a stored context (types checked; see the module docstring)."""
+        return _new(  # type: ignore[no-any-return]
+            cls,
+            domain=_doc_str(d["domain"]),
+            language=_doc_opt_str(d.get("language")),
+            framework=_doc_opt_str(d.get("framework")),
+            complexity=Complexity(d["complexity"]),
+            tags=_doc_strs(d["tags"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +191,9 @@ class StepResult:
         rules by other means (the importer's typed decoding, as for
         :meth:`ExecutionStep.prechecked`)."""
         result = object.__new__(cls)
-        _set(result, "kind", kind)
-        _set(result, "output", output)
+        setattr_ = object.__setattr__  # (frozen: the dataclass's own __setattr__ refuses)
+        setattr_(result, "kind", kind)
+        setattr_(result, "output", output)
         return result
 
 
@@ -193,7 +237,12 @@ class ExecutionStep:
             and (tokens is None or type(tokens) is int)
         ):
             raise TypeError("malformed execution step document")
-        result = None if r is None else StepResult(r["kind"], r["output"])
+        result = None
+        if r is not None:
+            kind, output = r["kind"], r["output"]
+            if kind not in StepResult.KINDS or type(output) is not str:
+                raise TypeError("malformed step result document")
+            result = StepResult.prechecked(kind, output)
         return cls.prechecked(tool, action, params, result, float(latency), tokens)
 
     @classmethod
@@ -211,12 +260,13 @@ class ExecutionStep:
         fast path (checked on the raw JSON; ``tests/test_importer.py`` holds it equal to the
         constructor on random documents)."""
         step = object.__new__(cls)
-        _set(step, "tool", tool)
-        _set(step, "action", action)
-        _set(step, "parameters", parameters)
-        _set(step, "result", result)
-        _set(step, "latency_ms", latency_ms)
-        _set(step, "tokens", tokens)
+        setattr_ = object.__setattr__  # (a call less per field than _set: 8 steps an episode)
+        setattr_(step, "tool", tool)
+        setattr_(step, "action", action)
+        setattr_(step, "parameters", parameters)
+        setattr_(step, "result", result)
+        setattr_(step, "latency_ms", latency_ms)
+        setattr_(step, "tokens", tokens)
         return step
 
 
@@ -271,15 +321,21 @@ _OUTCOME_KINDS: dict[type, str] = {
 
 
 def _outcome_from_doc(kind: str, d: Mapping[str, Any]) -> Outcome:
+    """Rebuild a stored outcome (types checked; see the module docstring)."""
+    out: Outcome
     if kind == "success":
-        return Success(d["verdict"], d["artifacts"])
-    if kind == "partial_success":
-        return PartialSuccess(d["verdict"], d["completed"], d["failed"])
-    if kind == "failure":
-        return Failure(d["reason"], d.get("error_details"))
-    if kind == "abstained":
-        return Abstained(d["reason"])
-    raise ValidationError("outcome.kind", f"unknown outcome kind {kind!r}")
+        out = _new(Success, verdict=_doc_str(d["verdict"]), artifacts=_doc_strs(d["artifacts"]))
+    elif kind == "partial_success":
+        out = _new(PartialSuccess, verdict=_doc_str(d["verdict"]),
+                   completed=_doc_strs(d["completed"]), failed=_doc_strs(d["failed"]))  # fmt: skip
+    elif kind == "failure":
+        out = _new(Failure, reason=_doc_str(d["reason"]),
+                   error_details=_doc_opt_str(d.get("error_details")))  # fmt: skip
+    elif kind == "abstained":
+        out = _new(Abstained, reason=_doc_str(d["reason"]))
+    else:
+        raise ValidationError("outcome.kind", f"unknown outcome kind {kind!r}")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,29 +422,49 @@ class Episode:
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any], outcome_kind: str | None) -> Episode:
-        """Rebuild (and re-validate) an episode from its encoded fields; the outcome's kind is
-        kept beside the document (it is an indexed column)."""
-        r = d.get("reflection")
-        o = d.get("outcome")
-        return cls(
-            id=d["id"],
-            task_type=d["task_type"],
-            description=d["description"],
+        """Rebuild a stored episode from its encoded fields, its types and shape checked (its
+        texts were validated when it was written; see the module docstring); the outcome's kind
+        is kept beside the document (it is an indexed column)."""
+        r, o, reward, meta = d.get("reflection"), d.get("outcome"), d["reward"], d["metadata"]
+        start, end = _doc_int(d["start_time"]), d["end_time"]
+        if end is not None and _doc_int(end) < start:
+            raise ValueError("end_time before start_time")
+        if reward is not None:
+            if type(reward) not in (float, int):
+                raise TypeError("malformed reward")
+            reward = float(reward)
+        if type(meta) is not dict or not all(
+            type(k) is str and type(v) is str for k, v in meta.items()
+        ):
+            raise TypeError("malformed metadata")
+        steps = d["steps"]
+        if type(steps) is not list:
+            raise TypeError("malformed steps")
+        return _new(  # type: ignore[no-any-return]
+            cls,
+            id=_doc_str(d["id"]),
+            task_type=_doc_str(d["task_type"]),
+            description=_doc_str(d["description"]),
             context=TaskContext.from_doc(d["context"]),
-            start_time=d["start_time"],
-            end_time=d["end_time"],
-            steps=tuple(ExecutionStep.from_doc(s) for s in d["steps"]),
+            start_time=start,
+            end_time=end,
+            steps=tuple([ExecutionStep.from_doc(s) for s in steps]),
             outcome=None
             if o is None or outcome_kind is None
             else _outcome_from_doc(outcome_kind, o),
-            reward=d["reward"],
+            reward=reward,
             reflection=None
             if r is None
-            else Reflection(r["successes"], r["improvements"], r["insights"]),
-            pattern_ids=d["pattern_ids"],
-            heuristic_ids=d["heuristic_ids"],
-            metadata=d["metadata"],
-            tags=d["tags"],
+            else _new(
+                Reflection,
+                successes=_doc_strs(r["successes"]),
+                improvements=_doc_strs(r["improvements"]),
+                insights=_doc_strs(r["insights"]),
+            ),
+            pattern_ids=_doc_strs(d["pattern_ids"]),
+            heuristic_ids=_doc_strs(d["heuristic_ids"]),
+            metadata=meta,
+            tags=_doc_strs(d["tags"]),
         )
 
 
