@@ -203,7 +203,9 @@ _HAS_COLUMN = Statement(
 _ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
 
 
-def _busy(exc: DatabaseError) -> bool:
+def _lost_race(exc: DatabaseError) -> bool:
+    """Whether a migration failed because another process was migrating the same database:
+    it held the lock, or added a column between this one's check and its ``ALTER TABLE``."""
     return (
         exc.code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
         or "SQLITE_BUSY" in str(exc)
@@ -215,8 +217,9 @@ async def migrate(conn: Connection, *, now_us: int, busy_timeout: float = 10.0) 
     """Bring the database to :data:`SCHEMA_VERSION`; returns the version it was at before.
 
     Processes opening one database at the same time race to migrate it: one wins, the others
-    see the database locked (``SQLITE_BUSY``) and retry with jittered backoff -- re-reading the
-    version, so a migration is never applied twice -- for up to ``busy_timeout`` seconds.
+    see the database locked (``SQLITE_BUSY``), or a column they were about to add already there,
+    and retry with jittered backoff -- re-reading the version, so a migration is never applied
+    twice -- for up to ``busy_timeout`` seconds.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + busy_timeout
@@ -225,7 +228,7 @@ async def migrate(conn: Connection, *, now_us: int, busy_timeout: float = 10.0) 
         try:
             return await _migrate_once(conn, now_us)
         except DatabaseError as e:
-            if not _busy(e) or loop.time() + delay > deadline:
+            if not _lost_race(e) or loop.time() + delay > deadline:
                 raise
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.5)
